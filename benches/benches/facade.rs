@@ -1,0 +1,2 @@
+//! Placeholder until the facade benchmarks land.
+fn main() {}
