@@ -1,2 +1,266 @@
-//! Placeholder until the core benchmarks land.
-fn main() {}
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+//! connmgr-core's `StatusTable` side by side with what a user would pick
+//! instead: `DashMap` (what the reference implementation uses) and
+//! `RwLock<HashMap>`, all with std's keyed `RandomState`, on the same keys
+//! in the same random order. Plus a single-threaded `HashMap::get` as the
+//! floor for lookups, and bytes per entry at 1M keys.
+//!
+//! `cargo bench -p connmgr-benches --bench core`; times are per operation
+//! as each thread sees it (see `run_threads`).
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::Duration;
+
+use connmgr_benches::{bytes_per_entry, peer_ids, run_threads, shuffled_indices, CountingAlloc};
+use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dashmap::DashMap;
+use parking_lot::RwLock;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
+const THREADS: [usize; 2] = [1, 2];
+const FLIP: [ConnectionStatus; 2] = [ConnectionStatus::Connected, ConnectionStatus::Disconnected];
+
+struct Fixture {
+    keys: Vec<PeerId>,
+    order: Vec<u32>,
+    fresh: Vec<PeerId>,
+    ours: StatusTable<PeerId>,
+    dash: DashMap<PeerId, ConnectionStatus, RandomState>,
+    locked: RwLock<HashMap<PeerId, ConnectionStatus, RandomState>>,
+    plain: HashMap<PeerId, ConnectionStatus, RandomState>,
+}
+
+impl Fixture {
+    fn new(n: usize) -> Self {
+        let keys = peer_ids(n, 1);
+        let ours = StatusTable::new();
+        let dash = DashMap::with_hasher(RandomState::new());
+        let mut plain = HashMap::with_hasher(RandomState::new());
+        for &k in &keys {
+            ours.insert(k, ConnectionStatus::Connected);
+            dash.insert(k, ConnectionStatus::Connected);
+            plain.insert(k, ConnectionStatus::Connected);
+        }
+        Self {
+            order: shuffled_indices(n, 2),
+            fresh: peer_ids(1 << 16, 3),
+            locked: RwLock::new(plain.clone()),
+            keys,
+            ours,
+            dash,
+            plain,
+        }
+    }
+
+    /// The key for operation `i` of thread `t`: threads walk the shuffled
+    /// order from different offsets.
+    #[inline]
+    fn key(&self, t: usize, i: u64) -> &PeerId {
+        let n = self.order.len();
+        let j = (i as usize + t * (n / 2 + 1)) % n;
+        &self.keys[self.order[j] as usize]
+    }
+
+    #[inline]
+    fn fresh(&self, t: usize, i: u64) -> PeerId {
+        self.fresh[(i as usize * 2 + t) & (self.fresh.len() - 1)]
+    }
+}
+
+fn bench_size(c: &mut Criterion, n: usize) {
+    let fx = Fixture::new(n);
+    let fx = &fx;
+
+    let mut g = c.benchmark_group(format!("core/get/{n}"));
+    g.throughput(Throughput::Elements(1));
+    for threads in THREADS {
+        g.bench_function(
+            BenchmarkId::new("StatusTable", format!("{threads}t")),
+            |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, iters, |t, iters| {
+                        for i in 0..iters {
+                            black_box(fx.ours.get(fx.key(t, i)));
+                        }
+                    })
+                })
+            },
+        );
+        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, iters, |t, iters| {
+                    for i in 0..iters {
+                        black_box(fx.dash.get(fx.key(t, i)).map(|r| *r));
+                    }
+                })
+            })
+        });
+        g.bench_function(
+            BenchmarkId::new("RwLock<HashMap>", format!("{threads}t")),
+            |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, iters, |t, iters| {
+                        for i in 0..iters {
+                            black_box(fx.locked.read().get(fx.key(t, i)).copied());
+                        }
+                    })
+                })
+            },
+        );
+    }
+    g.bench_function(BenchmarkId::new("HashMap (floor)", "1t"), |b| {
+        b.iter_custom(|iters| {
+            run_threads(1, iters, |t, iters| {
+                for i in 0..iters {
+                    black_box(fx.plain.get(fx.key(t, i)).copied());
+                }
+            })
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("core/update/{n}"));
+    g.throughput(Throughput::Elements(1));
+    for threads in THREADS {
+        g.bench_function(
+            BenchmarkId::new("StatusTable", format!("{threads}t")),
+            |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, iters, |t, iters| {
+                        for i in 0..iters {
+                            black_box(fx.ours.set(fx.key(t, i), FLIP[(i & 1) as usize]));
+                        }
+                    })
+                })
+            },
+        );
+        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, iters, |t, iters| {
+                    for i in 0..iters {
+                        if let Some(mut v) = fx.dash.get_mut(fx.key(t, i)) {
+                            *v = FLIP[(i & 1) as usize];
+                        }
+                    }
+                })
+            })
+        });
+        g.bench_function(
+            BenchmarkId::new("RwLock<HashMap>", format!("{threads}t")),
+            |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, iters, |t, iters| {
+                        for i in 0..iters {
+                            if let Some(v) = fx.locked.write().get_mut(fx.key(t, i)) {
+                                *v = FLIP[(i & 1) as usize];
+                            }
+                        }
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("core/churn/{n}"));
+    g.throughput(Throughput::Elements(1));
+    for threads in THREADS {
+        g.bench_function(
+            BenchmarkId::new("StatusTable", format!("{threads}t")),
+            |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, iters, |t, iters| {
+                        for i in 0..iters {
+                            let k = fx.fresh(t, i);
+                            fx.ours.insert(k, ConnectionStatus::Connecting);
+                            black_box(fx.ours.remove(&k));
+                        }
+                    })
+                })
+            },
+        );
+        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, iters, |t, iters| {
+                    for i in 0..iters {
+                        let k = fx.fresh(t, i);
+                        fx.dash.insert(k, ConnectionStatus::Connecting);
+                        black_box(fx.dash.remove(&k));
+                    }
+                })
+            })
+        });
+        g.bench_function(
+            BenchmarkId::new("RwLock<HashMap>", format!("{threads}t")),
+            |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, iters, |t, iters| {
+                        for i in 0..iters {
+                            let k = fx.fresh(t, i);
+                            fx.locked.write().insert(k, ConnectionStatus::Connecting);
+                            black_box(fx.locked.write().remove(&k));
+                        }
+                    })
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+fn memory(n: usize) {
+    let keys = peer_ids(n, 9);
+    let ours = bytes_per_entry(n, || {
+        let t = StatusTable::new();
+        for &k in &keys {
+            t.insert(k, ConnectionStatus::Connected);
+        }
+        t
+    });
+    let dash = bytes_per_entry(n, || {
+        let m = DashMap::with_hasher(RandomState::new());
+        for &k in &keys {
+            m.insert(k, ConnectionStatus::Connected);
+        }
+        m
+    });
+    let locked = bytes_per_entry(n, || {
+        let mut m = HashMap::with_hasher(RandomState::new());
+        for &k in &keys {
+            m.insert(k, ConnectionStatus::Connected);
+        }
+        RwLock::new(m)
+    });
+    println!("core/memory/{n}: bytes per peer (requested / with malloc overhead):");
+    println!("  StatusTable      {:6.1} / {:6.1}", ours.0, ours.1);
+    println!(
+        "  DashMap          {:6.1} / {:6.1}  (StatusTable/DashMap = {:.2} with overhead)",
+        dash.0,
+        dash.1,
+        ours.1 / dash.1
+    );
+    println!("  RwLock<HashMap>  {:6.1} / {:6.1}", locked.0, locked.1);
+}
+
+fn benches(c: &mut Criterion) {
+    memory(1_000_000);
+    for n in SIZES {
+        bench_size(c, n);
+    }
+}
+
+criterion_group! {
+    name = core;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(core);

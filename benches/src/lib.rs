@@ -1,2 +1,154 @@
-//! Shared helpers for the connmgr criterion benchmarks (key generation,
-//! allocation counting). The benchmarks themselves live in `benches/`.
+//! Shared helpers for the connmgr criterion benchmarks: reproducible keys,
+//! a runner that times the same work on N threads, and a counting global
+//! allocator for bytes-per-entry figures. The benchmarks live in `benches/`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use connmgr_core::PeerId;
+
+/// `n` distinct peer ids, reproducible from `seed`, in random order.
+pub fn peer_ids(n: usize, seed: u64) -> Vec<PeerId> {
+    let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n as u64)
+        .map(|i| {
+            let mut b = [0u8; 32];
+            b[..8].copy_from_slice(&i.to_le_bytes());
+            b[8..16].copy_from_slice(&seed.to_le_bytes());
+            for chunk in b[16..].chunks_exact_mut(8) {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                chunk.copy_from_slice(&state.to_le_bytes());
+            }
+            PeerId::from_bytes(b)
+        })
+        .collect()
+}
+
+/// A random permutation of `0..n` (Fisher-Yates with xorshift), so lookups
+/// visit keys in an order unrelated to their insertion (and so to where
+/// their memory was allocated).
+pub fn shuffled_indices(n: usize, seed: u64) -> Vec<u32> {
+    let mut v: Vec<u32> = (0..n as u32).collect();
+    let mut s = seed | 1;
+    for i in (1..n).rev() {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        v.swap(i, (s % (i as u64 + 1)) as usize);
+    }
+    v
+}
+
+/// Runs `op(thread, iters)` on `threads` threads started together and
+/// returns the wall time until all finish. Each thread does `iters`
+/// operations, so criterion's time per iteration is the time per operation
+/// as each thread sees it: equal figures at 1 and 2 threads mean perfect
+/// scaling.
+pub fn run_threads<F>(threads: usize, iters: u64, op: F) -> Duration
+where
+    F: Fn(usize, u64) + Sync,
+{
+    if threads == 1 {
+        let start = Instant::now();
+        op(0, iters);
+        return start.elapsed();
+    }
+    let barrier = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let (barrier, op) = (&barrier, &op);
+            s.spawn(move || {
+                barrier.wait();
+                op(t, iters);
+            });
+        }
+        barrier.wait();
+        let start = Instant::now();
+        // Scope end joins every thread.
+        start
+    })
+    .elapsed()
+}
+
+/// A global allocator that counts live heap bytes, for memory-per-entry
+/// figures: install it with `#[global_allocator]` in a bench binary and read
+/// [`CountingAlloc::live`] before and after building a structure.
+#[derive(Debug)]
+pub struct CountingAlloc;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+static LIVE_CHUNKS: AtomicIsize = AtomicIsize::new(0);
+
+/// What glibc's malloc takes for a request of `size` bytes: an 8-byte
+/// header, rounded up to 16, at least 32 (an estimate of allocator
+/// overhead; large blocks are mmapped with a page of slack, ignored here).
+fn chunk(size: usize) -> isize {
+    ((size + 8).div_ceil(16) * 16).max(32) as isize
+}
+
+impl CountingAlloc {
+    /// Bytes currently allocated through this allocator (as requested).
+    pub fn live() -> isize {
+        LIVE.load(Ordering::Relaxed)
+    }
+
+    /// Bytes currently allocated, each request rounded to the chunk glibc's
+    /// malloc would use for it.
+    pub fn live_with_overhead() -> isize {
+        LIVE_CHUNKS.load(Ordering::Relaxed)
+    }
+}
+
+fn count(add: Option<usize>, sub: Option<usize>) {
+    if let Some(n) = add {
+        LIVE.fetch_add(n as isize, Ordering::Relaxed);
+        LIVE_CHUNKS.fetch_add(chunk(n), Ordering::Relaxed);
+    }
+    if let Some(n) = sub {
+        LIVE.fetch_sub(n as isize, Ordering::Relaxed);
+        LIVE_CHUNKS.fetch_sub(chunk(n), Ordering::Relaxed);
+    }
+}
+
+// SAFETY: defers every call to the system allocator unchanged; the counter
+// is a side effect that never affects the returned memory.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        count(Some(layout.size()), None);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        count(None, Some(layout.size()));
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        count(Some(layout.size()), None);
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        count(Some(new_size), Some(layout.size()));
+        // SAFETY: same contract as ours, passed through.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Heap bytes per entry that `build` leaves allocated, divided by `n`:
+/// `(requested, with malloc overhead)`. The structure it returns is kept
+/// alive until measured, then dropped.
+pub fn bytes_per_entry<T>(n: usize, build: impl FnOnce() -> T) -> (f64, f64) {
+    let before = (CountingAlloc::live(), CountingAlloc::live_with_overhead());
+    let value = build();
+    let after = (CountingAlloc::live(), CountingAlloc::live_with_overhead());
+    drop(value);
+    (
+        (after.0 - before.0) as f64 / n as f64,
+        (after.1 - before.1) as f64 / n as f64,
+    )
+}

@@ -1,0 +1,754 @@
+//! The machinery behind [`StatusTable`](crate::StatusTable): one shard's
+//! open-addressing table of entry pointers, and how it grows.
+//!
+//! # Shape
+//!
+//! A shard owns a [`Table`]: a power-of-two array of slots probed linearly
+//! from the key hash's low bits. A slot is an `AtomicPtr<Entry<K>>` that
+//! moves only forward through these states:
+//!
+//! ```text
+//! EMPTY --insert--> ENTRY(e) --unlink--> TOMBSTONE
+//!                   ENTRY(e) --replace dead e by e' of the same key--> ENTRY(e')
+//! any state --freeze (growth)--> same state | MOVED
+//! ```
+//!
+//! Entries are heap nodes shared by reference, never copied, so a status
+//! transition is a CAS on the entry's own state word wherever the entry is
+//! found, old table or new. The top 16 bits of a stored pointer carry a tag
+//! from the hash (when the address leaves them free), so a probe skips
+//! entries of other keys without dereferencing them.
+//!
+//! # Invariants
+//!
+//! 1. A slot never returns to EMPTY (only a rehash into a fresh array
+//!    clears tombstones), so a key is always placed at the first EMPTY slot
+//!    of its probe sequence, and two inserters of one key meet at that slot:
+//!    there is at most one entry per key in a table.
+//! 2. An entry is removed logically first (the REMOVED bit in its state
+//!    word, the linearization point of `remove`), then unlinked. Whoever
+//!    takes the pointer out of the current table's slot (unlink or replace)
+//!    retires it to the epoch collector, exactly once.
+//! 3. Growth holds the shard's grow lock, freezes every slot of the old
+//!    table with the MOVED bit (after which no CAS on it can succeed), copies
+//!    the pointers into a new array, publishes it and retires the old array
+//!    (not the entries). Inserters and removers that meet MOVED wait on the
+//!    grow lock, then retry on the new table; readers and status transitions
+//!    never wait.
+
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::ptr;
+
+use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
+use crossbeam_utils::CachePadded;
+
+use crate::status::{self, ConnectionStatus, REMOVED};
+use crate::sync::{AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+
+/// Smallest slot array of a shard.
+pub(crate) const MIN_CAPACITY: usize = if cfg!(any(loom, miri)) { 2 } else { 8 };
+
+/// A shard is rehashed smaller once fewer than 1/`SHRINK_BELOW` of its slots
+/// hold live keys.
+const SHRINK_BELOW: usize = if cfg!(any(loom, miri)) { 4 } else { 16 };
+/// Low pointer bit marking a frozen slot (entries are 8-byte aligned).
+const MOVED: usize = 0b1;
+/// Address of the tombstone sentinel (never a real allocation: too low).
+const TOMBSTONE: usize = 0b1000;
+/// Pointer bits that are neither tag nor flag.
+#[cfg(target_pointer_width = "64")]
+const ADDR_MASK: usize = ((1 << 48) - 1) & !0b111;
+#[cfg(not(target_pointer_width = "64"))]
+const ADDR_MASK: usize = !0b111;
+#[cfg(target_pointer_width = "64")]
+const TAG_SHIFT: u32 = 48;
+
+/// One tracked key and its state word.
+pub(crate) struct Entry<K> {
+    pub(crate) state: AtomicU64,
+    key: UnsafeCell<K>,
+}
+
+impl<K> Entry<K> {
+    /// Runs `f` on the key. The key is written once, before the entry is
+    /// published, and never again until the entry is freed.
+    #[inline]
+    pub(crate) fn with_key<R>(&self, f: impl FnOnce(&K) -> R) -> R {
+        self.key.with(|p| {
+            // SAFETY: the key is only written by `Entry::new`, before the
+            // entry is published with a Release store/CAS that every reader's
+            // Acquire load of the slot synchronizes with; it is dropped only
+            // when the entry is freed, which the epoch guard the caller holds
+            // (or exclusive access in `Drop`) rules out.
+            f(unsafe { &*p })
+        })
+    }
+}
+
+/// What a slot holds, decoded.
+pub(crate) struct Slot<K>(pub(crate) *mut Entry<K>);
+
+impl<K> Clone for Slot<K> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K> Copy for Slot<K> {}
+
+impl<K> Slot<K> {
+    #[inline]
+    fn bits(self) -> usize {
+        self.0.addr()
+    }
+    #[inline]
+    pub(crate) fn is_empty(self) -> bool {
+        self.bits() & !MOVED == 0
+    }
+    #[inline]
+    fn is_moved(self) -> bool {
+        self.bits() & MOVED != 0
+    }
+    #[inline]
+    fn is_tombstone(self) -> bool {
+        self.bits() & !MOVED == TOMBSTONE
+    }
+    #[inline]
+    pub(crate) fn is_entry(self) -> bool {
+        !self.is_empty() && !self.is_tombstone()
+    }
+    /// The entry pointer with tag and flags stripped.
+    #[inline]
+    pub(crate) fn entry(self) -> *mut Entry<K> {
+        self.0.map_addr(|a| a & ADDR_MASK)
+    }
+    /// True when the slot may hold a key with this tag (tag 0 means unknown).
+    #[inline]
+    fn tag_may_match(self, tag: usize) -> bool {
+        #[cfg(target_pointer_width = "64")]
+        {
+            let stored = self.bits() >> TAG_SHIFT;
+            stored == 0 || stored == tag
+        }
+        #[cfg(not(target_pointer_width = "64"))]
+        {
+            let _ = tag;
+            true
+        }
+    }
+    #[inline]
+    fn with_moved(self) -> Self {
+        Slot(self.0.map_addr(|a| a | MOVED))
+    }
+    #[inline]
+    fn without_moved(self) -> Self {
+        Slot(self.0.map_addr(|a| a & !MOVED))
+    }
+}
+
+/// Tags `ptr` with the hash's 16-bit tag when the address leaves room for it.
+#[inline]
+fn tagged<K>(ptr: *mut Entry<K>, tag: usize) -> *mut Entry<K> {
+    #[cfg(target_pointer_width = "64")]
+    if ptr.addr() >> TAG_SHIFT == 0 {
+        return ptr.map_addr(|a| a | tag << TAG_SHIFT);
+    }
+    let _ = tag;
+    ptr
+}
+
+fn tombstone<K>() -> *mut Entry<K> {
+    ptr::without_provenance_mut(TOMBSTONE)
+}
+
+/// The 16-bit tag of a hash: bits 32..48, never 0 (0 means "no tag").
+#[inline]
+pub(crate) fn tag_of(hash: u64) -> usize {
+    let t = (hash >> 32) as usize & 0xffff;
+    if t == 0 {
+        1
+    } else {
+        t
+    }
+}
+
+/// One shard's slot array.
+pub(crate) struct Table<K> {
+    pub(crate) slots: Box<[AtomicPtr<Entry<K>>]>,
+    mask: usize,
+    /// Non-empty slots (entries and tombstones).
+    used: AtomicUsize,
+    /// `used` at which the table is rehashed (3/4 of the slots).
+    limit: usize,
+}
+
+impl<K> Table<K> {
+    fn new(capacity: usize) -> Self {
+        debug_assert!(capacity.is_power_of_two());
+        let slots = (0..capacity)
+            .map(|_| AtomicPtr::new(ptr::null_mut()))
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        Self {
+            slots,
+            mask: capacity - 1,
+            used: AtomicUsize::new(0),
+            limit: capacity - capacity / 4,
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+
+    #[inline]
+    fn load(&self, i: usize) -> Slot<K> {
+        Slot(self.slots[i].load(Ordering::Acquire))
+    }
+
+    #[inline]
+    fn cas(&self, i: usize, current: Slot<K>, new: *mut Entry<K>) -> Result<(), Slot<K>> {
+        self.slots[i]
+            .compare_exchange(current.0, new, Ordering::AcqRel, Ordering::Acquire)
+            .map(drop)
+            .map_err(Slot)
+    }
+}
+
+/// Slot array size for `live` entries right after a rehash: at most 3/8
+/// full, so the next rehash is at least `live` inserts away.
+fn capacity_for(live: usize) -> usize {
+    live.saturating_mul(8)
+        .div_ceil(3)
+        .max(MIN_CAPACITY)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << (usize::BITS - 1))
+}
+
+/// One shard: its table, its grow lock and its per-status counters.
+pub(crate) struct Shard<K> {
+    pub(crate) table: Atomic<Table<K>>,
+    grow: Mutex<()>,
+    /// Entries per status. Signed: a transition's two adjustments are not
+    /// one atomic step, so a single shard's figure may dip below zero for a
+    /// moment; readers clamp the sum.
+    counts: [AtomicIsize; 4],
+    /// Seeds the generation of new entries.
+    next_generation: AtomicU64,
+}
+
+impl<K> Shard<K> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            table: Atomic::new(Table::new(capacity)),
+            grow: Mutex::new(()),
+            counts: std::array::from_fn(|_| AtomicIsize::new(0)),
+            next_generation: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn count(&self, status: ConnectionStatus) -> isize {
+        self.counts[status.index()].load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn len(&self) -> isize {
+        ConnectionStatus::ALL.iter().map(|&s| self.count(s)).sum()
+    }
+
+    #[inline]
+    fn moved_status(&self, from: Option<ConnectionStatus>, to: Option<ConnectionStatus>) {
+        if from == to {
+            return;
+        }
+        if let Some(to) = to {
+            self.counts[to.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(from) = from {
+            self.counts[from.index()].fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Blocks until a growth that froze `table` has published its successor.
+    #[cold]
+    fn wait_for_growth(&self) {
+        drop(self.grow.lock());
+    }
+}
+
+impl<K> Drop for Shard<K> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self` means no other thread can reach this shard, so
+        // nothing can be reading the table or its entries concurrently.
+        let guard = unsafe { epoch::unprotected() };
+        let table = self.table.swap(Shared::null(), Ordering::Relaxed, guard);
+        if table.is_null() {
+            return;
+        }
+        // SAFETY: the table pointer came from `Owned` and was published
+        // only through `self.table`, which we just emptied with exclusive
+        // access; older arrays were retired to the collector when replaced.
+        let table = unsafe { table.into_owned() };
+        for slot in table.slots.iter() {
+            let slot = Slot(slot.load(Ordering::Relaxed));
+            if slot.is_entry() {
+                // SAFETY: entries linked in the current table are owned by
+                // it (invariant 2: retired entries were unlinked first), were
+                // allocated by `Box::into_raw`, and appear in one slot only.
+                drop(unsafe { Box::from_raw(slot.entry()) });
+            }
+        }
+    }
+}
+
+/// Result of looking a key up in one table.
+pub(crate) struct Found<'g, K> {
+    pub(crate) index: usize,
+    pub(crate) slot: Slot<K>,
+    pub(crate) entry: &'g Entry<K>,
+}
+
+/// The shards, the hasher and the time origin: everything an operation
+/// needs.
+pub(crate) struct Raw<K, S> {
+    pub(crate) shards: Box<[CachePadded<Shard<K>>]>,
+    shard_mask: usize,
+    pub(crate) hasher: S,
+    pub(crate) origin: std::time::Instant,
+    _owns: PhantomData<Box<Entry<K>>>,
+}
+
+impl<K, S> Raw<K, S> {
+    pub(crate) fn new(shards: usize, capacity: usize, hasher: S) -> Self {
+        debug_assert!(shards.is_power_of_two());
+        // Room for `capacity` entries before the first rehash, spread evenly.
+        let per_shard = capacity_for(capacity.div_ceil(shards).div_ceil(2));
+        Self {
+            shards: (0..shards)
+                .map(|_| CachePadded::new(Shard::new(per_shard)))
+                .collect(),
+            shard_mask: shards - 1,
+            hasher,
+            origin: std::time::Instant::now(),
+            _owns: PhantomData,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn shard(&self, hash: u64) -> &Shard<K> {
+        &self.shards[(hash >> 56) as usize & self.shard_mask]
+    }
+
+    #[inline]
+    pub(crate) fn now_millis(&self) -> u64 {
+        status::millis_since(self.origin, std::time::Instant::now())
+    }
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
+    /// The keyed hash of `key`: shard from its top byte, home slot from its
+    /// low bits, tag from bits 32..48.
+    #[inline]
+    pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Finds the entry of `key` (live or logically removed) in `table`.
+    ///
+    /// Progress: wait-free (at most one pass over the table).
+    #[inline]
+    pub(crate) fn find<'g, Q>(table: &'g Table<K>, hash: u64, key: &Q) -> Option<Found<'g, K>>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let tag = tag_of(hash);
+        let mut i = hash as usize & table.mask;
+        for _ in 0..=table.mask {
+            let slot = table.load(i);
+            if slot.is_empty() {
+                return None;
+            }
+            if !slot.is_tombstone() && slot.tag_may_match(tag) {
+                // SAFETY: a non-empty, non-tombstone slot holds a pointer to
+                // a published entry; the caller's guard keeps it from being
+                // freed (it is retired only after being unlinked, and the
+                // collector waits for every guard pinned before that).
+                let entry = unsafe { &*slot.entry() };
+                if entry.with_key(|k| k.borrow() == key) {
+                    return Some(Found {
+                        index: i,
+                        slot,
+                        entry,
+                    });
+                }
+            }
+            i = (i + 1) & table.mask;
+        }
+        None
+    }
+
+    /// Finds the live entry of `key` in the shard's current table.
+    #[inline]
+    pub(crate) fn find_live<'g, Q>(
+        &self,
+        shard: &Shard<K>,
+        hash: u64,
+        key: &Q,
+        guard: &'g Guard,
+    ) -> Option<(&'g Entry<K>, u64)>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let table = shard.table.load(Ordering::Acquire, guard);
+        // SAFETY: shard tables are never null while the shard is alive, and
+        // the guard keeps a retired array alive for as long as we use it.
+        let table = unsafe { table.deref() };
+        let found = Self::find(table, hash, key)?;
+        let word = found.entry.state.load(Ordering::Acquire);
+        (!status::is_removed(word)).then_some((found.entry, word))
+    }
+
+    /// Applies `decide` to a live entry's state word with a CAS loop.
+    ///
+    /// `decide` gets the current word and returns the new status, or `None`
+    /// to leave the entry as it is. Returns the word before and after, or
+    /// `Err(word)` if the entry was removed before the CAS could land (then
+    /// `word` has the REMOVED bit) or `decide` declined (then it does not).
+    ///
+    /// Progress: lock-free (the CAS fails only when another transition of
+    /// the same entry succeeded).
+    #[inline]
+    pub(crate) fn transition(
+        &self,
+        shard: &Shard<K>,
+        entry: &Entry<K>,
+        mut word: u64,
+        mut decide: impl FnMut(u64) -> Option<ConnectionStatus>,
+    ) -> Result<(u64, u64), u64> {
+        let mut now = None;
+        loop {
+            if status::is_removed(word) {
+                return Err(word);
+            }
+            let Some(to) = decide(word) else {
+                return Err(word);
+            };
+            let from = ConnectionStatus::from_bits(word);
+            if from == to {
+                return Ok((word, word));
+            }
+            let millis = *now.get_or_insert_with(|| self.now_millis());
+            let new = status::pack(to, status::generation(word).wrapping_add(1), millis);
+            match entry
+                .state
+                .compare_exchange_weak(word, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    shard.moved_status(Some(from), Some(to));
+                    return Ok((word, new));
+                }
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Inserts `key` or updates its entry.
+    ///
+    /// `decide` gets the current state word (`None` when the key is absent)
+    /// and returns the status to set, or `None` to leave things as they are.
+    /// Returns the state word before (`None` if absent) and after (`None` if
+    /// nothing was inserted).
+    ///
+    /// Progress: lock-free, except that it waits on the shard's grow lock
+    /// while a growth of this shard is under way.
+    pub(crate) fn upsert(
+        &self,
+        hash: u64,
+        key: K,
+        mut decide: impl FnMut(Option<u64>) -> Option<ConnectionStatus>,
+    ) -> (Option<u64>, Option<u64>) {
+        let shard = self.shard(hash);
+        let tag = tag_of(hash);
+        let guard = &epoch::pin();
+        let mut pending = Pending::new(key);
+        'retry: loop {
+            let shared = shard.table.load(Ordering::Acquire, guard);
+            // SAFETY: as in `find_live`.
+            let table = unsafe { shared.deref() };
+            let mut i = hash as usize & table.mask;
+            let mut probes = 0;
+            loop {
+                if probes > table.mask {
+                    self.rehash(shard, shared, guard);
+                    continue 'retry;
+                }
+                let slot = table.load(i);
+                if slot.is_moved() {
+                    shard.wait_for_growth();
+                    continue 'retry;
+                }
+                if slot.is_empty() {
+                    let Some(to) = decide(None) else {
+                        return (None, None);
+                    };
+                    if table.used.load(Ordering::Relaxed) >= table.limit {
+                        self.rehash(shard, shared, guard);
+                        continue 'retry;
+                    }
+                    let (ptr, word) = pending.boxed(shard, to, self.now_millis());
+                    match table.cas(i, slot, tagged(ptr, tag)) {
+                        Ok(()) => {
+                            table.used.fetch_add(1, Ordering::Relaxed);
+                            shard.moved_status(None, Some(to));
+                            pending.published();
+                            return (None, Some(word));
+                        }
+                        Err(_) => continue, // look at slot `i` again
+                    }
+                }
+                if slot.is_tombstone() || !slot.tag_may_match(tag) {
+                    i = (i + 1) & table.mask;
+                    probes += 1;
+                    continue;
+                }
+                // SAFETY: as in `find`.
+                let entry = unsafe { &*slot.entry() };
+                if !entry.with_key(|k| pending.with_key(|key| k == key)) {
+                    i = (i + 1) & table.mask;
+                    probes += 1;
+                    continue;
+                }
+                let word = entry.state.load(Ordering::Acquire);
+                if !status::is_removed(word) {
+                    match self.transition(shard, entry, word, |w| decide(Some(w))) {
+                        Ok((before, after)) => return (Some(before), Some(after)),
+                        Err(w) if !status::is_removed(w) => return (Some(w), None),
+                        Err(_) => continue, // removed meanwhile: look again
+                    }
+                }
+                // A logically removed entry of the same key: take its slot.
+                let Some(to) = decide(None) else {
+                    return (None, None);
+                };
+                let (ptr, word) = pending.boxed(shard, to, self.now_millis());
+                if table.cas(i, slot, tagged(ptr, tag)).is_ok() {
+                    pending.published();
+                    shard.moved_status(None, Some(to));
+                    // SAFETY: we took the dead entry's pointer out of the
+                    // current table, so we are its one retirer (invariant 2);
+                    // no new reader can reach it, and the collector waits for
+                    // those that already might.
+                    unsafe { guard.defer_destroy(Shared::from(slot.entry().cast_const())) };
+                    return (None, Some(word));
+                }
+            }
+        }
+    }
+
+    /// Removes the live entry of `key` if `keep` (given its state word)
+    /// returns false. Returns the word it had when removed.
+    ///
+    /// Progress: lock-free, except that unlinking waits on the shard's grow
+    /// lock while a growth of this shard is under way.
+    /// Reclamation: the entry is retired to the epoch collector once
+    /// unlinked; it is freed after every guard that could see it is gone.
+    pub(crate) fn remove_if<Q>(
+        &self,
+        hash: u64,
+        key: &Q,
+        mut keep: impl FnMut(u64) -> bool,
+    ) -> Option<u64>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + ?Sized,
+    {
+        let shard = self.shard(hash);
+        let guard = &epoch::pin();
+        let (entry, mut word) = self.find_live(shard, hash, key, guard)?;
+        loop {
+            if status::is_removed(word) || keep(word) {
+                return None;
+            }
+            match entry.state.compare_exchange_weak(
+                word,
+                word | REMOVED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(actual) => word = actual,
+            }
+        }
+        shard.moved_status(Some(ConnectionStatus::from_bits(word)), None);
+        self.unlink(shard, hash, entry, guard);
+        Some(word)
+    }
+
+    /// Takes a logically removed `entry` out of the shard's current table,
+    /// unless someone replaced it already, and retires it.
+    fn unlink(&self, shard: &Shard<K>, hash: u64, entry: &Entry<K>, guard: &Guard) {
+        let target = ptr::from_ref(entry).cast_mut();
+        loop {
+            let shared = shard.table.load(Ordering::Acquire, guard);
+            // SAFETY: as in `find_live`.
+            let table = unsafe { shared.deref() };
+            let Some(found) = entry
+                .with_key(|k| Self::find(table, hash, k))
+                .filter(|f| f.slot.entry() == target)
+            else {
+                return; // replaced in place by an inserter, who retired it
+            };
+            let mut slot = found.slot;
+            loop {
+                if slot.is_moved() {
+                    shard.wait_for_growth();
+                    break; // look it up again in the new table
+                }
+                if slot.entry() != target {
+                    return;
+                }
+                match table.cas(found.index, slot, tombstone()) {
+                    Ok(()) => {
+                        // SAFETY: we unlinked the pointer from the current
+                        // table (invariant 2): we are its one retirer.
+                        unsafe { guard.defer_destroy(Shared::from(target.cast_const())) };
+                        self.maybe_shrink(shard, shared, guard);
+                        return;
+                    }
+                    Err(actual) => slot = actual,
+                }
+            }
+        }
+    }
+
+    /// Rehashes a shard that has become mostly empty so its memory follows
+    /// its population down.
+    fn maybe_shrink(&self, shard: &Shard<K>, shared: Shared<'_, Table<K>>, guard: &Guard) {
+        // SAFETY: as in `find_live`.
+        let table = unsafe { shared.deref() };
+        let cap = table.capacity();
+        if cap > MIN_CAPACITY && (shard.len().max(0) as usize).saturating_mul(SHRINK_BELOW) < cap {
+            self.rehash(shard, shared, guard);
+        }
+    }
+
+    /// Replaces `observed` (if it is still the shard's table) by a fresh
+    /// array sized for the entries it holds, dropping its tombstones.
+    ///
+    /// Progress: blocking for this shard's inserters and removers, which
+    /// wait on the grow lock; readers and transitions go on.
+    /// Reclamation: the old array is retired to the collector; the entries
+    /// move by pointer and are not retired.
+    #[cold]
+    pub(crate) fn rehash(&self, shard: &Shard<K>, observed: Shared<'_, Table<K>>, guard: &Guard) {
+        let _lock = shard.grow.lock();
+        let current = shard.table.load(Ordering::Acquire, guard);
+        if current != observed {
+            return; // someone else rehashed while we waited
+        }
+        // SAFETY: as in `find_live`.
+        let old = unsafe { current.deref() };
+        // Freeze: after this no CAS on an old slot can succeed.
+        let mut entries = 0usize;
+        for cell in old.slots.iter() {
+            let mut slot = Slot(cell.load(Ordering::Acquire));
+            loop {
+                match cell.compare_exchange_weak(
+                    slot.0,
+                    slot.with_moved().0,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => break,
+                    Err(actual) => slot = Slot(actual),
+                }
+            }
+            entries += usize::from(slot.is_entry());
+        }
+        let new = Table::new(capacity_for(entries));
+        for cell in old.slots.iter() {
+            let slot = Slot(cell.load(Ordering::Acquire)).without_moved();
+            if !slot.is_entry() {
+                continue;
+            }
+            // SAFETY: frozen entries stay alive: they are retired only after
+            // being unlinked from a current table, and this one is current
+            // until we publish `new` below.
+            let entry = unsafe { &*slot.entry() };
+            let mut i = entry.with_key(|k| self.hash(k)) as usize & new.mask;
+            while !new.load(i).is_empty() {
+                i = (i + 1) & new.mask;
+            }
+            new.slots[i].store(slot.0, Ordering::Relaxed);
+        }
+        new.used.store(entries, Ordering::Relaxed);
+        shard.table.store(Owned::new(new), Ordering::Release);
+        // SAFETY: the old array is unreachable for new readers now that the
+        // new one is published; the collector waits for the others.
+        unsafe { guard.defer_destroy(current) };
+    }
+}
+
+/// The key of an upsert in flight: owned until it is boxed into an entry,
+/// then the box, until the box is published.
+struct Pending<K> {
+    key: Option<K>,
+    /// Null until boxed; null again once published.
+    boxed: *mut Entry<K>,
+}
+
+impl<K> Pending<K> {
+    fn new(key: K) -> Self {
+        Self {
+            key: Some(key),
+            boxed: ptr::null_mut(),
+        }
+    }
+
+    fn with_key<R>(&self, f: impl FnOnce(&K) -> R) -> R {
+        match &self.key {
+            Some(k) => f(k),
+            // SAFETY: `boxed` is set whenever `key` is not, and the box is
+            // ours (unpublished) so it is alive.
+            None => unsafe { &*self.boxed }.with_key(f),
+        }
+    }
+
+    /// Boxes the key (once) into an entry with status `to`; returns the raw
+    /// pointer and its state word.
+    fn boxed(
+        &mut self,
+        shard: &Shard<K>,
+        to: ConnectionStatus,
+        millis: u64,
+    ) -> (*mut Entry<K>, u64) {
+        let generation = shard.next_generation.fetch_add(1, Ordering::Relaxed) as u32;
+        let word = status::pack(to, generation, millis);
+        if let Some(key) = self.key.take() {
+            self.boxed = Box::into_raw(Box::new(Entry {
+                state: AtomicU64::new(word),
+                key: UnsafeCell::new(key),
+            }));
+        } else {
+            // SAFETY: unpublished, so only we can see it.
+            unsafe { &*self.boxed }.state.store(word, Ordering::Relaxed);
+        }
+        (self.boxed, word)
+    }
+
+    /// The box now belongs to the table.
+    fn published(&mut self) {
+        self.boxed = ptr::null_mut();
+    }
+}
+
+impl<K> Drop for Pending<K> {
+    fn drop(&mut self) {
+        if self.key.is_none() && !self.boxed.is_null() {
+            // SAFETY: never published, so we hold the only pointer.
+            drop(unsafe { Box::from_raw(self.boxed) });
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! [`StatusTable`]: the public face of the sharded status table.
+
+use std::borrow::Borrow;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::hash::{BuildHasher, Hash};
+use std::marker::PhantomData;
+use std::mem::size_of;
+
+use crossbeam_epoch as epoch;
+use crossbeam_utils::CachePadded;
+
+use crate::raw::{Entry, Raw, Shard, Slot, Table};
+use crate::status::{self, ConnectionStatus, EntryInfo};
+use crate::sync::Ordering;
+use crate::Error;
+
+/// Largest number of shards a table may have (shard bits come from the top
+/// byte of the hash).
+pub const MAX_SHARDS: usize = 256;
+
+/// A concurrent map from keys (peer ids) to [`ConnectionStatus`], built for
+/// many readers, frequent status changes and a million keys.
+///
+/// # Progress
+///
+/// * [`get`](Self::get), [`info`](Self::info) and every status transition of
+///   a key that is present ([`compare_and_set`](Self::compare_and_set),
+///   [`set`](Self::set), [`insert`](Self::insert) of a present key) take no
+///   lock and never wait for another thread: a lookup is wait-free, a
+///   transition is one CAS on the entry's state word, retried only when
+///   another transition of the same key won.
+/// * [`insert`](Self::insert) of a new key and [`remove`](Self::remove) are
+///   lock-free, except while their shard is being rehashed (it grows, or
+///   shrinks after removals): then they wait for that shard's rehash, which
+///   copies pointers only. Readers never wait on it.
+///
+/// # Reclamation
+///
+/// Removed entries and replaced slot arrays are retired to
+/// [crossbeam-epoch](crossbeam_epoch)'s collector and freed once no thread
+/// can still be reading them. Every operation pins the epoch only for its own
+/// duration; no guard or reference into the table is ever handed out, so no
+/// caller can hold one across an `.await` or deadlock on it.
+///
+/// # Hashing
+///
+/// The default hasher is std's keyed SipHash ([`RandomState`]): peer ids come
+/// from the network, and an unkeyed hash would let a peer grind ids that all
+/// land in one shard and one probe chain. The shard is chosen from the same
+/// keyed hash. A custom hasher is opt-in through
+/// [`with_capacity_and_hasher`](Self::with_capacity_and_hasher).
+///
+/// # Example
+///
+/// ```
+/// use connmgr_core::{ConnectionStatus::*, PeerId, StatusTable};
+///
+/// let table = StatusTable::new();
+/// let peer = PeerId::from_bytes([1; 32]);
+/// assert_eq!(table.insert(peer, Connecting), None);
+/// // Only the one who sees `Connecting` may complete the dial.
+/// table.compare_and_set(&peer, Connecting, Connected).unwrap();
+/// assert!(table.compare_and_set(&peer, Connecting, Failed).is_err());
+/// assert_eq!(table.get(&peer), Some(Connected));
+/// assert_eq!(table.count(Connected), 1);
+/// assert_eq!(table.remove(&peer), Some(Connected));
+/// assert!(table.is_empty());
+/// ```
+pub struct StatusTable<K, S = RandomState> {
+    raw: Raw<K, S>,
+    // Entries are shared between threads and dropped by whichever thread
+    // frees them, so the table's auto traits must not come from `AtomicPtr`
+    // (always Send + Sync); the impls below state the real requirements.
+    _not_auto: PhantomData<*const K>,
+}
+
+// SAFETY: the table owns its keys (moved in, dropped by whichever thread
+// frees the entry, possibly the collector's), so moving the table needs
+// `K: Send`; references to keys are handed to callbacks on any thread, so it
+// also needs `K: Sync`. The hasher moves with the table.
+unsafe impl<K: Send + Sync, S: Send> Send for StatusTable<K, S> {}
+// SAFETY: through `&StatusTable` threads read keys concurrently (`K: Sync`)
+// and drop keys inserted by other threads (`K: Send`); the hasher is used
+// from every thread through `&S` (`S: Sync`).
+unsafe impl<K: Send + Sync, S: Sync> Sync for StatusTable<K, S> {}
+
+impl<K: Hash + Eq + Send + Sync + 'static> StatusTable<K> {
+    /// An empty table with the default shard count and keyed hashing.
+    pub fn new() -> Self {
+        Self::with_capacity(0)
+    }
+
+    /// An empty table with room for `capacity` keys before its shards first
+    /// grow.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self::with_capacity_and_hasher(capacity, RandomState::new())
+    }
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static> Default for StatusTable<K> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
+    /// An empty table using `hasher`, with room for `capacity` keys.
+    ///
+    /// Use an unkeyed hasher only for keys an adversary cannot choose.
+    pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
+        Self::from_raw(Raw::new(default_shards(), capacity, hasher))
+    }
+
+    /// An empty table with exactly `shards` shards.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] unless `shards` is a power of two from 1 to
+    /// [`MAX_SHARDS`].
+    pub fn with_shards(shards: usize, capacity: usize, hasher: S) -> Result<Self, Error> {
+        if !shards.is_power_of_two() || shards > MAX_SHARDS {
+            return Err(Error::InvalidConfig {
+                setting: "shards",
+                expected: "a power of two from 1 to 256",
+            });
+        }
+        Ok(Self::from_raw(Raw::new(shards, capacity, hasher)))
+    }
+
+    fn from_raw(raw: Raw<K, S>) -> Self {
+        Self {
+            raw,
+            _not_auto: PhantomData,
+        }
+    }
+
+    /// The status of `key`, if present.
+    ///
+    /// **Progress:** wait-free; takes no lock and never waits for a writer.
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<ConnectionStatus>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.word(key).map(ConnectionStatus::from_bits)
+    }
+
+    /// Status, generation and time of the last change of `key`, read in one
+    /// atomic load.
+    ///
+    /// **Progress:** wait-free.
+    pub fn info<Q>(&self, key: &Q) -> Option<EntryInfo>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.word(key).map(|w| self.decode(w))
+    }
+
+    /// True if `key` is present.
+    ///
+    /// **Progress:** wait-free.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.word(key).is_some()
+    }
+
+    #[inline]
+    fn word<Q>(&self, key: &Q) -> Option<u64>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.raw.hash(key);
+        let guard = &epoch::pin();
+        self.raw
+            .find_live(self.raw.shard(hash), hash, key, guard)
+            .map(|(_, word)| word)
+    }
+
+    /// Sets the status of `key`, inserting it if absent. Returns the
+    /// previous status.
+    ///
+    /// Setting the status a key already has changes nothing (neither its
+    /// generation nor its `since`).
+    ///
+    /// **Progress:** for a present key, one CAS as for
+    /// [`set`](Self::set); for a new key, lock-free except while its shard
+    /// is being rehashed. **Reclamation:** may retire a removed entry of the
+    /// same key that it replaces.
+    pub fn insert(&self, key: K, status: ConnectionStatus) -> Option<ConnectionStatus> {
+        let hash = self.raw.hash(&key);
+        let (before, _) = self.raw.upsert(hash, key, |_| Some(status));
+        before.map(ConnectionStatus::from_bits)
+    }
+
+    /// Inserts `key` with `status` only if it is absent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Occupied`] with the present entry, which is left unchanged.
+    ///
+    /// **Progress:** as [`insert`](Self::insert).
+    pub fn try_insert(&self, key: K, status: ConnectionStatus) -> Result<EntryInfo, Error> {
+        let hash = self.raw.hash(&key);
+        match self
+            .raw
+            .upsert(hash, key, |present| present.is_none().then_some(status))
+        {
+            (None, Some(new)) => Ok(self.decode(new)),
+            (Some(word), _) => Err(Error::Occupied {
+                actual: self.decode(word),
+            }),
+            (None, None) => unreachable!("an absent key is always inserted"),
+        }
+    }
+
+    /// Sets the status of a key that is present. Returns the previous entry
+    /// info, or `None` (and inserts nothing) if the key is absent.
+    ///
+    /// **Progress:** lock-free: one CAS on the entry's state word, retried
+    /// only if another transition of the same key landed first.
+    pub fn set<Q>(&self, key: &Q, status: ConnectionStatus) -> Option<EntryInfo>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.transition(key, |_| Some(status))
+            .ok()
+            .map(|(before, _)| self.decode(before))
+    }
+
+    /// Moves `key` from `from` to `to` if, and only if, its status is `from`.
+    /// Returns the new entry info.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] if the key is absent, [`Error::Conflict`] with the
+    /// current info if its status is not `from`.
+    ///
+    /// **Progress:** lock-free, as [`set`](Self::set).
+    pub fn compare_and_set<Q>(
+        &self,
+        key: &Q,
+        from: ConnectionStatus,
+        to: ConnectionStatus,
+    ) -> Result<EntryInfo, Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.transition(key, |word| {
+            (ConnectionStatus::from_bits(word) == from).then_some(to)
+        })
+        .map(|(_, after)| self.decode(after))
+    }
+
+    /// Sets `key` to `to` only if its generation is still `generation` (as
+    /// read earlier from [`info`](Self::info)): a stale view, including one
+    /// of a removed and re-inserted key, never overwrites a newer entry.
+    ///
+    /// # Errors
+    ///
+    /// As [`compare_and_set`](Self::compare_and_set).
+    ///
+    /// **Progress:** lock-free, as [`set`](Self::set).
+    pub fn set_if_generation<Q>(
+        &self,
+        key: &Q,
+        generation: u32,
+        to: ConnectionStatus,
+    ) -> Result<EntryInfo, Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.transition(key, |word| {
+            (status::generation(word) == generation & status::GEN_MASK).then_some(to)
+        })
+        .map(|(_, after)| self.decode(after))
+    }
+
+    fn transition<Q>(
+        &self,
+        key: &Q,
+        decide: impl FnMut(u64) -> Option<ConnectionStatus>,
+    ) -> Result<(u64, u64), Error>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.raw.hash(key);
+        let shard = self.raw.shard(hash);
+        let guard = &epoch::pin();
+        let (entry, word) = self
+            .raw
+            .find_live(shard, hash, key, guard)
+            .ok_or(Error::NotFound)?;
+        self.raw
+            .transition(shard, entry, word, decide)
+            .map_err(|word| {
+                if status::is_removed(word) {
+                    Error::NotFound
+                } else {
+                    Error::Conflict {
+                        actual: self.decode(word),
+                    }
+                }
+            })
+    }
+
+    /// Removes `key`. Returns the status it had.
+    ///
+    /// **Progress:** lock-free, except while its shard is being rehashed
+    /// (which a removal may start, when the shard has become mostly empty).
+    /// **Reclamation:** the entry is retired to the epoch collector and
+    /// freed (its key dropped) once no thread can still be reading it.
+    pub fn remove<Q>(&self, key: &Q) -> Option<ConnectionStatus>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.raw.hash(key);
+        self.raw
+            .remove_if(hash, key, |_| false)
+            .map(ConnectionStatus::from_bits)
+    }
+
+    /// Removes `key` only if its status is `status`.
+    ///
+    /// **Progress** and **Reclamation:** as [`remove`](Self::remove).
+    pub fn remove_if_status<Q>(&self, key: &Q, status: ConnectionStatus) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let hash = self.raw.hash(key);
+        self.raw
+            .remove_if(hash, key, |word| {
+                ConnectionStatus::from_bits(word) != status
+            })
+            .is_some()
+    }
+
+    /// Number of keys present.
+    ///
+    /// **Progress:** wait-free, O(shards). Exact when no update is in flight;
+    /// during updates it may be off by the number in flight, never negative.
+    pub fn len(&self) -> usize {
+        clamp(self.raw.shards.iter().map(|s| s.len()).sum())
+    }
+
+    /// True if no key is present (same consistency as [`len`](Self::len)).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of keys with `status`.
+    ///
+    /// **Progress:** wait-free, O(shards): per-shard counters kept by every
+    /// transition, never a scan. Exact when no update is in flight, never
+    /// negative.
+    pub fn count(&self, status: ConnectionStatus) -> usize {
+        clamp(self.raw.shards.iter().map(|s| s.count(status)).sum())
+    }
+
+    /// Calls `f` for every key present, with its info.
+    ///
+    /// Weakly consistent: every key present for the whole call is visited
+    /// exactly once; keys inserted or removed meanwhile may or may not be.
+    /// `f` may call back into the table (no lock is held).
+    ///
+    /// **Progress:** lock-free; O(capacity). **Reclamation:** each shard is
+    /// walked under one epoch guard, so a long walk delays the freeing of
+    /// memory retired meanwhile (not its logical removal).
+    pub fn for_each(&self, mut f: impl FnMut(&K, EntryInfo)) {
+        self.walk(|entry, word| {
+            entry.with_key(|k| f(k, self.decode(word)));
+        });
+    }
+
+    /// Removes every key for which `keep` returns false.
+    ///
+    /// Each removal is conditional on the entry being unchanged since `keep`
+    /// looked at it; an entry that changed meanwhile is looked at again.
+    /// Weakly consistent as [`for_each`](Self::for_each).
+    ///
+    /// **Progress** and **Reclamation:** as [`for_each`](Self::for_each) and
+    /// [`remove`](Self::remove).
+    pub fn retain(&self, mut keep: impl FnMut(&K, EntryInfo) -> bool) {
+        self.walk(|entry, _| {
+            entry.with_key(|k| {
+                let hash = self.raw.hash(k);
+                self.raw.remove_if(hash, k, |w| keep(k, self.decode(w)));
+            });
+        });
+    }
+
+    /// Removes every key.
+    pub fn clear(&self) {
+        self.retain(|_, _| false);
+    }
+
+    fn walk(&self, mut f: impl FnMut(&Entry<K>, u64)) {
+        for shard in self.raw.shards.iter() {
+            let guard = &epoch::pin();
+            let table = shard.table.load(Ordering::Acquire, guard);
+            // SAFETY: as in `Raw::find_live`: never null, kept alive by the
+            // guard.
+            let table = unsafe { table.deref() };
+            for cell in table.slots.iter() {
+                let slot = Slot(cell.load(Ordering::Acquire));
+                if !slot.is_entry() {
+                    continue;
+                }
+                // SAFETY: a published entry, kept alive by the guard.
+                let entry = unsafe { &*slot.entry() };
+                let word = entry.state.load(Ordering::Acquire);
+                if !status::is_removed(word) {
+                    f(entry, word);
+                }
+            }
+        }
+    }
+
+    /// Bytes held by the table's own structures: the table header, the
+    /// cache-padded shards, every shard's slot array (capacity × pointer) and
+    /// one [`size_of`] entry node per key present.
+    ///
+    /// Not included: allocator overhead per node, heap memory owned by the
+    /// keys themselves, and memory retired but not yet freed by the epoch
+    /// collector. **Progress:** lock-free, O(shards).
+    pub fn memory_usage(&self) -> usize {
+        let guard = &epoch::pin();
+        let mut bytes = size_of::<Self>()
+            + self.raw.shards.len() * size_of::<CachePadded<Shard<K>>>()
+            + self.len() * size_of::<Entry<K>>();
+        for shard in self.raw.shards.iter() {
+            // SAFETY: as in `walk`.
+            let table = unsafe { shard.table.load(Ordering::Acquire, guard).deref() };
+            bytes += size_of::<Table<K>>() + table.capacity() * size_of::<usize>();
+        }
+        bytes
+    }
+
+    /// Per-shard diagnostics: population and slot-array shape. O(capacity).
+    ///
+    /// Useful to check that keys spread evenly over shards (the HashDoS
+    /// defence) and how full the arrays are.
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.raw
+            .shards
+            .iter()
+            .map(|shard| {
+                let guard = &epoch::pin();
+                // SAFETY: as in `walk`.
+                let table = unsafe { shard.table.load(Ordering::Acquire, guard).deref() };
+                let mut stats = ShardStats {
+                    len: clamp(shard.len()),
+                    capacity: table.capacity(),
+                    ..ShardStats::default()
+                };
+                let mut run = 0;
+                for cell in table.slots.iter() {
+                    let slot = Slot(cell.load(Ordering::Acquire));
+                    if slot.is_empty() {
+                        run = 0;
+                        continue;
+                    }
+                    run += 1;
+                    stats.longest_run = stats.longest_run.max(run);
+                    if !slot.is_entry() {
+                        stats.tombstones += 1;
+                    }
+                }
+                stats
+            })
+            .collect()
+    }
+
+    /// Number of shards.
+    pub fn shards(&self) -> usize {
+        self.raw.shards.len()
+    }
+
+    fn decode(&self, word: u64) -> EntryInfo {
+        status::decode(self.raw.origin, word)
+    }
+}
+
+/// Shape of one shard, from [`StatusTable::shard_stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardStats {
+    /// Keys present.
+    pub len: usize,
+    /// Slots in the current array.
+    pub capacity: usize,
+    /// Slots holding tombstones of removed keys (cleared by the next rehash).
+    pub tombstones: usize,
+    /// Longest run of consecutive non-empty slots: the worst probe length.
+    pub longest_run: usize,
+}
+
+impl<K, S> fmt::Debug for StatusTable<K, S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let len: isize = self.raw.shards.iter().map(|s| s.len()).sum();
+        f.debug_struct("StatusTable")
+            .field("len", &clamp(len))
+            .field("shards", &self.raw.shards.len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn clamp(n: isize) -> usize {
+    usize::try_from(n).unwrap_or(0)
+}
+
+/// Default shard count: a power of two, 16 per available CPU (so two threads
+/// rarely touch the same shard's counters), between 16 and [`MAX_SHARDS`].
+/// Checkers get 2 so that models stay small.
+fn default_shards() -> usize {
+    if cfg!(any(loom, miri)) {
+        return 2;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus * 16).next_power_of_two().clamp(16, MAX_SHARDS)
+}

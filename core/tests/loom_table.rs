@@ -1,0 +1,212 @@
+//! Loom models of the status table: get vs insert vs remove vs growth vs
+//! compare_and_set, on a one- or two-shard table with 2-slot arrays (the
+//! crate shrinks its sizes under `cfg(loom)`), so growth happens within a
+//! few operations.
+//!
+//! Run with `.ci/loom.sh` (RUSTFLAGS="--cfg loom --cfg crossbeam_loom").
+//!
+//! Each model was checked once to fail with its ordering weakened or its fix
+//! removed; what was changed is noted on the model.
+#![cfg(loom)]
+
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc as StdArc;
+
+use connmgr_core::{ConnectionStatus::*, Error, StatusTable};
+use loom::sync::Arc;
+use loom::thread;
+
+/// Loom replays each interleaving, so hashing must be the same every run:
+/// SipHash with fixed keys instead of the default random ones.
+type Fixed = BuildHasherDefault<DefaultHasher>;
+
+fn one_shard<K: Hash + Eq + Send + Sync + 'static>() -> Arc<StatusTable<K, Fixed>> {
+    Arc::new(StatusTable::with_shards(1, 0, Fixed::default()).unwrap())
+}
+
+/// A key that counts its drops, to catch double frees and use after free of
+/// keys (a second drop would push the count past the number made).
+struct Tracked {
+    id: u32,
+    drops: StdArc<AtomicUsize>,
+}
+impl PartialEq for Tracked {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for Tracked {}
+impl Hash for Tracked {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.id.hash(h)
+    }
+}
+impl std::borrow::Borrow<u32> for Tracked {
+    fn borrow(&self) -> &u32 {
+        &self.id
+    }
+}
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A key that is present throughout stays visible to `get` and to
+/// `compare_and_set` while both threads insert and one of them grows the
+/// shard, and no insert or transition is lost across the growth.
+///
+/// Checked to fail: with the freeze step of `rehash` removed (old slots not
+/// marked MOVED before copying), the other thread's insert lands in the old
+/// array after its slot was copied and is lost (`get(&4)` is None).
+#[test]
+fn growth_loses_nothing() {
+    loom::model(|| {
+        let table = one_shard::<u32>();
+        table.insert(1, Connecting);
+        let t = table.clone();
+        let writer = thread::spawn(move || {
+            assert_eq!(t.insert(2, Connected), None);
+            assert_eq!(t.insert(3, Failed), None);
+        });
+        assert_eq!(table.insert(4, Failed), None);
+        assert!(table.compare_and_set(&1, Connecting, Connected).is_ok());
+        assert_eq!(table.get(&1), Some(Connected));
+        writer.join().unwrap();
+        assert_eq!(table.get(&4), Some(Failed));
+        assert_eq!(table.get(&2), Some(Connected));
+        assert_eq!(table.get(&3), Some(Failed));
+        assert_eq!(table.len(), 4);
+        assert_eq!(table.count(Connected), 2);
+        assert_eq!(table.count(Failed), 2);
+    });
+}
+
+/// Two threads insert the same new key: exactly one insert sees it absent,
+/// and the table holds one entry for it.
+///
+/// Checked to fail: with the insert CAS's success ordering weakened from
+/// AcqRel to Relaxed, loom reports a causality violation on the key cell
+/// (the loser reads a key whose write it has not synchronized with).
+#[test]
+fn racing_inserts_of_one_key_make_one_entry() {
+    loom::model(|| {
+        let table = one_shard::<u32>();
+        let t = table.clone();
+        let other = thread::spawn(move || t.insert(5, Connected));
+        let mine = table.insert(5, Failed);
+        let theirs = other.join().unwrap();
+        assert!(
+            mine.is_none() ^ theirs.is_none(),
+            "exactly one insert saw the key absent: {mine:?} {theirs:?}"
+        );
+        assert_eq!(table.len(), 1);
+        assert_eq!(table.count(Connected) + table.count(Failed), 1);
+    });
+}
+
+/// remove vs insert of the same key vs get: the final state is one of the
+/// linearizable outcomes, the counters agree with it, and no key is dropped
+/// twice (including when the insert replaces the removed entry in place).
+///
+/// Checked to fail: with the REMOVED-bit check dropped from `find_live`,
+/// `get` after both finished returns the removed entry's status while `len`
+/// is 0.
+#[test]
+fn remove_vs_insert_vs_get() {
+    loom::model(|| {
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let made = 2;
+        {
+            let table = one_shard::<Tracked>();
+            table.insert(
+                Tracked {
+                    id: 1,
+                    drops: drops.clone(),
+                },
+                Connected,
+            );
+            let t = table.clone();
+            let remover = thread::spawn(move || t.remove(&1u32));
+            let t = table.clone();
+            let d = drops.clone();
+            let inserter = thread::spawn(move || t.insert(Tracked { id: 1, drops: d }, Failed));
+            let seen = table.get(&1u32);
+            assert!(matches!(seen, None | Some(Connected) | Some(Failed)));
+            let removed = remover.join().unwrap();
+            let replaced = inserter.join().unwrap();
+            let last = table.get(&1u32);
+            match (removed, replaced) {
+                // The insert updated the entry, then the remove took it.
+                (Some(Failed), Some(Connected)) => assert_eq!(last, None),
+                // The remove came first; the insert made a new entry.
+                (Some(Connected), None) => assert_eq!(last, Some(Failed)),
+                other => panic!("not linearizable: {other:?}"),
+            }
+            assert_eq!(table.len(), usize::from(last.is_some()));
+            assert_eq!(table.count(Failed), usize::from(last.is_some()));
+            assert_eq!(table.count(Connected), 0);
+        }
+        assert!(
+            drops.load(Ordering::Relaxed) <= made,
+            "a key was dropped twice"
+        );
+    });
+}
+
+/// A stale generation (read before a remove and re-insert) never overwrites
+/// the newer entry, whatever the interleaving (the ABA case).
+///
+/// Checked to fail: with new entries' generation seeded from 0 instead of
+/// the shard's counter, the re-inserted entry has the old generation and the
+/// stale update lands on it.
+#[test]
+fn stale_generation_never_lands_on_a_newer_entry() {
+    loom::model(|| {
+        let table = one_shard::<u32>();
+        table.insert(7, Connected);
+        let stale = table.info(&7).unwrap().generation;
+        let t = table.clone();
+        let churn = thread::spawn(move || {
+            t.remove(&7);
+            t.insert(7, Connected);
+        });
+        let result = table.set_if_generation(&7, stale, Failed);
+        churn.join().unwrap();
+        // Either it landed on the original entry before the remove, or it
+        // was refused; the re-inserted entry is never touched.
+        assert!(matches!(
+            result,
+            Ok(_) | Err(Error::NotFound) | Err(Error::Conflict { .. })
+        ));
+        assert_eq!(table.get(&7), Some(Connected));
+        assert_eq!(table.count(Connected), 1);
+        assert_eq!(table.count(Failed), 0);
+    });
+}
+
+/// Removal that shrinks a shard vs a reader: the reader sees the surviving
+/// key throughout.
+///
+/// Checked to fail: with `rehash` publishing the new array before copying
+/// into it (store moved above the copy loop), `get(&1)` returns None.
+#[test]
+fn shrink_vs_get() {
+    loom::model(|| {
+        let table = one_shard::<u32>();
+        for k in 1..=3 {
+            table.insert(k, Connecting);
+        }
+        let t = table.clone();
+        let remover = thread::spawn(move || {
+            t.remove(&2);
+            t.remove(&3);
+        });
+        assert_eq!(table.get(&1), Some(Connecting));
+        remover.join().unwrap();
+        assert_eq!(table.get(&1), Some(Connecting));
+        assert_eq!(table.len(), 1);
+    });
+}
