@@ -1,0 +1,337 @@
+//! The main job: a connection manager driving real TCP peers on loopback.
+//!
+//! Starts echo peers on 127.0.0.1, then walks the manager through fresh
+//! dials, messages with measured latency, the connection limit, disconnects
+//! into the idle pool, pooled reconnects, a peer that refuses, and idle
+//! expiry with no API call, and ends by printing the metrics and the
+//! Prometheus exposition. Run `cargo run --release --example loopback --
+//! --help` for the flags.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use connmgr::{ConnectionManager, ConnectionStatus, Error, PeerId, TcpDialer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+const HELP: &str = "\
+loopback: drive connmgr against real TCP echo peers on 127.0.0.1
+
+USAGE:
+    cargo run --release --example loopback -- [FLAGS]
+
+FLAGS:
+    --peers N             echo peers to start (default 64, 1..=5000)
+    --max-connections N   the manager's connection limit (default 48, >= 1)
+    --messages N          echo round trips per connected peer (default 20)
+    --pool-timeout-ms N   idle TTL in the pool, ms (default 1500, >= 1)
+    --help                print this and exit
+";
+
+struct Args {
+    peers: usize,
+    max_connections: usize,
+    messages: usize,
+    pool_timeout: Duration,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut args = Args {
+        peers: 64,
+        max_connections: 48,
+        messages: 20,
+        pool_timeout: Duration::from_millis(1500),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            return Ok(None);
+        }
+        let value = it
+            .next()
+            .ok_or_else(|| format!("{flag} needs a value (see --help)"))?;
+        let n: u64 = value
+            .parse()
+            .map_err(|_| format!("{flag} takes a whole number, got {value:?}"))?;
+        match flag.as_str() {
+            "--peers" if (1..=5000).contains(&n) => args.peers = n as usize,
+            "--max-connections" if n >= 1 => args.max_connections = n as usize,
+            "--messages" => args.messages = n as usize,
+            "--pool-timeout-ms" if n >= 1 => args.pool_timeout = Duration::from_millis(n),
+            "--peers" | "--max-connections" | "--pool-timeout-ms" => {
+                return Err(format!("{flag} {n} is out of range (see --help)"))
+            }
+            _ => return Err(format!("unknown flag {flag} (see --help)")),
+        }
+    }
+    Ok(Some(args))
+}
+
+/// An echo peer on a fresh loopback port.
+async fn echo_peer() -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                while let Ok(n) = sock.read(&mut buf).await {
+                    if n == 0 || sock.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}
+
+fn step(start: Instant, what: std::fmt::Arguments<'_>) {
+    println!("[{:>6.2}s] {what}", start.elapsed().as_secs_f64());
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{HELP}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("loopback: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loopback: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let start = Instant::now();
+    let mut book = HashMap::new();
+    let mut peers = Vec::with_capacity(args.peers);
+    for _ in 0..args.peers {
+        let id = PeerId::random();
+        book.insert(id, echo_peer().await?);
+        peers.push(id);
+    }
+    // A peer whose port refuses: bound, then closed again.
+    let refusing = PeerId::random();
+    book.insert(
+        refusing,
+        std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?,
+    );
+    step(
+        start,
+        format_args!("started {} echo peers on 127.0.0.1", args.peers),
+    );
+
+    let book = Arc::new(book);
+    let resolver = {
+        let book = Arc::clone(&book);
+        move |p: &PeerId| book.get(p).copied()
+    };
+    let manager = ConnectionManager::builder()
+        .max_connections(args.max_connections)
+        .pool_timeout(args.pool_timeout)
+        .dial_timeout(Duration::from_secs(2))
+        .dialer(TcpDialer::new(resolver))
+        .build()?;
+
+    // 1. Fresh dials, all at once: the limit admits max_connections.
+    let t = Instant::now();
+    let results = connect_all(&manager, &peers).await;
+    let fresh_time = t.elapsed();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let limited = results
+        .iter()
+        .filter(|r| matches!(r, Err(Error::LimitReached { .. })))
+        .count();
+    step(
+        start,
+        format_args!(
+        "connect: {ok} connected by fresh dials, {limited} refused by the limit of {} (active {})",
+        args.max_connections,
+        manager.active()
+    ),
+    );
+
+    // 2. Messages over the live connections, latency measured.
+    let connected: Vec<PeerId> = peers
+        .iter()
+        .copied()
+        .filter(|p| manager.lease(p).is_ok())
+        .collect();
+    let exchanged = exchange(&manager, &connected, args.messages).await?;
+    let m = manager.get_metrics().await;
+    step(
+        start,
+        format_args!(
+            "messages: {exchanged} echo round trips, avg latency {:?}, {:.0} msg/s",
+            m.avg_latency, m.messages_per_second
+        ),
+    );
+
+    // 3. Disconnect: connections go idle in the pool; the rest get slots.
+    for p in &connected {
+        manager.disconnect(p).await;
+    }
+    step(
+        start,
+        format_args!(
+            "disconnect: {} idle in the pool, active {}",
+            manager.idle(),
+            manager.active()
+        ),
+    );
+    let rest: Vec<PeerId> = peers
+        .iter()
+        .copied()
+        .filter(|p| !connected.contains(p))
+        .collect();
+    let rest_ok = connect_all(&manager, &rest)
+        .await
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    for p in &rest {
+        manager.disconnect(p).await;
+    }
+    step(
+        start,
+        format_args!(
+            "connect the other {}: {rest_ok} connected, then disconnected (idle {})",
+            rest.len(),
+            manager.idle()
+        ),
+    );
+
+    // 4. Pooled reconnects: no dial, the idle socket is checked and reused.
+    let before = manager.snapshot().dials;
+    let t = Instant::now();
+    let again = connect_all(&manager, &connected).await;
+    let pooled_time = t.elapsed();
+    let hits = manager.snapshot().dials.pool_hits - before.pool_hits;
+    step(start, format_args!(
+        "reconnect {}: {} ok, {hits} from the pool; {:.1} us per pooled reconnect vs {:.1} us per fresh dial",
+        connected.len(),
+        again.iter().filter(|r| r.is_ok()).count(),
+        pooled_time.as_secs_f64() * 1e6 / connected.len().max(1) as f64,
+        fresh_time.as_secs_f64() * 1e6 / ok.max(1) as f64,
+    ));
+    exchange(&manager, &connected, 1).await?;
+    for p in &connected {
+        manager.disconnect(p).await;
+    }
+
+    // 5. A peer that refuses.
+    match manager.connect(refusing).await {
+        Err(e) => step(
+            start,
+            format_args!(
+                "refusing peer: {e} (status {:?})",
+                manager.get_status(&refusing).await
+            ),
+        ),
+        Ok(()) => return Err("the refusing peer accepted a connection".into()),
+    }
+
+    // 6. Expiry with no API call: the reaper closes idle connections.
+    step(
+        start,
+        format_args!(
+            "waiting for idle expiry ({:?} TTL), {} idle now",
+            args.pool_timeout,
+            manager.idle()
+        ),
+    );
+    let deadline = Instant::now() + args.pool_timeout + Duration::from_secs(5);
+    while manager.idle() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(args.pool_timeout / 4).await;
+        step(start, format_args!("  idle {}", manager.idle()));
+    }
+    if manager.idle() > 0 {
+        return Err("idle connections outlived their TTL".into());
+    }
+
+    let m = manager.get_metrics().await;
+    println!();
+    println!("NetworkMetrics {{");
+    println!("    messages_per_second: {:.1},", m.messages_per_second);
+    println!("    connections: {},", m.connections);
+    println!("    avg_latency: {:?},", m.avg_latency);
+    println!("    memory_usage: {} bytes,", m.memory_usage);
+    println!("}}");
+    println!(
+        "statuses: {} disconnected, {} failed, {} connected",
+        manager.count(ConnectionStatus::Disconnected),
+        manager.count(ConnectionStatus::Failed),
+        manager.count(ConnectionStatus::Connected)
+    );
+    println!();
+    print!("{}", manager.prometheus());
+    manager.shutdown().await;
+    step(start, format_args!("done"));
+    Ok(())
+}
+
+async fn connect_all<D: connmgr::Dialer>(
+    manager: &ConnectionManager<D>,
+    peers: &[PeerId],
+) -> Vec<connmgr::Result<()>> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, p) in peers.iter().copied().enumerate() {
+        let m = manager.clone();
+        set.spawn(async move { (i, m.connect(p).await) });
+    }
+    let mut out: Vec<_> = (0..peers.len()).map(|_| Ok(())).collect();
+    while let Some(r) = set.join_next().await {
+        let (i, res) = r.expect("connect task panicked");
+        out[i] = res;
+    }
+    out
+}
+
+/// `rounds` echo round trips with each peer, concurrently, recording each
+/// latency in the manager's metrics.
+async fn exchange(
+    manager: &ConnectionManager<
+        TcpDialer<impl Fn(&PeerId) -> Option<SocketAddr> + Send + Sync + 'static>,
+    >,
+    peers: &[PeerId],
+    rounds: usize,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let mut set = tokio::task::JoinSet::new();
+    for &p in peers {
+        let mut lease = manager.lease(&p)?;
+        let m = manager.clone();
+        set.spawn(async move {
+            let mut buf = [0u8; 32];
+            for _ in 0..rounds {
+                let t = Instant::now();
+                lease.write_all(p.as_bytes()).await?;
+                lease.read_exact(&mut buf).await?;
+                m.record_message(t.elapsed());
+                m.record_bytes(32, 32);
+                if &buf != p.as_bytes() {
+                    return Err(std::io::Error::other("echo mismatch"));
+                }
+            }
+            Ok::<usize, std::io::Error>(rounds)
+        });
+    }
+    let mut total = 0;
+    while let Some(r) = set.join_next().await {
+        total += r??;
+    }
+    Ok(total)
+}

@@ -1,0 +1,202 @@
+//! [`Builder`]: every setting of a [`ConnectionManager`], validated.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::dialer::{Dialer, NoTransport};
+use crate::{ConnectionManager, Error};
+
+/// Settings of a manager, as validated by [`Builder::build`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Most connections connecting or connected at once.
+    pub max_connections: usize,
+    /// How long a disconnected peer's connection stays idle in the pool.
+    pub pool_timeout: Duration,
+    /// How long a dial may take.
+    pub dial_timeout: Duration,
+    /// Most idle connections kept per peer.
+    pub max_idle_per_peer: usize,
+    /// Most idle connections kept in all.
+    pub max_idle_total: usize,
+    /// Window of `messages_per_second` and `avg_latency`.
+    pub metrics_window: Duration,
+    /// Capacity of the status event broadcast (slow subscribers lag).
+    pub event_capacity: usize,
+    /// Disconnected or failed peers with nothing pooled are forgotten
+    /// (removed from the status table) this long after their last change.
+    pub forget_after: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_connections: 100,
+            pool_timeout: Duration::from_secs(300),
+            dial_timeout: Duration::from_secs(10),
+            max_idle_per_peer: 1,
+            max_idle_total: 65_536,
+            metrics_window: Duration::from_secs(10),
+            event_capacity: 1024,
+            forget_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Config {
+    fn validate(&self) -> Result<(), Error> {
+        let checks: [(bool, &'static str, &'static str); 8] = [
+            (self.max_connections > 0, "max_connections", "at least 1"),
+            (
+                !self.pool_timeout.is_zero(),
+                "pool_timeout",
+                "longer than zero",
+            ),
+            (
+                !self.dial_timeout.is_zero(),
+                "dial_timeout",
+                "longer than zero",
+            ),
+            (
+                self.max_idle_per_peer > 0,
+                "max_idle_per_peer",
+                "at least 1",
+            ),
+            (
+                self.max_idle_total >= self.max_idle_per_peer,
+                "max_idle_total",
+                "at least max_idle_per_peer",
+            ),
+            (
+                !self.metrics_window.is_zero(),
+                "metrics_window",
+                "longer than zero",
+            ),
+            (
+                self.event_capacity > 0 && self.event_capacity <= usize::MAX / 2,
+                "event_capacity",
+                "from 1 to usize::MAX / 2",
+            ),
+            (
+                !self.forget_after.is_zero(),
+                "forget_after",
+                "longer than zero",
+            ),
+        ];
+        match checks.iter().find(|(ok, _, _)| !ok) {
+            Some(&(_, setting, expected)) => Err(Error::InvalidConfig { setting, expected }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Builds a [`ConnectionManager`]: `ConnectionManager::builder()`.
+///
+/// ```
+/// use connmgr::ConnectionManager;
+/// use std::time::Duration;
+///
+/// let manager = ConnectionManager::builder()
+///     .max_connections(500)
+///     .pool_timeout(Duration::from_secs(60))
+///     .dial_timeout(Duration::from_secs(3))
+///     .build()
+///     .unwrap();
+/// # drop(manager);
+/// let err = ConnectionManager::builder().max_connections(0).build().unwrap_err();
+/// assert_eq!(err.to_string(), "invalid `max_connections`: it must be at least 1");
+/// ```
+pub struct Builder<D = NoTransport> {
+    config: Config,
+    dialer: D,
+}
+
+impl Builder<NoTransport> {
+    pub(crate) fn new() -> Self {
+        Self {
+            config: Config::default(),
+            dialer: NoTransport,
+        }
+    }
+}
+
+impl<D: Dialer> Builder<D> {
+    /// Most connections connecting or connected at once (default 100).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// Time-to-live of idle pooled connections (default 300 s).
+    pub fn pool_timeout(mut self, ttl: Duration) -> Self {
+        self.config.pool_timeout = ttl;
+        self
+    }
+
+    /// Longest a dial may take before `connect` fails with
+    /// [`Error::Timeout`] (default 10 s).
+    pub fn dial_timeout(mut self, timeout: Duration) -> Self {
+        self.config.dial_timeout = timeout;
+        self
+    }
+
+    /// Most idle connections kept per peer (default 1).
+    pub fn max_idle_per_peer(mut self, n: usize) -> Self {
+        self.config.max_idle_per_peer = n;
+        self
+    }
+
+    /// Most idle connections kept in all (default 65,536).
+    pub fn max_idle_total(mut self, n: usize) -> Self {
+        self.config.max_idle_total = n;
+        self
+    }
+
+    /// Window over which `messages_per_second` and `avg_latency` are
+    /// computed (default 10 s).
+    pub fn metrics_window(mut self, window: Duration) -> Self {
+        self.config.metrics_window = window;
+        self
+    }
+
+    /// Capacity of the status event broadcast (default 1024).
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.config.event_capacity = n;
+        self
+    }
+
+    /// How long a disconnected or failed peer with nothing pooled is
+    /// remembered before the reaper removes it from the table (default 1 h).
+    pub fn forget_after(mut self, after: Duration) -> Self {
+        self.config.forget_after = after;
+        self
+    }
+
+    /// Uses `dialer` to open connections.
+    pub fn dialer<D2: Dialer>(self, dialer: D2) -> Builder<D2> {
+        Builder {
+            config: self.config,
+            dialer,
+        }
+    }
+
+    /// Validates the settings and builds the manager. Needs no runtime:
+    /// the reaper task starts on the first call made inside one.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the first setting out of range.
+    pub fn build(self) -> Result<ConnectionManager<D>, Error> {
+        self.config.validate()?;
+        Ok(ConnectionManager::from_parts(self.config, self.dialer))
+    }
+}
+
+impl<D> fmt::Debug for Builder<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

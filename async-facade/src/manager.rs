@@ -1,0 +1,987 @@
+//! [`ConnectionManager`]: the documented API, on tokio.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::BuildHasher;
+use std::mem::size_of;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
+use connmgr_metrics::{DialOutcome, Gauges, Metrics, MetricsConfig, NetworkMetrics, Snapshot};
+use connmgr_pool::{IdlePool, PoolConfig};
+use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::admission::{Admission, Permit};
+use crate::config::{Builder, Config};
+use crate::dialer::{Dialer, NoTransport};
+use crate::{Error, Result, StatusEvent};
+
+/// The pool's and the metrics' clock: tokio's, so that paused time in
+/// tests (`tokio::time::pause`) drives expiry and windows.
+#[derive(Clone, Copy, Debug, Default)]
+struct TokioClock;
+
+impl connmgr_pool::Clock for TokioClock {
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+impl connmgr_metrics::Clock for TokioClock {
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// A connection slot in the live map: the connection (absent while leased)
+/// and the admission permit it holds.
+struct LiveSlot<C> {
+    conn: Option<C>,
+    _permit: Permit,
+}
+
+/// One shard of a [`Sharded`] map.
+type Shard<V> = CachePadded<Mutex<HashMap<PeerId, V>>>;
+
+/// Per-peer maps behind short, sharded locks. No lock is ever held across
+/// an `.await`: every access is a synchronous closure.
+struct Sharded<V> {
+    shards: Box<[Shard<V>]>,
+    hasher: RandomState,
+}
+
+impl<V> Sharded<V> {
+    fn new() -> Self {
+        let n = (std::thread::available_parallelism().map_or(1, |n| n.get()) * 8)
+            .next_power_of_two()
+            .clamp(8, 128);
+        Self {
+            shards: (0..n)
+                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut HashMap<PeerId, V>) -> R) -> R {
+        let i = self.hasher.hash_one(peer) as usize & (self.shards.len() - 1);
+        f(&mut self.shards[i].lock())
+    }
+
+    /// Takes everything out, shard by shard.
+    fn drain(&self) -> Vec<(PeerId, V)> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let taken = std::mem::take(&mut *shard.lock());
+            out.extend(taken);
+        }
+        out
+    }
+
+    fn memory_usage(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                size_of::<Shard<V>>()
+                    // hashbrown: one (key, value) bucket and one control byte
+                    // per slot of capacity.
+                    + s.lock().capacity() * (size_of::<(PeerId, V)>() + 1)
+            })
+            .sum()
+    }
+}
+
+/// The result of one shared dial, as its followers see it.
+type DialResult = Option<Result<()>>;
+
+struct Inner<D: Dialer> {
+    config: Config,
+    dialer: D,
+    table: StatusTable<PeerId>,
+    pool: IdlePool<PeerId, D::Conn, TokioClock>,
+    metrics: Metrics<TokioClock>,
+    admission: Arc<Admission>,
+    live: Sharded<LiveSlot<D::Conn>>,
+    dials: Sharded<watch::Sender<DialResult>>,
+    events: broadcast::Sender<StatusEvent>,
+    watchers: Sharded<watch::Sender<Option<ConnectionStatus>>>,
+    watcher_count: AtomicUsize,
+    shut_down: AtomicBool,
+    reaper_started: AtomicBool,
+    reaper_wake: Arc<Notify>,
+}
+
+impl<D: Dialer> Drop for Inner<D> {
+    fn drop(&mut self) {
+        // The reaper holds only a weak reference; wake it so it sees that
+        // the manager is gone and ends (it would otherwise sleep until the
+        // next expiry, or forever on an empty pool).
+        self.reaper_wake.notify_one();
+    }
+}
+
+/// Manages connections to peers: limits, idle pooling with a TTL that
+/// expires by itself, atomic status tracking and live metrics.
+///
+/// `ConnectionManager::new(max)` and
+/// [`with_pool_timeout`](ConnectionManager::with_pool_timeout) build the
+/// transport-less default ([`NoTransport`]): `connect` registers and tracks
+/// the peer as the reference implementation does. Use
+/// [`builder`](ConnectionManager::builder) with a [`Dialer`] such as
+/// [`TcpDialer`](crate::TcpDialer) for real connections.
+///
+/// Cloning is cheap and shares the manager. The reaper task that closes
+/// expired idle connections starts on the first call made inside a tokio
+/// runtime and ends when the last clone is dropped.
+///
+/// # Cancellation safety
+///
+/// Every `async` method is cancellation safe: dropping its future at any
+/// `.await` leaves no slot taken, no status stuck at `Connecting` and no
+/// waiter stranded. A dropped `connect` gives its slot back, restores the
+/// peer's previous status, and if other callers were waiting on its dial,
+/// one of them takes the dial over.
+pub struct ConnectionManager<D: Dialer = NoTransport> {
+    inner: Arc<Inner<D>>,
+}
+
+impl<D: Dialer> Clone for ConnectionManager<D> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl ConnectionManager<NoTransport> {
+    /// A transport-less manager allowing `max_connections` connecting or
+    /// connected peers, with the default 300 s pool timeout. Needs no
+    /// runtime to be built.
+    ///
+    /// # Panics
+    ///
+    /// If `max_connections` is 0; use [`builder`](Self::builder) to get an
+    /// error instead.
+    pub fn new(max_connections: usize) -> Self {
+        Self::with_pool_timeout(max_connections, Config::default().pool_timeout)
+    }
+
+    /// As [`new`](Self::new), with idle connections kept for `pool_timeout`.
+    ///
+    /// # Panics
+    ///
+    /// If `max_connections` or `pool_timeout` is 0; use
+    /// [`builder`](Self::builder) to get an error instead.
+    pub fn with_pool_timeout(max_connections: usize, pool_timeout: Duration) -> Self {
+        match Self::builder()
+            .max_connections(max_connections)
+            .pool_timeout(pool_timeout)
+            .build()
+        {
+            Ok(manager) => manager,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Starts a [`Builder`] with every setting at its default.
+    pub fn builder() -> Builder<NoTransport> {
+        Builder::new()
+    }
+}
+
+impl<D: Dialer> ConnectionManager<D> {
+    pub(crate) fn from_parts(config: Config, dialer: D) -> Self {
+        let pool = IdlePool::with_config(
+            PoolConfig {
+                ttl: config.pool_timeout,
+                max_idle_per_key: config.max_idle_per_peer,
+                max_idle_total: config.max_idle_total,
+            },
+            TokioClock,
+        )
+        .expect("pool settings are validated by the builder");
+        let metrics = Metrics::with_config(
+            MetricsConfig {
+                window: config.metrics_window,
+                ..MetricsConfig::default()
+            },
+            TokioClock,
+        )
+        .expect("metrics settings are validated by the builder");
+        let (events, _) = broadcast::channel(config.event_capacity);
+        Self {
+            inner: Arc::new(Inner {
+                admission: Admission::new(config.max_connections),
+                table: StatusTable::new(),
+                pool,
+                metrics,
+                live: Sharded::new(),
+                dials: Sharded::new(),
+                events,
+                watchers: Sharded::new(),
+                watcher_count: AtomicUsize::new(0),
+                shut_down: AtomicBool::new(false),
+                reaper_started: AtomicBool::new(false),
+                reaper_wake: Arc::new(Notify::new()),
+                config,
+                dialer,
+            }),
+        }
+    }
+
+    /// The settings this manager runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// The dialer.
+    pub fn dialer(&self) -> &D {
+        &self.inner.dialer
+    }
+
+    /// Connects to `peer`, or makes sure it is connected.
+    ///
+    /// | the peer is | what happens |
+    /// | --- | --- |
+    /// | Connected | nothing; `Ok` |
+    /// | Disconnected, with a live idle connection pooled | it is reused: Connected, no dial |
+    /// | unknown, Disconnected or Failed | a slot is reserved, the peer is Connecting, then Connected |
+    /// | being dialed by another call | this call waits for that dial and shares its outcome |
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LimitReached`] (status unchanged) when `max_connections`
+    /// slots are in use; [`Error::Dial`] or [`Error::Timeout`] (status
+    /// Failed) when the dial fails or outlives the dial timeout;
+    /// [`Error::ShutDown`] after [`shutdown`](Self::shutdown).
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: dropping the future gives the slot back and restores the
+    /// peer's previous status; waiters on this dial take it over.
+    pub async fn connect(&self, peer_id: PeerId) -> Result<()> {
+        let inner = &*self.inner;
+        self.ensure_reaper();
+        loop {
+            if inner.shut_down.load(Ordering::Acquire) {
+                return Err(Error::ShutDown);
+            }
+            if inner.table.get(&peer_id) == Some(ConnectionStatus::Connected) {
+                return Ok(());
+            }
+            // Join the dial in flight, or become its leader.
+            let joined = inner
+                .dials
+                .with(&peer_id, |dials| match dials.get(&peer_id) {
+                    Some(tx) => Some(tx.subscribe()),
+                    None => {
+                        dials.insert(peer_id, watch::channel(None).0);
+                        None
+                    }
+                });
+            match joined {
+                Some(mut rx) => {
+                    // The leader either publishes an outcome or, if it is
+                    // cancelled, drops the sender: `changed` then errs and we
+                    // go round again (and may lead the next attempt).
+                    if rx.changed().await.is_ok() {
+                        if let Some(outcome) = rx.borrow_and_update().clone() {
+                            return outcome;
+                        }
+                    }
+                }
+                None => {
+                    let lead = Leader {
+                        inner,
+                        peer: peer_id,
+                    };
+                    let outcome = self.dial_as_leader(peer_id).await;
+                    lead.publish(outcome.clone());
+                    return outcome;
+                }
+            }
+        }
+    }
+
+    async fn dial_as_leader(&self, peer: PeerId) -> Result<()> {
+        let inner = &*self.inner;
+        if inner.table.get(&peer) == Some(ConnectionStatus::Connected) {
+            return Ok(());
+        }
+        let permit = inner.admission.try_acquire().ok_or(Error::LimitReached {
+            max: inner.admission.max(),
+        })?;
+        let dialer = &inner.dialer;
+        if let Some(conn) = inner.pool.take_if(&peer, |c| dialer.is_alive(c)) {
+            inner.metrics.record_dial(DialOutcome::PoolHit);
+            inner.go_live(peer, conn, permit);
+            return Ok(());
+        }
+        inner.metrics.record_dial(DialOutcome::PoolMiss);
+        let before = inner.table.insert(peer, ConnectionStatus::Connecting);
+        inner.emit(peer, before, Some(ConnectionStatus::Connecting));
+        let restore = RestoreOnDrop {
+            inner,
+            peer,
+            before,
+            armed: true,
+        };
+        let timeout = inner.config.dial_timeout;
+        let dialed = tokio::time::timeout(timeout, dialer.dial(&peer)).await;
+        restore.disarm();
+        match dialed {
+            Ok(Ok(conn)) if !inner.shut_down.load(Ordering::Acquire) => {
+                inner.metrics.record_dial(DialOutcome::Ok);
+                inner.go_live(peer, conn, permit);
+                Ok(())
+            }
+            Ok(Ok(conn)) => {
+                drop(conn);
+                inner.set_status(peer, ConnectionStatus::Disconnected);
+                Err(Error::ShutDown)
+            }
+            Ok(Err(e)) => {
+                inner.metrics.record_dial(DialOutcome::Failed);
+                inner.set_status(peer, ConnectionStatus::Failed);
+                Err(Error::Dial {
+                    peer,
+                    source: Arc::new(e),
+                })
+            }
+            Err(_elapsed) => {
+                inner.metrics.record_dial(DialOutcome::TimedOut);
+                inner.set_status(peer, ConnectionStatus::Failed);
+                Err(Error::Timeout {
+                    peer,
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    /// Disconnects a Connected peer: its status becomes Disconnected and its
+    /// live connection goes to the idle pool (closed instead if the pool is
+    /// full). Does nothing for a peer that is not Connected, so calling it
+    /// twice, or for an unknown peer, is harmless.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: it never waits; the work is done in the first poll.
+    pub async fn disconnect(&self, peer_id: &PeerId) {
+        self.ensure_reaper();
+        let inner = &*self.inner;
+        if inner
+            .table
+            .compare_and_set(
+                peer_id,
+                ConnectionStatus::Connected,
+                ConnectionStatus::Disconnected,
+            )
+            .is_ok()
+        {
+            inner.emit(
+                *peer_id,
+                Some(ConnectionStatus::Connected),
+                Some(ConnectionStatus::Disconnected),
+            );
+            inner.retire_live(peer_id, true);
+        }
+    }
+
+    /// Sets a peer's status as given (bookkeeping, as in the reference).
+    ///
+    /// Moving a peer to Disconnected pools its live connection, to Failed
+    /// closes it; either frees its slot. Setting Connected or Connecting
+    /// opens nothing and takes no slot: limits apply to
+    /// [`connect`](Self::connect). Counts stay exact either way.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: it never waits.
+    pub async fn update_status(&self, peer_id: PeerId, status: ConnectionStatus) {
+        self.ensure_reaper();
+        self.inner.set_status(peer_id, status);
+    }
+
+    /// The peer's status, if the manager knows it.
+    ///
+    /// Lock-free and wait-free (one hash and one atomic load).
+    pub async fn get_status(&self, peer_id: &PeerId) -> Option<ConnectionStatus> {
+        self.inner.table.get(peer_id)
+    }
+
+    /// Current metrics: `connections` is the exact number of Connected
+    /// peers, `messages_per_second` and `avg_latency` come from
+    /// [`record_message`](Self::record_message) over the metrics window, and
+    /// `memory_usage` is [`memory_usage`](Self::memory_usage).
+    pub async fn get_metrics(&self) -> NetworkMetrics {
+        let snapshot = self.inner.metrics.snapshot();
+        snapshot.network_metrics(
+            self.inner.table.count(ConnectionStatus::Connected),
+            self.memory_usage(),
+        )
+    }
+
+    /// Records one message exchanged with a peer and its latency, for
+    /// `messages_per_second`, `avg_latency` and the latency histogram.
+    ///
+    /// Touches only the calling thread's stripe: no lock, no shared line.
+    pub fn record_message(&self, latency: Duration) {
+        self.inner.metrics.record_message(latency);
+    }
+
+    /// Records bytes sent and received, for the byte counters.
+    pub fn record_bytes(&self, sent: u64, received: u64) {
+        self.inner.metrics.record_bytes(sent, received);
+    }
+
+    /// The full metrics snapshot: totals, window figures, latency quantiles
+    /// and dial outcomes.
+    pub fn snapshot(&self) -> Snapshot {
+        self.inner.metrics.snapshot()
+    }
+
+    /// The gauges the manager exports beside its snapshot.
+    pub fn gauges(&self) -> Gauges {
+        let t = &self.inner.table;
+        Gauges {
+            connections: t.count(ConnectionStatus::Connected),
+            connecting: t.count(ConnectionStatus::Connecting),
+            idle: self.inner.pool.len(),
+            tracked_peers: t.len(),
+            memory_usage: self.memory_usage(),
+        }
+    }
+
+    /// Everything in the Prometheus text exposition format.
+    pub fn prometheus(&self) -> String {
+        connmgr_metrics::prometheus_text(&self.snapshot(), &self.gauges())
+    }
+
+    /// Bytes held by the manager's own structures: the status table, the
+    /// idle pool's bookkeeping, the metrics stripes and the live, dial and
+    /// watcher maps, each computed from its capacity (the connections
+    /// themselves, and allocator overhead, are not counted).
+    pub fn memory_usage(&self) -> usize {
+        let i = &*self.inner;
+        size_of::<Inner<D>>()
+            + i.table.memory_usage()
+            + i.pool.memory_usage()
+            + i.metrics.memory_usage()
+            + i.live.memory_usage()
+            + i.dials.memory_usage()
+            + i.watchers.memory_usage()
+    }
+
+    /// Connections connecting or connected (slots in use).
+    pub fn active(&self) -> usize {
+        self.inner.admission.in_use()
+    }
+
+    /// Idle connections in the pool.
+    pub fn idle(&self) -> usize {
+        self.inner.pool.len()
+    }
+
+    /// Dials in flight.
+    pub fn pending_dials(&self) -> usize {
+        self.inner.dials.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Peers with a status entry.
+    pub fn tracked_peers(&self) -> usize {
+        self.inner.table.len()
+    }
+
+    /// Peers with the given status (O(shards), never a scan).
+    pub fn count(&self, status: ConnectionStatus) -> usize {
+        self.inner.table.count(status)
+    }
+
+    /// Every status change from now on. A subscriber that falls more than
+    /// the event capacity behind gets `RecvError::Lagged` and continues.
+    pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The status of one peer, now and as it changes.
+    pub fn watch(&self, peer: &PeerId) -> watch::Receiver<Option<ConnectionStatus>> {
+        let inner = &*self.inner;
+        inner.watchers.with(peer, |w| {
+            w.entry(*peer)
+                .or_insert_with(|| {
+                    inner.watcher_count.fetch_add(1, Ordering::AcqRel);
+                    watch::channel(inner.table.get(peer)).0
+                })
+                .subscribe()
+        })
+    }
+
+    /// Exclusive use of a Connected peer's live connection until the lease
+    /// is dropped, when it goes back (or to the pool, if the peer was
+    /// disconnected meanwhile). Not async: it never waits.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotConnected`] if the peer has no live connection,
+    /// [`Error::Busy`] if it is leased already, [`Error::ShutDown`].
+    pub fn lease(&self, peer: &PeerId) -> Result<Lease<D>> {
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return Err(Error::ShutDown);
+        }
+        let conn = self
+            .inner
+            .live
+            .with(peer, |live| match live.get_mut(peer) {
+                Some(slot) => slot.conn.take().ok_or(Error::Busy { peer: *peer }),
+                None => Err(Error::NotConnected { peer: *peer }),
+            })?;
+        Ok(Lease {
+            inner: Arc::clone(&self.inner),
+            peer: *peer,
+            conn: Some(conn),
+        })
+    }
+
+    /// [`connect`](Self::connect), retried with exponential backoff and
+    /// jitter on dial errors, timeouts and a full limit. Stops at once on
+    /// [`Error::ShutDown`].
+    ///
+    /// # Errors
+    ///
+    /// [`Error::GaveUp`] with the last error once `backoff.max_attempts`
+    /// attempts failed.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe, as `connect`; dropping it while it sleeps between attempts
+    /// leaves nothing behind.
+    pub async fn connect_with_backoff(&self, peer: PeerId, backoff: Backoff) -> Result<()> {
+        let mut delay = backoff.initial;
+        let mut rng = RandomState::new().hash_one(peer) | 1;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.connect(peer).await {
+                Ok(()) => return Ok(()),
+                Err(Error::ShutDown) => return Err(Error::ShutDown),
+                Err(e) if attempt >= backoff.max_attempts => {
+                    return Err(Error::GaveUp {
+                        attempts: attempt,
+                        last: Box::new(e),
+                    })
+                }
+                Err(_) => {}
+            }
+            let sleep = if backoff.jitter {
+                // "Equal jitter": half the delay fixed, half random, so
+                // retries of many peers spread out but never collapse to 0.
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let half = delay / 2;
+                half + half.mul_f64((rng >> 11) as f64 / (1u64 << 53) as f64)
+            } else {
+                delay
+            };
+            tokio::time::sleep(sleep).await;
+            delay = delay
+                .saturating_mul(backoff.multiplier.max(1))
+                .min(backoff.max);
+        }
+    }
+
+    /// Closes every connection and stops the reaper. Afterwards every call
+    /// that would open or lease a connection fails with
+    /// [`Error::ShutDown`]; statuses and metrics stay readable. Connected
+    /// peers become Disconnected; dials in flight are dropped when they
+    /// complete. Idempotent.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: it never waits.
+    pub async fn shutdown(&self) {
+        let inner = &*self.inner;
+        if inner.shut_down.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for (peer, slot) in inner.live.drain() {
+            drop(slot); // closes the connection, frees the slot
+            if inner
+                .table
+                .compare_and_set(
+                    &peer,
+                    ConnectionStatus::Connected,
+                    ConnectionStatus::Disconnected,
+                )
+                .is_ok()
+            {
+                inner.emit(
+                    peer,
+                    Some(ConnectionStatus::Connected),
+                    Some(ConnectionStatus::Disconnected),
+                );
+            }
+        }
+        inner.pool.clear();
+        inner.reaper_wake.notify_one();
+    }
+
+    /// True once [`shutdown`](Self::shutdown) was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.inner.shut_down.load(Ordering::Acquire)
+    }
+
+    /// Closes expired idle connections and forgets stale peers now (the
+    /// reaper does this by itself; this is for callers without a runtime).
+    /// Returns how many idle connections were closed.
+    pub fn reap_now(&self) -> usize {
+        self.inner.reap()
+    }
+
+    /// Starts the reaper task if this runs inside a tokio runtime and it is
+    /// not running yet.
+    fn ensure_reaper(&self) {
+        let inner = &*self.inner;
+        if inner.reaper_started.load(Ordering::Acquire)
+            || inner.reaper_started.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(reaper(
+                    Arc::downgrade(&self.inner),
+                    Arc::clone(&inner.reaper_wake),
+                ));
+            }
+            Err(_) => inner.reaper_started.store(false, Ordering::Release),
+        }
+    }
+}
+
+impl<D: Dialer> Inner<D> {
+    /// Registers a live connection and marks the peer Connected.
+    fn go_live(&self, peer: PeerId, conn: D::Conn, permit: Permit) {
+        let replaced = self.live.with(&peer, |live| {
+            live.insert(
+                peer,
+                LiveSlot {
+                    conn: Some(conn),
+                    _permit: permit,
+                },
+            )
+        });
+        drop(replaced); // a stale slot (should not exist): closed, freed
+        let before = self.table.insert(peer, ConnectionStatus::Connected);
+        self.emit(peer, before, Some(ConnectionStatus::Connected));
+    }
+
+    /// Sets a status as given and retires the live connection if the new
+    /// status is not an active one.
+    fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
+        let before = self.table.insert(peer, status);
+        if before != Some(status) {
+            self.emit(peer, before, Some(status));
+        }
+        match status {
+            ConnectionStatus::Disconnected => self.retire_live(&peer, true),
+            ConnectionStatus::Failed => self.retire_live(&peer, false),
+            ConnectionStatus::Connected | ConnectionStatus::Connecting => {}
+        }
+    }
+
+    /// Takes the peer's live slot out (freeing its connection slot) and
+    /// pools its connection, or closes it.
+    fn retire_live(&self, peer: &PeerId, pool_it: bool) {
+        let slot = self.live.with(peer, |live| live.remove(peer));
+        if let Some(conn) = slot.and_then(|s| s.conn) {
+            self.idle_or_close(*peer, conn, pool_it);
+        }
+    }
+
+    fn idle_or_close(&self, peer: PeerId, conn: D::Conn, pool_it: bool) {
+        if pool_it && !self.shut_down.load(Ordering::Acquire) {
+            // A full pool hands the connection back: it is closed here.
+            if self.pool.put(peer, conn).is_ok() {
+                self.reaper_wake.notify_one();
+            }
+        }
+    }
+
+    fn emit(&self, peer: PeerId, from: Option<ConnectionStatus>, to: Option<ConnectionStatus>) {
+        if from == to {
+            return;
+        }
+        let at = tokio::time::Instant::now().into_std();
+        // No subscribers is fine: the event is simply not kept.
+        let _ = self.events.send(StatusEvent { peer, from, to, at });
+        if self.watcher_count.load(Ordering::Acquire) > 0 {
+            self.watchers.with(&peer, |w| {
+                if let Some(tx) = w.get(&peer) {
+                    tx.send_replace(to);
+                    if tx.receiver_count() == 0 {
+                        w.remove(&peer);
+                        self.watcher_count.fetch_sub(1, Ordering::AcqRel);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Closes expired idle connections; forgets Disconnected or Failed
+    /// peers untouched for `forget_after` with nothing pooled.
+    fn reap(&self) -> usize {
+        let closed = self.pool.reap();
+        let now = Instant::now();
+        let forget_after = self.config.forget_after;
+        self.table.for_each(|peer, info| {
+            let stale = matches!(
+                info.status,
+                ConnectionStatus::Disconnected | ConnectionStatus::Failed
+            ) && now.saturating_duration_since(info.since) >= forget_after
+                && self.pool.len_for(peer) == 0;
+            if stale && self.table.remove_if_status(peer, info.status) {
+                self.emit(*peer, Some(info.status), None);
+            }
+        });
+        closed
+    }
+}
+
+/// The reaper: sleeps until the next idle connection expires (or a new one
+/// goes idle, or the forget sweep is due), closes what expired, and ends
+/// when the manager is dropped or shut down. Holds the manager weakly, and
+/// no strong reference across a sleep.
+async fn reaper<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
+    let mut next_sweep = tokio::time::Instant::now();
+    loop {
+        let wake_at = {
+            let Some(inner) = weak.upgrade() else { return };
+            if inner.shut_down.load(Ordering::Acquire) {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= next_sweep {
+                inner.reap();
+                next_sweep = now + inner.config.forget_after.min(Duration::from_secs(60));
+            } else {
+                inner.pool.reap();
+            }
+            match inner.pool.next_expiry() {
+                Some(at) => tokio::time::Instant::from_std(at).min(next_sweep),
+                None => next_sweep,
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(wake_at) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// The leader of a shared dial. Dropped without `publish` (its `connect`
+/// was cancelled), it removes the dial's sender, which wakes the waiters
+/// with "closed" so one of them takes over: no waiter is stranded.
+struct Leader<'a, D: Dialer> {
+    inner: &'a Inner<D>,
+    peer: PeerId,
+}
+
+impl<D: Dialer> Leader<'_, D> {
+    fn publish(self, outcome: Result<()>) {
+        if let Some(tx) = self.take() {
+            tx.send_replace(Some(outcome));
+        }
+        std::mem::forget(self);
+    }
+
+    fn take(&self) -> Option<watch::Sender<DialResult>> {
+        self.inner.dials.with(&self.peer, |d| d.remove(&self.peer))
+    }
+}
+
+impl<D: Dialer> Drop for Leader<'_, D> {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
+
+/// Puts a peer back to the status it had before a dial that was cancelled.
+struct RestoreOnDrop<'a, D: Dialer> {
+    inner: &'a Inner<D>,
+    peer: PeerId,
+    before: Option<ConnectionStatus>,
+    armed: bool,
+}
+
+impl<D: Dialer> RestoreOnDrop<'_, D> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<D: Dialer> Drop for RestoreOnDrop<'_, D> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let t = &self.inner.table;
+        let restored = match self.before {
+            Some(before) => t
+                .compare_and_set(&self.peer, ConnectionStatus::Connecting, before)
+                .is_ok(),
+            None => t.remove_if_status(&self.peer, ConnectionStatus::Connecting),
+        };
+        if restored {
+            self.inner
+                .emit(self.peer, Some(ConnectionStatus::Connecting), self.before);
+        }
+    }
+}
+
+/// Exclusive use of a peer's live connection; see
+/// [`ConnectionManager::lease`]. Dereferences to the connection.
+///
+/// Dropping it returns the connection (never blocks, never panics, needs
+/// no runtime). Dropped while its thread is panicking, the connection is
+/// closed and the peer marked Failed: a connection whose user panicked is
+/// never handed out again.
+pub struct Lease<D: Dialer> {
+    inner: Arc<Inner<D>>,
+    peer: PeerId,
+    conn: Option<D::Conn>,
+}
+
+impl<D: Dialer> Lease<D> {
+    /// The peer this connection goes to.
+    pub fn peer(&self) -> &PeerId {
+        &self.peer
+    }
+
+    /// The connection is broken: close it and mark the peer Failed.
+    pub fn discard(mut self) {
+        drop(self.conn.take());
+        self.inner.set_status(self.peer, ConnectionStatus::Failed);
+    }
+}
+
+impl<D: Dialer> Deref for Lease<D> {
+    type Target = D::Conn;
+    fn deref(&self) -> &D::Conn {
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl<D: Dialer> DerefMut for Lease<D> {
+    fn deref_mut(&mut self) -> &mut D::Conn {
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until dropped")
+    }
+}
+
+impl<D: Dialer> Drop for Lease<D> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        let inner = &*self.inner;
+        if std::thread::panicking() {
+            drop(conn);
+            inner.set_status(self.peer, ConnectionStatus::Failed);
+            return;
+        }
+        if inner.shut_down.load(Ordering::Acquire) {
+            return; // `conn` is closed as it goes out of scope
+        }
+        // Back into its slot if the peer is still connected; otherwise the
+        // peer was disconnected while leased, and the connection idles.
+        let homeless = inner
+            .live
+            .with(&self.peer, |live| match live.get_mut(&self.peer) {
+                Some(slot) if slot.conn.is_none() => {
+                    slot.conn = Some(conn);
+                    None
+                }
+                _ => Some(conn),
+            });
+        if let Some(conn) = homeless {
+            inner.idle_or_close(self.peer, conn, true);
+        }
+    }
+}
+
+impl<D: Dialer> fmt::Debug for Lease<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<D: Dialer> fmt::Debug for ConnectionManager<D> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionManager")
+            .field("max_connections", &self.inner.admission.max())
+            .field("active", &self.inner.admission.in_use())
+            .field("idle", &self.inner.pool.len())
+            .field("tracked_peers", &self.inner.table.len())
+            .field("shut_down", &self.is_shut_down())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Retry schedule of [`ConnectionManager::connect_with_backoff`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// Each delay is the previous one times this (at least 1).
+    pub multiplier: u32,
+    /// Attempts in all, the first included (at least 1).
+    pub max_attempts: u32,
+    /// Randomize each delay within its upper half.
+    pub jitter: bool,
+}
+
+impl Default for Backoff {
+    /// 100 ms, doubling up to 30 s, 8 attempts, with jitter.
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            multiplier: 2,
+            max_attempts: 8,
+            jitter: true,
+        }
+    }
+}
+
+impl Backoff {
+    /// A schedule starting at `initial`, doubling up to `max`, for at most
+    /// `max_attempts` attempts, with jitter.
+    pub fn new(initial: Duration, max: Duration, max_attempts: u32) -> Self {
+        Self {
+            initial,
+            max,
+            max_attempts: max_attempts.max(1),
+            ..Self::default()
+        }
+    }
+
+    /// The same schedule without jitter (exact delays, for tests).
+    pub fn without_jitter(mut self) -> Self {
+        self.jitter = false;
+        self
+    }
+}

@@ -1,0 +1,330 @@
+//! Every row of DESIGN.md's call-semantics table, through the public API.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use connmgr::{ConnectionManager, ConnectionStatus::*, Error, StatusEvent};
+use tokio::sync::broadcast::error::TryRecvError;
+
+fn manager(max: usize) -> (ConnectionManager<TestDialer>, TestDialer) {
+    let dialer = TestDialer::default();
+    let m = ConnectionManager::builder()
+        .max_connections(max)
+        .dial_timeout(Duration::from_secs(5))
+        .dialer(dialer.clone())
+        .build()
+        .unwrap();
+    (m, dialer)
+}
+
+fn drain(
+    rx: &mut tokio::sync::broadcast::Receiver<StatusEvent>,
+) -> Vec<(
+    Option<connmgr::ConnectionStatus>,
+    Option<connmgr::ConnectionStatus>,
+)> {
+    let mut out = vec![];
+    loop {
+        match rx.try_recv() {
+            Ok(e) => out.push((e.from, e.to)),
+            Err(TryRecvError::Empty) => return out,
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fresh_dial_goes_connecting_then_connected() {
+    let (m, d) = manager(4);
+    let mut events = m.subscribe();
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+    assert_eq!(
+        drain(&mut events),
+        vec![
+            (None, Some(Connecting)),
+            (Some(Connecting), Some(Connected))
+        ]
+    );
+    assert_eq!(d.dials(), 1);
+    assert_eq!(m.active(), 1);
+
+    // From Disconnected (nothing pooled) and from Failed: dials again.
+    let f = peer(FAIL, 1);
+    assert!(m.connect(f).await.is_err());
+    assert_eq!(m.get_status(&f).await, Some(Failed));
+    m.update_status(p, Disconnected).await; // pools the connection
+    m.update_status(p, Failed).await; // bookkeeping only now
+    let q = peer(OK, 2);
+    m.update_status(q, Disconnected).await;
+    m.connect(q).await.unwrap();
+    assert_eq!(m.get_status(&q).await, Some(Connected));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pooled_alive_connection_is_reused_without_a_dial() {
+    let (m, d) = manager(4);
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    m.disconnect(&p).await;
+    assert_eq!(m.get_status(&p).await, Some(Disconnected));
+    assert_eq!(m.idle(), 1);
+    assert_eq!(m.active(), 0);
+    m.connect(p).await.unwrap();
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+    assert_eq!(d.dials(), 1, "no second dial");
+    assert_eq!(m.idle(), 0);
+    assert_eq!(m.snapshot().dials.pool_hits, 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn pooled_dead_connection_is_closed_and_a_fresh_dial_made() {
+    let (m, d) = manager(4);
+    let p = peer(DIES, 1);
+    m.connect(p).await.unwrap();
+    m.disconnect(&p).await;
+    assert_eq!(m.idle(), 1);
+    m.connect(p).await.unwrap();
+    assert_eq!(d.dials(), 2, "the dead idle connection was not handed out");
+    assert_eq!(d.closed(), 1, "and it was closed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn connect_when_connected_changes_nothing() {
+    let (m, d) = manager(4);
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    let mut events = m.subscribe();
+    m.connect(p).await.unwrap();
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+    assert_eq!(d.dials(), 1);
+    assert_eq!(m.active(), 1);
+    assert!(drain(&mut events).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_and_timed_out_dials_end_failed_with_typed_errors() {
+    let (m, _) = manager(4);
+    let f = peer(FAIL, 1);
+    let err = m.connect(f).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Dial { peer, .. } if peer == f),
+        "{err}"
+    );
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(m.get_status(&f).await, Some(Failed));
+
+    let h = peer(HANG, 1);
+    let err = m.connect(h).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { after, .. } if after == Duration::from_secs(5)),
+        "{err}"
+    );
+    assert_eq!(m.get_status(&h).await, Some(Failed));
+    assert_eq!(m.active(), 0);
+    let s = m.snapshot();
+    assert_eq!((s.dials.failed, s.dials.timed_out), (1, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn limit_reached_leaves_the_status_unchanged() {
+    let (m, d) = manager(2);
+    m.connect(peer(OK, 1)).await.unwrap();
+    m.connect(peer(OK, 2)).await.unwrap();
+    let p = peer(OK, 3);
+    m.update_status(p, Disconnected).await;
+    let err = m.connect(p).await.unwrap_err();
+    assert!(matches!(err, Error::LimitReached { max: 2 }), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "connection limit reached: 2 connections are connecting or connected"
+    );
+    assert_eq!(m.get_status(&p).await, Some(Disconnected));
+    assert_eq!(m.get_status(&peer(OK, 4)).await, None);
+    assert_eq!(d.dials(), 2);
+    // Freeing a slot lets the next one in.
+    m.disconnect(&peer(OK, 1)).await;
+    m.connect(p).await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn disconnect_pools_and_is_idempotent_and_ignores_unknown_peers() {
+    let (m, d) = manager(4);
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    let mut events = m.subscribe();
+    m.disconnect(&p).await;
+    m.disconnect(&p).await;
+    m.disconnect(&peer(OK, 99)).await;
+    assert_eq!(
+        drain(&mut events),
+        vec![(Some(Connected), Some(Disconnected))]
+    );
+    assert_eq!(m.get_status(&peer(OK, 99)).await, None);
+    assert_eq!((m.active(), m.idle(), d.closed()), (0, 1, 0));
+    assert_eq!(m.count(Connected), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn update_status_sets_as_given_with_exact_counts() {
+    let (m, _) = manager(4);
+    let peers: Vec<_> = (0..40).map(|i| peer(OK, i)).collect();
+    let all = [Connected, Connecting, Disconnected, Failed];
+    for (i, p) in peers.iter().enumerate() {
+        m.update_status(*p, all[i % 4]).await;
+    }
+    for (i, p) in peers.iter().enumerate() {
+        m.update_status(*p, all[(i * 7 + 1) % 4]).await;
+        assert_eq!(m.get_status(p).await, Some(all[(i * 7 + 1) % 4]));
+    }
+    for s in all {
+        let want = (0..40).filter(|i| all[(i * 7 + 1) % 4] == s).count();
+        assert_eq!(m.count(s), want, "{s:?}");
+    }
+    assert_eq!(m.get_metrics().await.connections, m.count(Connected));
+}
+
+#[tokio::test(start_paused = true)]
+async fn update_status_away_from_connected_frees_the_slot() {
+    let (m, d) = manager(1);
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    m.update_status(p, Failed).await;
+    assert_eq!(
+        (m.active(), m.idle(), d.closed()),
+        (0, 0, 1),
+        "Failed closes"
+    );
+    m.connect(p).await.unwrap();
+    m.update_status(p, Disconnected).await;
+    assert_eq!((m.active(), m.idle()), (0, 1), "Disconnected pools");
+}
+
+#[tokio::test(start_paused = true)]
+async fn metrics_are_measured() {
+    let m = ConnectionManager::builder()
+        .metrics_window(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        m.connect(peer(OK, i)).await.unwrap();
+    }
+    for ms in [10, 20, 30, 40] {
+        m.record_message(Duration::from_millis(ms));
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let metrics = m.get_metrics().await;
+    assert_eq!(metrics.connections, 3);
+    assert_eq!(metrics.avg_latency, Duration::from_millis(25));
+    assert!(
+        metrics.messages_per_second > 0.0 && metrics.messages_per_second <= 4.0,
+        "{metrics:?}"
+    );
+    assert!(metrics.memory_usage > 0);
+    let text = m.prometheus();
+    assert!(text.contains("connmgr_connections 3"), "{text}");
+    assert!(text.contains("connmgr_messages_total 4"), "{text}");
+}
+
+#[test]
+fn new_needs_no_runtime_and_invalid_settings_name_the_setting() {
+    let m = ConnectionManager::new(100);
+    assert_eq!(m.config().pool_timeout, Duration::from_secs(300));
+    let m = ConnectionManager::with_pool_timeout(5, Duration::from_secs(7));
+    assert_eq!(m.config().pool_timeout, Duration::from_secs(7));
+    for (b, name) in [
+        (
+            ConnectionManager::builder().max_connections(0),
+            "max_connections",
+        ),
+        (
+            ConnectionManager::builder().pool_timeout(Duration::ZERO),
+            "pool_timeout",
+        ),
+        (
+            ConnectionManager::builder().dial_timeout(Duration::ZERO),
+            "dial_timeout",
+        ),
+        (
+            ConnectionManager::builder().max_idle_per_peer(0),
+            "max_idle_per_peer",
+        ),
+        (
+            ConnectionManager::builder().metrics_window(Duration::ZERO),
+            "metrics_window",
+        ),
+        (
+            ConnectionManager::builder().event_capacity(0),
+            "event_capacity",
+        ),
+    ] {
+        let err = b.build().unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!("invalid `{name}`")),
+            "{err}"
+        );
+    }
+    let panic = std::panic::catch_unwind(|| ConnectionManager::new(0)).unwrap_err();
+    let msg = panic.downcast_ref::<String>().unwrap();
+    assert_eq!(msg, "invalid `max_connections`: it must be at least 1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn watch_follows_one_peer_and_leases_give_exclusive_use() {
+    let (m, _) = manager(4);
+    let p = peer(OK, 1);
+    let mut w = m.watch(&p);
+    assert_eq!(*w.borrow(), None);
+    m.connect(p).await.unwrap();
+    w.changed().await.unwrap();
+    assert_eq!(*w.borrow_and_update(), Some(Connected));
+
+    let lease = m.lease(&p).unwrap();
+    assert!(lease.alive);
+    assert!(matches!(m.lease(&p), Err(Error::Busy { .. })));
+    assert!(matches!(
+        m.lease(&peer(OK, 2)),
+        Err(Error::NotConnected { .. })
+    ));
+    drop(lease);
+    let lease = m.lease(&p).unwrap();
+    // Disconnected while leased: the connection idles when the lease ends.
+    m.disconnect(&p).await;
+    assert_eq!(m.active(), 0);
+    drop(lease);
+    assert_eq!(m.idle(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnect_helper_backs_off_then_gives_up() {
+    let (m, d) = manager(4);
+    let f = peer(FAIL, 1);
+    let start = tokio::time::Instant::now();
+    let backoff = connmgr::Backoff::new(Duration::from_millis(100), Duration::from_millis(250), 4)
+        .without_jitter();
+    let err = m.connect_with_backoff(f, backoff).await.unwrap_err();
+    assert!(matches!(err, Error::GaveUp { attempts: 4, .. }), "{err}");
+    assert_eq!(d.dials(), 4);
+    // Delays 100 + 200 + 250 ms between the four attempts.
+    assert_eq!(start.elapsed(), Duration::from_millis(550));
+    m.connect_with_backoff(peer(OK, 1), connmgr::Backoff::default())
+        .await
+        .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_closes_everything_and_refuses_new_work() {
+    let (m, d) = manager(4);
+    m.connect(peer(OK, 1)).await.unwrap();
+    m.connect(peer(OK, 2)).await.unwrap();
+    m.disconnect(&peer(OK, 2)).await;
+    m.shutdown().await;
+    m.shutdown().await;
+    assert_eq!((m.active(), m.idle(), d.closed()), (0, 0, 2));
+    assert_eq!(m.get_status(&peer(OK, 1)).await, Some(Disconnected));
+    assert!(matches!(m.connect(peer(OK, 3)).await, Err(Error::ShutDown)));
+    assert!(matches!(m.lease(&peer(OK, 1)), Err(Error::ShutDown)));
+}
