@@ -77,6 +77,11 @@ pub use error::{Error, Result};
 pub use event::StatusEvent;
 pub use manager::{Backoff, ConnectionManager, Lease};
 
+/// The README's examples, compiled and run as doctests so they stay true.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The crates this facade is built from, for users who need their full
 /// APIs.
 pub mod crates {
