@@ -739,6 +739,13 @@ impl<D: Dialer> Inner<D> {
     /// peers untouched for `forget_after` with nothing pooled.
     fn reap(&self) -> usize {
         let closed = self.pool.reap();
+        self.forget_stale();
+        closed
+    }
+
+    /// Removes Disconnected or Failed peers untouched for `forget_after`
+    /// with nothing pooled. O(peers).
+    fn forget_stale(&self) {
         let now = Instant::now();
         let forget_after = self.config.forget_after;
         self.table.for_each(|peer, info| {
@@ -751,7 +758,6 @@ impl<D: Dialer> Inner<D> {
                 self.emit(*peer, Some(info.status), None);
             }
         });
-        closed
     }
 }
 
@@ -762,23 +768,30 @@ impl<D: Dialer> Inner<D> {
 async fn reaper<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
     let mut next_sweep = tokio::time::Instant::now();
     loop {
-        let wake_at = {
-            let Some(inner) = weak.upgrade() else { return };
-            if inner.shut_down.load(Ordering::Acquire) {
-                return;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.shut_down.load(Ordering::Acquire) {
+            return;
+        }
+        inner.pool.reap();
+        let now = tokio::time::Instant::now();
+        if now >= next_sweep {
+            next_sweep = now + inner.config.forget_after.min(Duration::from_secs(60));
+            if inner.table.count(ConnectionStatus::Disconnected) > 0
+                || inner.table.count(ConnectionStatus::Failed) > 0
+            {
+                // O(peers): off the async workers. The strong reference
+                // lives only as long as the sweep.
+                let sweeper = Arc::clone(&inner);
+                drop(inner);
+                let _ = tokio::task::spawn_blocking(move || sweeper.forget_stale()).await;
+                continue;
             }
-            let now = tokio::time::Instant::now();
-            if now >= next_sweep {
-                inner.reap();
-                next_sweep = now + inner.config.forget_after.min(Duration::from_secs(60));
-            } else {
-                inner.pool.reap();
-            }
-            match inner.pool.next_expiry() {
-                Some(at) => tokio::time::Instant::from_std(at).min(next_sweep),
-                None => next_sweep,
-            }
+        }
+        let wake_at = match inner.pool.next_expiry() {
+            Some(at) => tokio::time::Instant::from_std(at).min(next_sweep),
+            None => next_sweep,
         };
+        drop(inner);
         tokio::select! {
             _ = tokio::time::sleep_until(wake_at) => {}
             _ = wake.notified() => {}

@@ -328,3 +328,28 @@ async fn shutdown_closes_everything_and_refuses_new_work() {
     assert!(matches!(m.connect(peer(OK, 3)).await, Err(Error::ShutDown)));
     assert!(matches!(m.lease(&peer(OK, 1)), Err(Error::ShutDown)));
 }
+
+/// Per-peer state is bounded: Disconnected or Failed peers with nothing
+/// pooled are forgotten `forget_after` after their last change, by the
+/// reaper, with an event saying so; Connected peers are kept.
+#[tokio::test]
+async fn stale_peers_are_forgotten_by_the_reaper() {
+    let m = ConnectionManager::builder()
+        .forget_after(Duration::from_millis(50))
+        .dialer(TestDialer::default())
+        .build()
+        .unwrap();
+    let mut events = m.subscribe();
+    let (failed, kept) = (peer(FAIL, 1), peer(OK, 2));
+    assert!(m.connect(failed).await.is_err());
+    m.connect(kept).await.unwrap();
+    assert_eq!(m.tracked_peers(), 2);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while m.tracked_peers() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(m.get_status(&failed).await, None, "forgotten");
+    assert_eq!(m.get_status(&kept).await, Some(Connected), "kept");
+    let seen = drain(&mut events);
+    assert!(seen.contains(&(Some(Failed), None)), "{seen:?}");
+}
