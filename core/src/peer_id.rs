@@ -4,7 +4,6 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::Error;
 
@@ -43,7 +42,7 @@ impl PeerId {
     /// from every other id this process makes.
     ///
     /// The bytes come from SipHash keyed by std's per-process random keys
-    /// over a process-wide counter and the wall clock. That is enough for
+    /// (seeded from the OS) over a process-wide counter. That is enough for
     /// tests, demos and ephemeral node ids; it is **not** a source of key
     /// material, so never derive cryptographic secrets from it.
     pub fn random() -> Self {
@@ -52,15 +51,11 @@ impl PeerId {
         // unique, it guards no memory and is not part of any loom model.
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
         let keys = RandomState::new();
         let mut out = [0u8; 32];
         for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
             let mut h = keys.build_hasher();
             h.write_u64(n);
-            h.write_u64(nanos);
             h.write_usize(i);
             chunk.copy_from_slice(&h.finish().to_le_bytes());
         }
