@@ -123,6 +123,19 @@ impl<K> Slot<K> {
     pub(crate) fn entry(self) -> *mut Entry<K> {
         self.0.map_addr(|a| a & ADDR_MASK)
     }
+    /// The stored tag (0: unknown).
+    #[inline]
+    fn tag(self) -> usize {
+        #[cfg(target_pointer_width = "64")]
+        {
+            self.bits() >> TAG_SHIFT
+        }
+        #[cfg(not(target_pointer_width = "64"))]
+        {
+            0
+        }
+    }
+
     /// True when the slot may hold a key with this tag (tag 0 means unknown).
     #[inline]
     fn tag_may_match(self, tag: usize) -> bool {
@@ -162,16 +175,18 @@ fn tombstone<K>() -> *mut Entry<K> {
     ptr::without_provenance_mut(TOMBSTONE)
 }
 
-/// The 16-bit tag of a hash: bits 32..48, never 0 (0 means "no tag").
+/// The 16-bit tag of a hash: its low 16 bits, which are also the low bits
+/// of its home index, so a rehash into at most 2^16 slots needs no hashing.
+/// A stored tag of 0 means "unknown" (a hash whose low bits are 0, or an
+/// address with no room for a tag): the key is compared and, on a rehash,
+/// hashed again.
 #[inline]
 pub(crate) fn tag_of(hash: u64) -> usize {
-    let t = (hash >> 32) as usize & 0xffff;
-    if t == 0 {
-        1
-    } else {
-        t
-    }
+    hash as usize & TAG_MASK
 }
+
+/// Bits of the hash kept in a tag.
+const TAG_MASK: usize = 0xffff;
 
 /// One shard's slot array.
 pub(crate) struct Table<K> {
@@ -677,7 +692,15 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             // being unlinked from a current table, and this one is current
             // until we publish `new` below.
             let entry = unsafe { &*slot.entry() };
-            let mut i = entry.with_key(|k| self.hash(k)) as usize & new.mask;
+            // The tag holds the hash's low 16 bits: enough for the home
+            // index of any array up to 2^16 slots.
+            let tag = slot.tag();
+            let home = if tag != 0 && new.mask <= TAG_MASK {
+                tag
+            } else {
+                entry.with_key(|k| self.hash(k)) as usize
+            };
+            let mut i = home & new.mask;
             while !new.load(i).is_empty() {
                 i = (i + 1) & new.mask;
             }
