@@ -681,6 +681,12 @@ impl<D: Dialer> Inner<D> {
         drop(replaced); // a stale slot (should not exist): closed, freed
         let before = self.table.insert(peer, ConnectionStatus::Connected);
         self.emit(peer, before, Some(ConnectionStatus::Connected));
+        if self.shut_down.load(Ordering::Acquire) {
+            // `shutdown` drained the live map before this connection was
+            // registered (it came from the pool or a dial in flight): close
+            // it here so nothing outlives the shutdown.
+            self.set_status(peer, ConnectionStatus::Disconnected);
+        }
     }
 
     /// Sets a status as given and retires the live connection if the new
