@@ -604,6 +604,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     /// Takes a logically removed `entry` out of the shard's current table,
     /// unless someone replaced it already, and retires it.
     fn unlink(&self, shard: &Shard<K>, hash: u64, entry: &Entry<K>, guard: &Guard) {
+        // Compared by address only; never dereferenced or freed through.
         let target = ptr::from_ref(entry).cast_mut();
         loop {
             let shared = shard.table.load(Ordering::Acquire, guard);
@@ -626,9 +627,12 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 }
                 match table.cas(found.index, slot, tombstone()) {
                     Ok(()) => {
+                        // Retire the pointer as loaded from the slot, not
+                        // `target`: that one derives from a shared reference,
+                        // which (under Tree Borrows) may not deallocate.
                         // SAFETY: we unlinked the pointer from the current
                         // table (invariant 2): we are its one retirer.
-                        unsafe { guard.defer_destroy(Shared::from(target.cast_const())) };
+                        unsafe { guard.defer_destroy(Shared::from(slot.entry().cast_const())) };
                         self.maybe_shrink(shard, shared, guard);
                         return;
                     }
