@@ -249,7 +249,10 @@ pub(crate) struct Shard<K> {
     /// one atomic step, so a single shard's figure may dip below zero for a
     /// moment; readers clamp the sum.
     counts: [AtomicIsize; 4],
-    /// Seeds the generation of new entries.
+    /// The shard's version clock: every insert and status change takes its
+    /// generation from here, so generations in a shard are unique among its
+    /// last 2^24 changes, and a re-inserted key never gets a generation a
+    /// removed entry of the same key had recently.
     next_generation: AtomicU64,
 }
 
@@ -261,6 +264,12 @@ impl<K> Shard<K> {
             counts: std::array::from_fn(|_| AtomicIsize::new(0)),
             next_generation: AtomicU64::new(0),
         }
+    }
+
+    /// The next generation of this shard's version clock.
+    #[inline]
+    fn next_generation(&self) -> u32 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed) as u32
     }
 
     pub(crate) fn count(&self, status: ConnectionStatus) -> isize {
@@ -443,6 +452,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         mut decide: impl FnMut(u64) -> Option<ConnectionStatus>,
     ) -> Result<(u64, u64), u64> {
         let mut now = None;
+        let mut next_gen = None;
         loop {
             if status::is_removed(word) {
                 return Err(word);
@@ -455,7 +465,8 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 return Ok((word, word));
             }
             let millis = *now.get_or_insert_with(|| self.now_millis());
-            let new = status::pack(to, status::generation(word).wrapping_add(1), millis);
+            let generation = *next_gen.get_or_insert_with(|| shard.next_generation());
+            let new = status::pack(to, generation, millis);
             match entry
                 .state
                 .compare_exchange_weak(word, new, Ordering::AcqRel, Ordering::Acquire)
@@ -751,8 +762,7 @@ impl<K> Pending<K> {
         to: ConnectionStatus,
         millis: u64,
     ) -> (*mut Entry<K>, u64) {
-        let generation = shard.next_generation.fetch_add(1, Ordering::Relaxed) as u32;
-        let word = status::pack(to, generation, millis);
+        let word = status::pack(to, shard.next_generation(), millis);
         if let Some(key) = self.key.take() {
             self.boxed = Box::into_raw(Box::new(Entry {
                 state: AtomicU64::new(word),

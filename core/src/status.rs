@@ -49,9 +49,11 @@ impl ConnectionStatus {
 pub struct EntryInfo {
     /// The current status.
     pub status: ConnectionStatus,
-    /// Counts status changes of this entry, starting from a per-shard seed so
-    /// that a key removed and inserted again starts at a different value.
-    /// Wraps at 2^24; compare it only for equality, as a version stamp.
+    /// A version stamp from the shard's version clock, taken at the insert
+    /// and at every status change: unique among the last 2^24 changes in
+    /// its shard, so a stale view (even of a key removed and inserted again)
+    /// never matches a newer entry within that horizon. Compare it only for
+    /// equality.
     pub generation: u32,
     /// When the status last changed (millisecond resolution; saturates about
     /// 4.3 years after the table was created).

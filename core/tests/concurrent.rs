@@ -377,7 +377,10 @@ fn ground_ids_stay_balanced_under_the_default_hasher() {
             busiest < mean * 3 / 2,
             "busiest shard {busiest} vs mean {mean}"
         );
-        assert!(longest < 64, "longest probe run {longest}");
+        // The longest cluster of linear probing at load a over m slots grows
+        // like ln(m) / (a - 1 - ln a): about 70 at 61% of 2048 slots. The
+        // attack above makes it n (2000); 256 separates the two with room.
+        assert!(longest < 256, "longest probe run {longest}");
     }
     for id in &ids {
         assert_eq!(table.get(id), Some(Connected));
