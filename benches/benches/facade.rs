@@ -1,2 +1,439 @@
-//! Placeholder until the facade benchmarks land.
-fn main() {}
+#![allow(missing_docs)] // criterion_group! generates undocumented items
+//! The `connmgr` facade (`ConnectionManager`) through its documented async
+//! API, side by side with the reference implementation's approach: a
+//! `DashMap<PeerId, ConnectionStatus>` behind the same `async fn` shape
+//! (what qudag-network 0.3.1 keeps its statuses in; its own `update_status`
+//! additionally scans, which is not reproduced here: the baseline is the
+//! best case of that design).
+//!
+//! `cargo bench -p connmgr-benches --bench facade`. Times are per
+//! operation as each thread sees it (see `run_threads`).
+//!
+//! How the futures are driven: `get_status`, `update_status` and
+//! `get_metrics` never wait on anything, so each call's future is polled
+//! once with a no-op waker (`ready` below) and must complete in that poll:
+//! the real code path with no runtime overhead, on any number of threads.
+//! The manager is populated inside a current-thread tokio runtime, which
+//! starts its reaper task there; that runtime is never driven again, so the
+//! reaper (which would only sleep) stays out of the figures. The connect
+//! groups run on a runtime, with `iter_custom` + `rt.block_on` around the
+//! whole loop (criterion's `async_tokio` feature is not enabled).
+//!
+//! Groups:
+//! - `facade/get_status/{n}`: `get_status` on a manager tracking `n`
+//!   Connected peers, keys in random order, 1 and 2 threads (each thread
+//!   on its own half of the keys). Baseline: `DashMap::get`.
+//! - `facade/update_status/{n}`: `update_status` flipping existing peers
+//!   Connected <-> Disconnected; every call is a real transition (each
+//!   thread walks its keys in passes and alternates the status per pass),
+//!   so it pays what a transition costs: the table CAS, the status event
+//!   broadcast, and for Disconnected the live-map lookup (the transport-less
+//!   manager holds no live connection here, so nothing is pooled). Baseline:
+//!   `DashMap::insert`.
+//! - `facade/get_metrics/{n}`: `get_metrics` (sums the metric stripes and
+//!   computes `memory_usage`, which locks each live/dial/watcher shard
+//!   briefly). No baseline: the reference returns numbers fed to it.
+//! - `facade/connect_disconnect/tcp`: loopback TCP with `TcpDialer` on a
+//!   current-thread runtime. `pooled`: `connect` + `disconnect` on one peer,
+//!   every `connect` reusing the idle socket after `is_alive`. `fresh`:
+//!   `connect` + `update_status(Failed)`, which closes the socket, so every
+//!   `connect` dials. Four listeners for the fresh peers spread the
+//!   ephemeral ports over four 4-tuples, and they close each accepted socket
+//!   at once (the server closes first), so neither descriptors nor client
+//!   TIME_WAITs pile up. The ratio fresh/pooled is what pooling buys.
+//! - `facade/connect_disconnect/no_transport`: the default `new()`
+//!   manager's `connect` + `disconnect` over 1k peers, every `connect`
+//!   served from the pool (`()` connections), on a current-thread runtime
+//!   and on a 2-worker multi-thread runtime (where the reaper task is live
+//!   and is woken by every `disconnect`).
+//!
+//! Before the groups it prints bytes per tracked peer at 1M peers, counted
+//! by the allocator, against what `memory_usage()` reports and against the
+//! `DashMap` baseline, and after the TCP group the dial counters, to show
+//! that `pooled` really reused its socket.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, TcpListener};
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use connmgr::{ConnectionManager, ConnectionStatus, Dialer, PeerId, TcpDialer};
+use connmgr_benches::{bytes_per_entry, peer_ids, run_threads, shuffled_indices, CountingAlloc};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use dashmap::DashMap;
+use tokio::runtime::{Builder as RtBuilder, Runtime};
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
+
+const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
+const THREADS: [usize; 2] = [1, 2];
+const FLIP: [ConnectionStatus; 2] = [ConnectionStatus::Connected, ConnectionStatus::Disconnected];
+
+/// Polls `f` once with a no-op waker; it must complete in that poll.
+#[inline]
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("this future was expected to complete in its first poll"),
+    }
+}
+
+fn current_thread_rt() -> Runtime {
+    RtBuilder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// The reference implementation's approach: a `DashMap` behind the
+/// documented `async fn` shape.
+struct DashStatus {
+    map: DashMap<PeerId, ConnectionStatus>,
+}
+
+impl DashStatus {
+    async fn get_status(&self, peer_id: &PeerId) -> Option<ConnectionStatus> {
+        self.map.get(peer_id).map(|r| *r)
+    }
+
+    async fn update_status(&self, peer_id: PeerId, status: ConnectionStatus) {
+        self.map.insert(peer_id, status);
+    }
+}
+
+/// A manager and the baseline, both tracking the same `n` Connected peers.
+struct Fixture {
+    /// The tracked peers in a random order unrelated to their insertion,
+    /// walked sequentially (so the walk itself costs no cache miss).
+    walk_keys: Vec<PeerId>,
+    ours: ConnectionManager,
+    dash: DashStatus,
+    /// The runtime the manager was populated in (its reaper task lives
+    /// there, never polled again).
+    _rt: Runtime,
+}
+
+impl Fixture {
+    fn new(n: usize) -> Self {
+        let keys = peer_ids(n, 1);
+        let rt = current_thread_rt();
+        let ours = ConnectionManager::new(100);
+        let dash = DashStatus {
+            map: DashMap::new(),
+        };
+        rt.block_on(async {
+            for &k in &keys {
+                ours.update_status(k, ConnectionStatus::Connected).await;
+                dash.update_status(k, ConnectionStatus::Connected).await;
+            }
+        });
+        // A few messages, so the metrics window has something to sum.
+        for i in 0..1_000u64 {
+            ours.record_message(Duration::from_micros(100 + i));
+        }
+        let walk_keys = shuffled_indices(n, 2)
+            .into_iter()
+            .map(|i| keys[i as usize])
+            .collect();
+        Self {
+            walk_keys,
+            ours,
+            dash,
+            _rt: rt,
+        }
+    }
+
+    /// Runs `op(key, status)` for operations `cursor..cursor + iters` of
+    /// thread `t` of `threads`: the thread walks its own slice of the
+    /// shuffled keys in passes, and `status` alternates per pass, so each
+    /// call changes its key's status (once the walk is in step, which the
+    /// warm-up takes care of).
+    #[inline]
+    fn walk(
+        &self,
+        t: usize,
+        threads: usize,
+        cursor: &AtomicU64,
+        iters: u64,
+        mut op: impl FnMut(&PeerId, ConnectionStatus),
+    ) {
+        let len = self.walk_keys.len() / threads;
+        let slice = &self.walk_keys[t * len..(t + 1) * len];
+        let start = cursor.fetch_add(iters, Relaxed);
+        let mut pos = (start % len as u64) as usize;
+        let mut pass = (start / len as u64) as usize;
+        for _ in 0..iters {
+            op(&slice[pos], FLIP[pass & 1]);
+            pos += 1;
+            if pos == len {
+                pos = 0;
+                pass += 1;
+            }
+        }
+    }
+}
+
+fn bench_size(c: &mut Criterion, n: usize) {
+    let fx = Fixture::new(n);
+    let fx = &fx;
+
+    let mut g = c.benchmark_group(format!("facade/get_status/{n}"));
+    g.throughput(Throughput::Elements(1));
+    for threads in THREADS {
+        let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
+        g.bench_function(
+            BenchmarkId::new("ConnectionManager", format!("{threads}t")),
+            |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, iters, |t, iters| {
+                        fx.walk(t, threads, &cursors[t], iters, |k, _| {
+                            black_box(ready(fx.ours.get_status(k)));
+                        })
+                    })
+                })
+            },
+        );
+        let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
+        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, iters, |t, iters| {
+                    fx.walk(t, threads, &cursors[t], iters, |k, _| {
+                        black_box(ready(fx.dash.get_status(k)));
+                    })
+                })
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("facade/update_status/{n}"));
+    g.throughput(Throughput::Elements(1));
+    for threads in THREADS {
+        let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
+        g.bench_function(
+            BenchmarkId::new("ConnectionManager", format!("{threads}t")),
+            |b| {
+                b.iter_custom(|iters| {
+                    run_threads(threads, iters, |t, iters| {
+                        fx.walk(t, threads, &cursors[t], iters, |k, s| {
+                            ready(fx.ours.update_status(*k, s));
+                        })
+                    })
+                })
+            },
+        );
+        let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
+        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
+            b.iter_custom(|iters| {
+                run_threads(threads, iters, |t, iters| {
+                    fx.walk(t, threads, &cursors[t], iters, |k, s| {
+                        ready(fx.dash.update_status(*k, s));
+                    })
+                })
+            })
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group(format!("facade/get_metrics/{n}"));
+    g.bench_function("ConnectionManager", |b| {
+        b.iter(|| black_box(ready(fx.ours.get_metrics())))
+    });
+    g.finish();
+}
+
+/// A listener on 127.0.0.1 whose accept thread either keeps every accepted
+/// socket open (`keep`) or closes it at once (the server closes first).
+fn listener(keep: bool) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1");
+    let addr = l.local_addr().expect("local addr");
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        loop {
+            match l.accept() {
+                Ok((s, _)) if keep => kept.push(s),
+                Ok((s, _)) => drop(s),
+                // Out of descriptors or similar: back off, keep serving.
+                Err(e) if e.kind() != ErrorKind::Interrupted => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => {}
+            }
+        }
+    });
+    addr
+}
+
+fn bench_tcp(c: &mut Criterion) {
+    let pooled_addr = listener(true);
+    let fresh_addrs: Vec<SocketAddr> = (0..4).map(|_| listener(false)).collect();
+    let pooled_peer = peer_ids(1, 11)[0];
+    let fresh_peers = peer_ids(fresh_addrs.len(), 12);
+    let book: Vec<(PeerId, SocketAddr)> = std::iter::once((pooled_peer, pooled_addr))
+        .chain(fresh_peers.iter().copied().zip(fresh_addrs.iter().copied()))
+        .collect();
+    let dialer =
+        TcpDialer::new(move |p: &PeerId| book.iter().find(|(q, _)| q == p).map(|&(_, a)| a));
+    let rt = current_thread_rt();
+    let m = ConnectionManager::builder()
+        .max_connections(16)
+        .dialer(dialer)
+        .build()
+        .expect("manager");
+
+    let mut g = c.benchmark_group("facade/connect_disconnect/tcp");
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1));
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("pooled", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    m.connect(pooled_peer).await.expect("pooled connect");
+                    m.disconnect(&pooled_peer).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    let pooled = m.snapshot().dials;
+    g.bench_function("fresh", |b| {
+        let mut i = 0usize;
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    let p = fresh_peers[i % fresh_peers.len()];
+                    i += 1;
+                    m.connect(p).await.expect("fresh connect");
+                    m.update_status(p, ConnectionStatus::Failed).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+    let all = m.snapshot().dials;
+    println!(
+        "facade/connect_disconnect/tcp: pooled ran {} connects from the pool, {} dials; \
+         fresh ran {} dials, {} pool hits, {} failed",
+        pooled.pool_hits,
+        pooled.ok,
+        all.ok - pooled.ok,
+        all.pool_hits - pooled.pool_hits,
+        all.failed + all.timed_out,
+    );
+}
+
+/// `connect` + `disconnect` cycles over `peers`, every `connect` served
+/// from the pool once each peer has been dialed once (in the set-up).
+fn cycle<D: Dialer>(
+    rt: &Runtime,
+    m: &ConnectionManager<D>,
+    peers: &[PeerId],
+    iters: u64,
+) -> Duration {
+    rt.block_on(async {
+        let start = Instant::now();
+        for i in 0..iters as usize {
+            let p = peers[i % peers.len()];
+            m.connect(p).await.expect("connect");
+            m.disconnect(&p).await;
+        }
+        start.elapsed()
+    })
+}
+
+fn bench_no_transport(c: &mut Criterion) {
+    let peers = peer_ids(1_000, 21);
+    let mut g = c.benchmark_group("facade/connect_disconnect/no_transport");
+    g.throughput(Throughput::Elements(1));
+    let runtimes = [
+        ("current_thread", current_thread_rt()),
+        (
+            "multi_thread_2w",
+            RtBuilder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("tokio runtime"),
+        ),
+    ];
+    for (name, rt) in &runtimes {
+        let m = ConnectionManager::new(100);
+        cycle(rt, &m, &peers, peers.len() as u64); // dial each once: pooled
+        g.bench_function(BenchmarkId::new("1k_peers", name), |b| {
+            b.iter_custom(|iters| cycle(rt, &m, &peers, iters))
+        });
+        let d = m.snapshot().dials;
+        assert_eq!(
+            d.ok,
+            peers.len() as u64,
+            "every cycle after the first is a pool hit"
+        );
+    }
+    g.finish();
+}
+
+fn memory(n: usize) {
+    let keys = peer_ids(n, 9);
+    let rt = current_thread_rt();
+    let mut reported = 0;
+    let ours = bytes_per_entry(n, || {
+        let m = ConnectionManager::new(100);
+        rt.block_on(async {
+            for &k in &keys {
+                m.update_status(k, ConnectionStatus::Connected).await;
+            }
+        });
+        reported = m.memory_usage();
+        m
+    });
+    let dash = bytes_per_entry(n, || {
+        let m = DashMap::new();
+        for &k in &keys {
+            m.insert(k, ConnectionStatus::Connected);
+        }
+        m
+    });
+    println!("facade/memory/{n}: bytes per tracked peer (requested / with malloc overhead):");
+    println!(
+        "  ConnectionManager {:6.1} / {:6.1}  (memory_usage() reports {:.1})",
+        ours.0,
+        ours.1,
+        reported as f64 / n as f64
+    );
+    println!(
+        "  DashMap           {:6.1} / {:6.1}  (ConnectionManager/DashMap = {:.2} with overhead)",
+        dash.0,
+        dash.1,
+        ours.1 / dash.1
+    );
+}
+
+fn benches(c: &mut Criterion) {
+    memory(1_000_000);
+    for n in SIZES {
+        bench_size(c, n);
+    }
+    bench_no_transport(c);
+    bench_tcp(c);
+}
+
+criterion_group! {
+    name = facade;
+    config = Criterion::default()
+        .sample_size(20)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = benches
+}
+criterion_main!(facade);

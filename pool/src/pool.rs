@@ -1,0 +1,452 @@
+//! The public [`IdlePool`] API over the machinery in [`raw`](crate::raw).
+
+use std::fmt;
+use std::hash::Hash;
+use std::mem::size_of;
+use std::time::{Duration, Instant};
+
+use crossbeam_epoch::{self as epoch, Guard};
+use crossbeam_utils::CachePadded;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Error, PoolConfig};
+use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve};
+use crate::sync::{AtomicUsize, Ordering};
+
+/// Fewest FIFO records before `put` starts evicting (see
+/// [`IdlePool::put`]).
+const MIN_RECORD_LIMIT: usize = if cfg!(any(loom, miri)) { 64 } else { 1024 };
+/// Dead records `put` unlinks from the FIFO head on the way out.
+const PUT_CLEANUP: usize = 2;
+/// `put` leaves up to this many records of taken connections queued (beyond
+/// one per idle connection), so keys that churn keep their entry.
+const DEAD_SLACK: usize = if cfg!(loom) { 0 } else { 64 };
+/// `reap` and `clear` re-pin after this many records, so a long backlog
+/// does not hold back reclamation.
+const REPIN_EVERY: usize = if cfg!(any(loom, miri)) { 4 } else { 128 };
+
+/// Idle connections by key, each expiring a fixed TTL after it went idle.
+///
+/// See the [crate documentation](crate) for a guide. All methods take
+/// `&self`; share the pool between threads with an `Arc` (or by reference
+/// in a scope).
+pub struct IdlePool<K, C, Clk: Clock = SystemClock> {
+    config: PoolConfig,
+    clock: Clk,
+    /// Reservations across all keys (idle connections, puts in flight).
+    total: CachePadded<AtomicUsize>,
+    /// Declared before `map`: dropped first, it closes every connection.
+    fifo: Fifo<K, C>,
+    map: KeyMap<K, C>,
+    record_limit: usize,
+}
+
+impl<K, C> IdlePool<K, C>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    C: Send + 'static,
+{
+    /// A pool on the system clock with the given TTL and the default caps
+    /// (8 per key, 65 536 in total).
+    ///
+    /// # Panics
+    ///
+    /// If `ttl` is zero. Use [`with_config`](Self::with_config) to get an
+    /// error instead.
+    ///
+    /// **Progress:** allocates; no synchronisation.
+    pub fn new(ttl: Duration) -> Self {
+        let config = PoolConfig {
+            ttl,
+            ..PoolConfig::default()
+        };
+        match Self::with_config(config, SystemClock) {
+            Ok(pool) => pool,
+            Err(e) => panic!("IdlePool::new: {e}"),
+        }
+    }
+}
+
+impl<K, C, Clk> IdlePool<K, C, Clk>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    C: Send + 'static,
+    Clk: Clock,
+{
+    /// A pool with the given settings and clock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if the TTL is zero or a cap is zero (or
+    /// larger than 2^30); the error names the setting.
+    ///
+    /// **Progress:** allocates; no synchronisation.
+    pub fn with_config(config: PoolConfig, clock: Clk) -> Result<Self, Error> {
+        config.validate()?;
+        let record_limit = config
+            .max_idle_total
+            .saturating_mul(2)
+            .max(MIN_RECORD_LIMIT);
+        Ok(Self {
+            config,
+            clock,
+            total: CachePadded::new(AtomicUsize::new(0)),
+            fifo: Fifo::new(),
+            map: KeyMap::new(),
+            record_limit,
+        })
+    }
+
+    /// Parks `conn` as idle under `key`; it expires `ttl` from now.
+    ///
+    /// # Errors
+    ///
+    /// Gives `conn` back untouched if `max_idle_per_key` connections are
+    /// already idle for `key` or `max_idle_total` in the pool. Caps hold
+    /// exactly under any concurrency; near a cap, a concurrent put that is
+    /// itself refused can make another one fail too (the reservation is
+    /// taken then given back).
+    ///
+    /// Housekeeping: the expiry FIFO keeps one record per put until the
+    /// record reaches its head. Once more than 64 records of connections
+    /// already taken are queued, `put` unlinks up to two of them from the
+    /// head; and if more than
+    /// `max(2 × max_idle_total, 1024)` records are queued (only possible
+    /// when many connections are put and taken while an older one stays
+    /// idle), it closes the oldest idle connection early to keep memory
+    /// bounded.
+    ///
+    /// **Progress:** lock-free when `key` has an entry, i.e. it has idle
+    /// connections or had some recently (a CAS on the total count, the
+    /// key's count, the key's index and the FIFO tail). Otherwise its entry
+    /// is created under a short per-shard lock (held for a bucket insert, or
+    /// a bucket-array copy when the shard grows), never while a connection
+    /// is touched. The housekeeping above may free key entries (same lock).
+    ///
+    /// **Reclamation:** the key's previous index snapshot, and FIFO records
+    /// unlinked on the way, are retired through crossbeam-epoch (memory
+    /// only). A connection closed by the eviction above is dropped here.
+    pub fn put(&self, key: K, conn: C) -> Result<(), C> {
+        if !reserve_total(&self.total, self.config.max_idle_total) {
+            return Err(conn);
+        }
+        let guard = epoch::pin();
+        let entry = loop {
+            if let Some(entry) = self.map.get(&key, &guard) {
+                match entry.reserve(self.config.max_idle_per_key) {
+                    Reserve::Ok => break entry,
+                    Reserve::Full => {
+                        self.total.fetch_sub(1, Ordering::Release);
+                        return Err(conn);
+                    }
+                    Reserve::Closed => {}
+                }
+            }
+            // Absent or closed: create (born with our reservation), or
+            // loop to reserve on an open entry someone else just made.
+            if let Some(entry) = self.map.insert(&key, &guard) {
+                break entry;
+            }
+        };
+        let deadline = self.clock.now().checked_add(self.config.ttl);
+        let node = raw::new_node(conn, deadline, entry, &guard);
+        // SAFETY: we hold a reservation on `entry` for this fresh node.
+        unsafe { entry.index_push(node, &guard) };
+        self.fifo.push(node, &guard);
+        self.housekeeping(&guard);
+        Ok(())
+    }
+
+    /// Takes the freshest unexpired idle connection for `key`.
+    ///
+    /// Expired connections met on the way (all older than the one
+    /// returned) are dropped here. `None` if the key has none.
+    ///
+    /// **Progress:** lock-free (an atomic read of the key map, one claim
+    /// CAS per candidate, one CAS to compact the key's index). Only if a
+    /// reaper unlinked the claimed candidate's FIFO record in the meantime
+    /// does this call free the key's entry, under a short per-shard lock.
+    ///
+    /// **Reclamation:** the replaced index snapshot is retired through
+    /// crossbeam-epoch; connections of dropped candidates are dropped
+    /// immediately, in this call. A key left without idle connections keeps
+    /// its entry until the FIFO records of its connections leave the FIFO
+    /// (see [`reap`](Self::reap)); then the entry is unhooked (short
+    /// per-shard lock) and retired.
+    pub fn take(&self, key: &K) -> Option<C> {
+        self.take_if(key, |_| true)
+    }
+
+    /// Like [`take`](Self::take), but each unexpired candidate (freshest
+    /// first) is offered to `f`; one it rejects is dropped and the search
+    /// goes on with the next older one. Use it to skip dead connections.
+    ///
+    /// `f` runs with the candidate already owned by this call (removed from
+    /// the pool), outside any lock.
+    ///
+    /// **Progress:** lock-free, plus whatever `f` does.
+    ///
+    /// **Reclamation:** as for [`take`](Self::take); rejected candidates are
+    /// dropped immediately.
+    pub fn take_if(&self, key: &K, mut f: impl FnMut(&mut C) -> bool) -> Option<C> {
+        let guard = epoch::pin();
+        let entry = self.map.get(key, &guard)?;
+        let snap_ptr = entry.snapshot(&guard);
+        // SAFETY: loaded under `guard`; null means empty or closed.
+        let snap = unsafe { snap_ptr.as_ref() }?;
+        let now = self.clock.now();
+        let mut found = None;
+        let mut claimed_any = false;
+        // SAFETY: `snap` was loaded under `guard`, which we hold.
+        for node in unsafe { snap.nodes() }.rev() {
+            if node.is_claimed() {
+                claimed_any = true;
+                continue;
+            }
+            if !node.claim() {
+                claimed_any = true;
+                continue;
+            }
+            claimed_any = true;
+            // SAFETY: we just won the claim on `node`.
+            let mut conn = unsafe { self.finish_claim(node, &guard) };
+            if node.expired(now) || !f(&mut conn) {
+                drop(conn);
+                continue;
+            }
+            found = Some(conn);
+            break;
+        }
+        if claimed_any {
+            entry.compact(snap_ptr, &guard);
+        }
+        found
+    }
+
+    /// Closes every connection whose deadline has passed and returns how
+    /// many it closed.
+    ///
+    /// Walks the expiry FIFO from its head and stops at the first live
+    /// record that has not expired: O(expired + records of connections
+    /// already taken), never a scan of the pool. With a clock that goes
+    /// backwards, or puts racing within the same instant, a connection can
+    /// sit behind a younger one and be reaped on a later call; `take` never
+    /// returns an expired connection either way.
+    ///
+    /// Records of connections already taken are unlinked on the way, and a
+    /// key whose last record leaves while it has no idle connection has its
+    /// entry freed.
+    ///
+    /// **Progress:** lock-free (one CAS per record); the per-shard lock is
+    /// taken briefly for each key entry freed.
+    ///
+    /// **Reclamation:** expired connections are dropped in this call; FIFO
+    /// records, index snapshots and emptied key entries are retired through
+    /// crossbeam-epoch (memory only).
+    pub fn reap(&self) -> usize {
+        let now = self.clock.now();
+        self.drain(|n| n.is_claimed() || n.expired(now))
+    }
+
+    /// When the oldest idle connection expires: a reaper can sleep until
+    /// then. `None` if the pool is empty (or the oldest never expires
+    /// because its deadline overflowed `Instant`). May be in the past if
+    /// nobody reaped yet.
+    ///
+    /// **Progress:** lock-free; unlinks records of already-taken
+    /// connections from the FIFO head on the way (short per-shard lock for
+    /// each key entry this frees).
+    ///
+    /// **Reclamation:** unlinked records and freed key entries are retired
+    /// through crossbeam-epoch (memory only); no connection is dropped.
+    pub fn next_expiry(&self) -> Option<Instant> {
+        let guard = epoch::pin();
+        while let Some(node) = self.fifo.pop_if(|n| n.is_claimed(), &guard) {
+            // SAFETY: we just popped `node`'s record.
+            unsafe { self.retire_record(node, &guard) };
+        }
+        self.fifo.peek(&guard).and_then(|n| n.deadline)
+    }
+
+    /// Idle connections in the pool (counting puts in flight).
+    ///
+    /// **Progress:** wait-free (one atomic load).
+    pub fn len(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+
+    /// `true` if no connection is idle.
+    ///
+    /// **Progress:** wait-free (one atomic load).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Idle connections for `key` (counting puts in flight).
+    ///
+    /// **Progress:** lock-free (a read of the key map, one atomic load).
+    pub fn len_for(&self, key: &K) -> usize {
+        let guard = epoch::pin();
+        self.map.get(key, &guard).map_or(0, Entry::count)
+    }
+
+    /// Closes every idle connection and returns how many it closed.
+    /// Connections put concurrently may stay.
+    ///
+    /// **Progress:** lock-free (one CAS per record); the per-shard lock is
+    /// taken briefly for each key entry freed.
+    ///
+    /// **Reclamation:** connections are dropped in this call; memory as for
+    /// [`reap`](Self::reap).
+    pub fn clear(&self) -> usize {
+        self.drain(|_| true)
+    }
+
+    /// Approximate bytes held by the pool's own structures: nodes (one per
+    /// queued record), key entries with their index snapshots, bucket
+    /// arrays. Computed from counters and capacities in O(shards); does
+    /// not include the connections' and keys' own heap allocations, nor
+    /// memory retired and awaiting epoch reclamation.
+    ///
+    /// **Progress:** lock-free.
+    pub fn memory_usage(&self) -> usize {
+        size_of::<Self>()
+            + (self.fifo.len() + 1) * raw::node_size::<K, C>()
+            + self.len() * size_of::<*const Node<K, C>>()
+            + self.map.memory_usage()
+    }
+
+    /// The pool's TTL.
+    ///
+    /// **Progress:** wait-free.
+    pub fn ttl(&self) -> Duration {
+        self.config.ttl
+    }
+
+    /// The pool's settings.
+    ///
+    /// **Progress:** wait-free.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// Number of key entries currently allocated (for tests of boundedness).
+    #[doc(hidden)]
+    pub fn key_entries(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Number of records in the expiry FIFO (for tests of boundedness).
+    #[doc(hidden)]
+    pub fn fifo_records(&self) -> usize {
+        self.fifo.len()
+    }
+
+    /// Gives back the reservations of a node the caller just claimed and
+    /// moves its connection out.
+    ///
+    /// # Safety
+    ///
+    /// The caller won `node.claim()` and calls this once for it.
+    unsafe fn finish_claim(&self, node: &Node<K, C>, guard: &Guard) -> C {
+        // SAFETY: we won the claim (contract).
+        let conn = unsafe { raw::take_conn(node) };
+        // SAFETY: claimed by us, reservation not yet given back, pinned.
+        let entry = unsafe { node.entry(guard) };
+        let prev = self.total.fetch_sub(1, Ordering::Release);
+        debug_assert!(prev > 0, "total count underflow");
+        if entry.unreserve() {
+            // SAFETY: `entry` came from this map under `guard`.
+            unsafe { self.map.close(entry, guard) };
+        }
+        conn
+    }
+
+    /// Handles a record the caller just popped from the FIFO: claims the
+    /// node if nobody has (closing its connection), then gives the record
+    /// back to the node's entry (freeing the entry if that was its last
+    /// count). Returns `true` if it closed a connection.
+    ///
+    /// # Safety
+    ///
+    /// The caller's `pop_if` just returned `node`; called once per pop.
+    unsafe fn retire_record(&self, node: &Node<K, C>, guard: &Guard) -> bool {
+        let conn = if node.claim() {
+            // SAFETY: we just won the claim.
+            Some(unsafe { self.finish_claim(node, guard) })
+        } else {
+            None
+        };
+        // SAFETY: the record we popped is still counted in the entry.
+        let entry = unsafe { node.entry(guard) };
+        if entry.release_record() {
+            // SAFETY: `entry` came from this map under `guard`.
+            unsafe { self.map.close(entry, guard) };
+        }
+        // Dropped last, so a panicking destructor leaves the counts right.
+        let closed = conn.is_some();
+        drop(conn);
+        closed
+    }
+
+    /// Pops records from the FIFO head while `pred` accepts them, closing
+    /// the connections it claims. Returns how many it closed.
+    fn drain(&self, mut pred: impl FnMut(&Node<K, C>) -> bool) -> usize {
+        let mut guard = epoch::pin();
+        let mut closed = 0;
+        let mut steps = 0;
+        while let Some(node) = self.fifo.pop_if(&mut pred, &guard) {
+            // SAFETY: just popped.
+            if unsafe { self.retire_record(node, &guard) } {
+                closed += 1;
+            }
+            steps += 1;
+            if steps % REPIN_EVERY == 0 {
+                guard.repin();
+            }
+        }
+        closed
+    }
+
+    fn housekeeping(&self, guard: &Guard) {
+        if self.fifo.len() > self.len().saturating_add(DEAD_SLACK) {
+            for _ in 0..PUT_CLEANUP {
+                match self.fifo.pop_if(|n| n.is_claimed(), guard) {
+                    // SAFETY: just popped.
+                    Some(node) => unsafe { self.retire_record(node, guard) },
+                    None => break,
+                };
+            }
+        }
+        while self.fifo.len() > self.record_limit {
+            match self.fifo.pop_if(|_| true, guard) {
+                // SAFETY: just popped.
+                Some(node) => unsafe { self.retire_record(node, guard) },
+                None => break,
+            };
+        }
+    }
+}
+
+/// Takes one unit of `counter` if it is below `cap`.
+fn reserve_total(counter: &AtomicUsize, cap: usize) -> bool {
+    let mut cur = counter.load(Ordering::Relaxed);
+    loop {
+        if cur >= cap {
+            return false;
+        }
+        match counter.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => cur = now,
+        }
+    }
+}
+
+impl<K, C, Clk: Clock> fmt::Debug for IdlePool<K, C, Clk> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdlePool")
+            .field("len", &self.total.load(Ordering::Relaxed))
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,933 @@
+//! The machinery behind [`IdlePool`](crate::IdlePool): nodes, the global
+//! expiry FIFO, per-key indexes and the key map.
+//!
+//! # Ownership of a node
+//!
+//! Every idle connection lives in one heap [`Node`]. Its `state` word holds
+//! three bits:
+//!
+//! * `CLAIMED`: set exactly once, by `fetch_or`. The thread whose `fetch_or`
+//!   set it owns the connection: it moves it out and either returns it or
+//!   drops it on the spot. Nobody else ever touches the connection.
+//! * `IN_FIFO`: the node is (or was, until the head moved past it) linked
+//!   into the expiry FIFO.
+//! * `IN_INDEX`: the node is in the current index snapshot of its key.
+//!
+//! The two link bits are references. The thread that clears the last one
+//! (the node is then unreachable from both structures) retires the node's
+//! memory with `defer_destroy`. A node's memory holds no user value by then
+//! (the connection left when it was claimed), so deferred destruction never
+//! runs a connection's destructor.
+
+use std::hash::{BuildHasher, Hash};
+use std::mem::{size_of, MaybeUninit};
+use std::ptr;
+use std::time::Instant;
+
+use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+
+const CLAIMED: usize = 1;
+const IN_FIFO: usize = 2;
+const IN_INDEX: usize = 4;
+const LINKS: usize = IN_FIFO | IN_INDEX;
+
+/// Top bit of [`Entry::live`]: the entry is closed (had no idle connection
+/// and no FIFO record left, and is being unhooked); no reservation may be
+/// taken on it any more.
+pub(crate) const CLOSED: u64 = 1 << 63;
+/// One idle reservation in [`Entry::live`] (low 32 bits).
+const IDLE_ONE: u64 = 1;
+const IDLE_MASK: u64 = (1 << 32) - 1;
+/// One FIFO record in [`Entry::live`] (bits 32..63).
+const RECORD_ONE: u64 = 1 << 32;
+
+/// One idle connection, linked into the FIFO and into its key's index.
+pub(crate) struct Node<K, C> {
+    state: AtomicUsize,
+    /// `None`: never expires (`now + ttl` overflowed `Instant`).
+    pub(crate) deadline: Option<Instant>,
+    /// The key entry holding this node's reservation. Valid while the node
+    /// is unclaimed (the entry cannot close while it holds a reservation)
+    /// and, after that, for as long as the claimer stays pinned.
+    entry: *const Entry<K, C>,
+    conn: UnsafeCell<MaybeUninit<C>>,
+    /// FIFO link towards newer nodes.
+    next: Atomic<Node<K, C>>,
+}
+
+// SAFETY: a `Node` is shared between threads through the FIFO and the
+// index. Its connection is only ever accessed by the unique thread that won
+// the `CLAIMED` bit, which moves it out: that is a transfer of `C` between
+// threads, so `C: Send` suffices (no `&C` is ever shared). The `entry`
+// pointer gives shared access to `Entry<K, C>` (which holds a `K` that is
+// compared from many threads and dropped on whichever thread reclaims it),
+// hence `K: Send + Sync`.
+unsafe impl<K: Send + Sync, C: Send> Send for Node<K, C> {}
+// SAFETY: see the `Send` impl; every other field is atomic or immutable.
+unsafe impl<K: Send + Sync, C: Send> Sync for Node<K, C> {}
+
+impl<K, C> Node<K, C> {
+    fn new(conn: C, deadline: Option<Instant>, entry: *const Entry<K, C>) -> Self {
+        Self {
+            state: AtomicUsize::new(IN_FIFO | IN_INDEX),
+            deadline,
+            entry,
+            conn: UnsafeCell::new(MaybeUninit::new(conn)),
+            next: Atomic::null(),
+        }
+    }
+
+    /// The FIFO's dummy: born claimed, never indexed, holds no connection.
+    fn sentinel() -> Self {
+        Self {
+            state: AtomicUsize::new(CLAIMED | IN_FIFO),
+            deadline: None,
+            entry: ptr::null(),
+            conn: UnsafeCell::new(MaybeUninit::uninit()),
+            next: Atomic::null(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn is_claimed(&self) -> bool {
+        self.state.load(Ordering::Acquire) & CLAIMED != 0
+    }
+
+    /// `true` if the deadline has passed at `now` (a deadline equal to
+    /// `now` has passed).
+    #[inline]
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.deadline.is_some_and(|d| now >= d)
+    }
+
+    /// Tries to become the node's unique owner. `true` exactly once over the
+    /// node's life.
+    #[inline]
+    pub(crate) fn claim(&self) -> bool {
+        // AcqRel: Acquire so the connection written before the node was
+        // published is visible to the winner (it was also published with
+        // Release/Acquire through the index or FIFO); Release so the
+        // claim is ordered before the link releases that follow.
+        self.state.fetch_or(CLAIMED, Ordering::AcqRel) & CLAIMED == 0
+    }
+
+    /// Moves the connection out.
+    ///
+    /// # Safety
+    ///
+    /// The caller won [`claim`](Self::claim) on this node and calls this at
+    /// most once; the node is not the sentinel.
+    #[inline]
+    unsafe fn take_conn(&self) -> C {
+        self.conn.with_mut(|p| {
+            // SAFETY: the caller is the unique claimer (contract above), so
+            // nobody else reads or writes the cell; the cell was initialised
+            // in `Node::new` and is read exactly once, here.
+            unsafe { ptr::read(p).assume_init() }
+        })
+    }
+
+    /// The key entry of this node.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds, on behalf of this node, either its idle reservation
+    /// (it just won [`claim`](Self::claim) and has not given it back) or its
+    /// FIFO record (it just popped the node and has not given that back),
+    /// and stays pinned while using the result.
+    #[inline]
+    pub(crate) unsafe fn entry<'g>(&self, _guard: &'g Guard) -> &'g Entry<K, C> {
+        // SAFETY: an entry cannot close while any reservation or record is
+        // counted in it, so it has not been retired; the guard keeps it
+        // alive after that (contract above).
+        unsafe { &*self.entry }
+    }
+}
+
+/// Clears `bit` (one of the link bits) and retires the node if it was the
+/// last link.
+///
+/// # Safety
+///
+/// The caller has just unlinked `node` from the structure that `bit` stands
+/// for, and is the only thread that does so for that structure.
+unsafe fn release<K, C>(node: Shared<'_, Node<K, C>>, bit: usize, guard: &Guard) {
+    // SAFETY: the node is still linked through `bit` (contract), so it is
+    // alive.
+    let n = unsafe { node.deref() };
+    let prev = n.state.fetch_and(!bit, Ordering::AcqRel);
+    debug_assert!(prev & bit != 0, "link released twice");
+    if prev & LINKS == bit {
+        debug_assert!(prev & CLAIMED != 0, "retiring an unclaimed node");
+        // SAFETY: both links are gone, so no new reference to the node can
+        // be made; threads pinned now keep it alive until they unpin. The
+        // node's connection was moved out when it was claimed, so freeing
+        // it drops no user value.
+        unsafe { guard.defer_destroy(node) };
+    }
+}
+
+/// An immutable snapshot of a key's idle nodes, oldest first.
+pub(crate) struct Snap<K, C> {
+    nodes: Vec<*const Node<K, C>>,
+}
+
+// SAFETY: a snapshot is a list of pointers to nodes, which are themselves
+// `Send + Sync` under the same bounds; dropping it frees only the `Vec`.
+unsafe impl<K: Send + Sync, C: Send> Send for Snap<K, C> {}
+// SAFETY: as for `Send`; the snapshot is never mutated after publication.
+unsafe impl<K: Send + Sync, C: Send> Sync for Snap<K, C> {}
+
+/// Per-key state: a reservation counter and the index snapshot.
+///
+/// An entry lives while it counts an idle connection or a FIFO record of
+/// one of its nodes: keys that churn (put, take, put, ...) keep their entry
+/// and never touch the shard lock; once the records of an emptied key have
+/// left the FIFO, whoever gives back the last count closes the entry.
+pub(crate) struct Entry<K, C> {
+    pub(crate) key: K,
+    /// Idle reservations (connections counted for this key, puts in flight
+    /// included) in bits 0..32, FIFO records in bits 32..63, [`CLOSED`] in
+    /// the top bit.
+    pub(crate) live: AtomicU64,
+    /// Current snapshot; null when empty; null tagged 1 once closed.
+    index: Atomic<Snap<K, C>>,
+}
+
+/// Outcome of a per-key reservation attempt.
+pub(crate) enum Reserve {
+    Ok,
+    Full,
+    Closed,
+}
+
+impl<K, C> Entry<K, C> {
+    fn new(key: K) -> Self {
+        Self {
+            key,
+            // Born with one reservation and one record, for the put that
+            // creates it.
+            live: AtomicU64::new(IDLE_ONE | RECORD_ONE),
+            index: Atomic::null(),
+        }
+    }
+
+    /// Takes one idle reservation (and the record that goes with it) if the
+    /// entry is open and below `cap`.
+    pub(crate) fn reserve(&self, cap: usize) -> Reserve {
+        let mut cur = self.live.load(Ordering::Relaxed);
+        loop {
+            if cur & CLOSED != 0 {
+                return Reserve::Closed;
+            }
+            if cur & IDLE_MASK >= cap as u64 {
+                return Reserve::Full;
+            }
+            let next = cur + IDLE_ONE + RECORD_ONE;
+            match self
+                .live
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Reserve::Ok,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Number of idle connections counted for this key.
+    pub(crate) fn count(&self) -> usize {
+        let v = self.live.load(Ordering::Acquire);
+        if v & CLOSED != 0 {
+            0
+        } else {
+            (v & IDLE_MASK) as usize
+        }
+    }
+
+    /// Gives back one idle reservation. Returns `true` if nothing is
+    /// counted any more, in which case the caller must try
+    /// [`KeyMap::close`].
+    pub(crate) fn unreserve(&self) -> bool {
+        let prev = self.live.fetch_sub(IDLE_ONE, Ordering::AcqRel);
+        debug_assert!(prev & IDLE_MASK != 0, "per-key count underflow");
+        prev == IDLE_ONE
+    }
+
+    /// Gives back one FIFO record. Returns `true` if nothing is counted any
+    /// more, in which case the caller must try [`KeyMap::close`].
+    pub(crate) fn release_record(&self) -> bool {
+        let prev = self.live.fetch_sub(RECORD_ONE, Ordering::AcqRel);
+        debug_assert!(prev & !CLOSED >= RECORD_ONE, "record count underflow");
+        prev == RECORD_ONE
+    }
+
+    /// Appends `node` to the index, dropping claimed nodes from it.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds a reservation on this entry for `node` (so it is
+    /// not closed), and `node` is a fresh node not yet indexed.
+    pub(crate) unsafe fn index_push(&self, node: Shared<'_, Node<K, C>>, guard: &Guard) {
+        let mut removed = Vec::new();
+        loop {
+            let cur = self.index.load(Ordering::Acquire, guard);
+            debug_assert_eq!(cur.tag(), 0, "push on a closed entry");
+            removed.clear();
+            let mut nodes = Vec::new();
+            // SAFETY: the snapshot was loaded under `guard`; snapshots are
+            // retired only after being replaced.
+            if let Some(snap) = unsafe { cur.as_ref() } {
+                nodes.reserve(snap.nodes.len() + 1);
+                for &n in &snap.nodes {
+                    // SAFETY: a node in a reachable snapshot still holds its
+                    // IN_INDEX link, so it is alive under `guard`.
+                    if unsafe { (*n).is_claimed() } {
+                        removed.push(n);
+                    } else {
+                        nodes.push(n);
+                    }
+                }
+            }
+            nodes.push(node.as_raw());
+            // Release publishes the node (and its connection) to takers.
+            match self.index.compare_exchange(
+                cur,
+                Owned::new(Snap { nodes }),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                guard,
+            ) {
+                Ok(_) => {
+                    // SAFETY: our CAS replaced `cur`, so we alone unlinked
+                    // `removed` from the index and `cur` from the entry.
+                    unsafe { retire_snapshot(cur, &removed, guard) };
+                    return;
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Best-effort: replaces `expected` with a snapshot without claimed
+    /// nodes. One attempt; losing the race is fine (the next operation on
+    /// the key compacts).
+    pub(crate) fn compact(&self, expected: Shared<'_, Snap<K, C>>, guard: &Guard) {
+        // SAFETY: loaded by the caller under `guard`.
+        let Some(snap) = (unsafe { expected.as_ref() }) else {
+            return;
+        };
+        let mut removed = Vec::new();
+        let mut nodes = Vec::new();
+        for &n in &snap.nodes {
+            // SAFETY: node of a snapshot loaded under `guard`: alive.
+            if unsafe { (*n).is_claimed() } {
+                removed.push(n);
+            } else {
+                nodes.push(n);
+            }
+        }
+        if removed.is_empty() {
+            return;
+        }
+        let new = if nodes.is_empty() {
+            Shared::null()
+        } else {
+            Owned::new(Snap { nodes }).into_shared(guard)
+        };
+        match self
+            .index
+            .compare_exchange(expected, new, Ordering::AcqRel, Ordering::Relaxed, guard)
+        {
+            // SAFETY: our CAS replaced `expected`: we alone unlinked it and
+            // the nodes it had that `new` lacks.
+            Ok(_) => unsafe { retire_snapshot(expected, &removed, guard) },
+            Err(_) => {
+                if !new.is_null() {
+                    // SAFETY: `new` was never published.
+                    drop(unsafe { new.into_owned() });
+                }
+            }
+        }
+    }
+
+    /// The current snapshot (null if empty or closed).
+    pub(crate) fn snapshot<'g>(&self, guard: &'g Guard) -> Shared<'g, Snap<K, C>> {
+        self.index.load(Ordering::Acquire, guard)
+    }
+}
+
+impl<K, C> Snap<K, C> {
+    /// Nodes, oldest first.
+    ///
+    /// # Safety
+    ///
+    /// The snapshot was loaded under a guard that is still held; the
+    /// returned nodes may only be used while it is.
+    pub(crate) unsafe fn nodes(&self) -> impl DoubleEndedIterator<Item = &Node<K, C>> {
+        self.nodes.iter().map(|&n| {
+            // SAFETY: nodes of a snapshot reachable under the caller's
+            // guard are alive until it unpins.
+            unsafe { &*n }
+        })
+    }
+}
+
+/// Releases the IN_INDEX links of `removed` and retires the snapshot `old`.
+///
+/// # Safety
+///
+/// The caller's CAS just unlinked `old` from its entry, and `removed` are
+/// nodes of `old` absent from what replaced it.
+unsafe fn retire_snapshot<K, C>(
+    old: Shared<'_, Snap<K, C>>,
+    removed: &[*const Node<K, C>],
+    guard: &Guard,
+) {
+    for &n in removed {
+        // SAFETY: `n` was in `old` and is in no newer snapshot; only the
+        // thread that unlinked `old` gets here for it.
+        unsafe { release(Shared::from(n), IN_INDEX, guard) };
+    }
+    if !old.is_null() {
+        // SAFETY: `old` was unlinked by the caller's CAS; readers pinned now
+        // keep it alive.
+        unsafe { guard.defer_destroy(old) };
+    }
+}
+
+/// Releases the IN_INDEX links of every node of `old` and retires it.
+///
+/// # Safety
+///
+/// The caller just unlinked `old` for good (the entry was closed, or the
+/// map is being dropped), so every node in it loses its index link.
+unsafe fn retire_whole_snapshot<K, C>(old: Shared<'_, Snap<K, C>>, guard: &Guard) {
+    {
+        // SAFETY: `old` is alive until the `defer_destroy` below; this
+        // borrow ends before it (with `unprotected` it frees at once).
+        let Some(snap) = (unsafe { old.as_ref() }) else {
+            return;
+        };
+        for &n in &snap.nodes {
+            // SAFETY: `n` was in `old`, which nobody else will unlink.
+            unsafe { release(Shared::from(n), IN_INDEX, guard) };
+        }
+    }
+    // SAFETY: unlinked by the caller; readers pinned now keep it alive.
+    unsafe { guard.defer_destroy(old) };
+}
+
+/// One link of a bucket chain; owned by the table it is reachable from.
+struct Cell<K, C> {
+    entry: *const Entry<K, C>,
+    next: Atomic<Cell<K, C>>,
+}
+
+// SAFETY: a cell is a pointer to an entry plus a link; entries are shared
+// under `K: Send + Sync`, and nothing about `C` is reachable through a cell
+// except via nodes, which are `Send + Sync` under `C: Send`.
+unsafe impl<K: Send + Sync, C: Send> Send for Cell<K, C> {}
+// SAFETY: as for `Send`; cells are immutable except for the atomic link.
+unsafe impl<K: Send + Sync, C: Send> Sync for Cell<K, C> {}
+
+/// A bucket array. Its cells belong to it: dropping a table frees the
+/// cells still reachable from it (not the entries).
+struct Table<K, C> {
+    buckets: Box<[Atomic<Cell<K, C>>]>,
+}
+
+impl<K, C> Table<K, C> {
+    fn new(n: usize) -> Self {
+        Self {
+            buckets: (0..n).map(|_| Atomic::null()).collect(),
+        }
+    }
+
+    fn bucket(&self, hash: u64) -> &Atomic<Cell<K, C>> {
+        &self.buckets[(hash >> 32) as usize & (self.buckets.len() - 1)]
+    }
+}
+
+impl<K, C> Drop for Table<K, C> {
+    fn drop(&mut self) {
+        // SAFETY: a table is dropped only when unreachable (replaced and
+        // retired through the epoch, or the map is being dropped), so no
+        // other thread can reach its cells.
+        let guard = unsafe { epoch::unprotected() };
+        for b in self.buckets.iter() {
+            let mut cur = b.load(Ordering::Relaxed, guard);
+            while !cur.is_null() {
+                // SAFETY: cells reachable from this table belong to it and
+                // are freed exactly once, here.
+                let cell = unsafe { cur.into_owned() };
+                cur = cell.next.load(Ordering::Relaxed, guard);
+            }
+        }
+    }
+}
+
+struct Shard<K, C> {
+    table: Atomic<Table<K, C>>,
+    /// Serialises writers (insert, remove, grow) of this shard.
+    write: Mutex<()>,
+    len: AtomicUsize,
+}
+
+#[cfg(loom)]
+type HashBuilder = std::hash::BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+#[cfg(not(loom))]
+type HashBuilder = std::collections::hash_map::RandomState;
+
+const INITIAL_BUCKETS: usize = if cfg!(any(loom, miri)) { 2 } else { 16 };
+
+/// Key → entry map: lock-free lookups, per-shard lock for writers.
+pub(crate) struct KeyMap<K, C> {
+    shards: Box<[CachePadded<Shard<K, C>>]>,
+    hasher: HashBuilder,
+}
+
+impl<K, C> KeyMap<K, C> {
+    pub(crate) fn new() -> Self {
+        let shards = if cfg!(loom) {
+            1
+        } else if cfg!(miri) {
+            2
+        } else {
+            std::thread::available_parallelism()
+                .map_or(4, |n| n.get())
+                .saturating_mul(4)
+                .next_power_of_two()
+                .min(256)
+        };
+        Self {
+            shards: (0..shards)
+                .map(|_| {
+                    CachePadded::new(Shard {
+                        table: Atomic::new(Table::new(INITIAL_BUCKETS)),
+                        write: Mutex::new(()),
+                        len: AtomicUsize::new(0),
+                    })
+                })
+                .collect(),
+            hasher: HashBuilder::default(),
+        }
+    }
+
+    /// Number of entries (open or not yet unhooked).
+    pub(crate) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.len.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Bytes held by the map's own structures (bucket arrays, cells,
+    /// entries), from counters and capacities.
+    pub(crate) fn memory_usage(&self) -> usize {
+        let guard = epoch::pin();
+        let mut bytes = self.shards.len() * size_of::<CachePadded<Shard<K, C>>>();
+        for s in self.shards.iter() {
+            let t = s.table.load(Ordering::Acquire, &guard);
+            // SAFETY: a shard's table is never null and is retired only
+            // after being replaced; we are pinned.
+            let t = unsafe { t.deref() };
+            bytes += size_of::<Table<K, C>>() + t.buckets.len() * size_of::<Atomic<Cell<K, C>>>();
+            bytes += s.len.load(Ordering::Relaxed)
+                * (size_of::<Cell<K, C>>() + size_of::<Entry<K, C>>() + size_of::<Snap<K, C>>());
+        }
+        bytes
+    }
+}
+
+impl<K: Hash + Eq, C> KeyMap<K, C> {
+    fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn shard(&self, hash: u64) -> &Shard<K, C> {
+        &self.shards[hash as usize & (self.shards.len() - 1)]
+    }
+
+    /// Finds the entry for `key` (possibly closed). Lock-free.
+    pub(crate) fn get<'g>(&self, key: &K, guard: &'g Guard) -> Option<&'g Entry<K, C>> {
+        let hash = self.hash(key);
+        let table = self.shard(hash).table.load(Ordering::Acquire, guard);
+        // SAFETY: never null; retired only after replacement; pinned.
+        let table = unsafe { table.deref() };
+        find(table, hash, key, guard).map(|(_, e)| e)
+    }
+
+    /// Returns an open entry for `key` holding a fresh reservation, or
+    /// `None` if an open entry already exists (the caller then reserves on
+    /// it). Takes the shard's write lock.
+    pub(crate) fn insert<'g>(&self, key: &K, guard: &'g Guard) -> Option<&'g Entry<K, C>>
+    where
+        K: Clone,
+    {
+        let hash = self.hash(key);
+        let shard = self.shard(hash);
+        let _w = shard.write.lock();
+        let table_ptr = shard.table.load(Ordering::Acquire, guard);
+        // SAFETY: never null; only writers (we hold the lock) replace it.
+        let mut table = unsafe { table_ptr.deref() };
+        if let Some((cell, entry)) = find(table, hash, key, guard) {
+            if entry.live.load(Ordering::Acquire) & CLOSED == 0 {
+                return None;
+            }
+            // A closed entry still hooked in: unhook it for its closer
+            // (which retires the entry after its own `remove`).
+            // SAFETY: we hold the write lock and `cell` is in `table`.
+            unsafe { unlink(table, hash, cell, guard) };
+            shard.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        let len = shard.len.load(Ordering::Relaxed);
+        if len >= table.buckets.len() {
+            // Grow: a new table with new cells for the same entries.
+            let bigger = Table::new(table.buckets.len() * 2);
+            for b in table.buckets.iter() {
+                let mut cur = b.load(Ordering::Acquire, guard);
+                // SAFETY: cells of the current table, which we (the only
+                // writer) keep alive; pinned.
+                while let Some(c) = unsafe { cur.as_ref() } {
+                    // SAFETY: entries reachable from the table are alive.
+                    let h = self.hash(unsafe { &(*c.entry).key });
+                    let slot = bigger.bucket(h);
+                    let head = slot.load(Ordering::Relaxed, guard);
+                    slot.store(
+                        Owned::new(Cell {
+                            entry: c.entry,
+                            next: Atomic::from(head),
+                        }),
+                        Ordering::Relaxed,
+                    );
+                    cur = c.next.load(Ordering::Acquire, guard);
+                }
+            }
+            let bigger = Owned::new(bigger).into_shared(guard);
+            shard.table.store(bigger, Ordering::Release);
+            // SAFETY: the old table is unreachable for new readers; readers
+            // pinned now keep it (and its cells) alive.
+            unsafe { guard.defer_destroy(table_ptr) };
+            // SAFETY: just published, never null.
+            table = unsafe { bigger.deref() };
+        }
+        let entry = Owned::new(Entry::new(key.clone())).into_shared(guard);
+        let slot = table.bucket(hash);
+        let head = slot.load(Ordering::Acquire, guard);
+        // Release publishes the entry and the cell to lock-free readers.
+        slot.store(
+            Owned::new(Cell {
+                entry: entry.as_raw(),
+                next: Atomic::from(head),
+            }),
+            Ordering::Release,
+        );
+        shard.len.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: just published; retired only after close + remove, which
+        // needs our reservation back first.
+        Some(unsafe { entry.deref() })
+    }
+
+    /// Tries to close `entry` (it just dropped to zero reservations). On
+    /// success unhooks it, releases its index and retires it.
+    ///
+    /// # Safety
+    ///
+    /// `entry` was obtained under `guard` from this map.
+    pub(crate) unsafe fn close(&self, entry: &Entry<K, C>, guard: &Guard) {
+        if entry
+            .live
+            .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // a put reserved it again
+        }
+        // Zero reservations: every node ever indexed here is claimed (and
+        // its record gone), and no put can index a new one. The swap makes any in-flight compaction
+        // CAS fail, so the final snapshot is ours alone.
+        let last = entry
+            .index
+            .swap(Shared::null().with_tag(1), Ordering::AcqRel, guard);
+        // SAFETY: we unlinked `last` for good; all of its nodes go with it.
+        unsafe { retire_whole_snapshot(last, guard) };
+        let hash = self.hash(&entry.key);
+        let shard = self.shard(hash);
+        {
+            let _w = shard.write.lock();
+            let table = shard.table.load(Ordering::Acquire, guard);
+            // SAFETY: never null; we hold the write lock.
+            let table = unsafe { table.deref() };
+            let mut cur = table.bucket(hash).load(Ordering::Acquire, guard);
+            // SAFETY: cells of the current table under the write lock.
+            while let Some(c) = unsafe { cur.as_ref() } {
+                if ptr::eq(c.entry, entry) {
+                    // SAFETY: write lock held; `cur` is in `table`.
+                    unsafe { unlink(table, hash, cur, guard) };
+                    shard.len.fetch_sub(1, Ordering::Relaxed);
+                    break;
+                }
+                cur = c.next.load(Ordering::Acquire, guard);
+            }
+        }
+        // SAFETY: closed (no reservation can be taken) and unhooked from the
+        // map (by us or by an `insert` that found it closed), so it is
+        // unreachable for threads that pin from now on; only the closer,
+        // which won the CAS above, retires it.
+        unsafe { guard.defer_destroy(Shared::from(entry as *const Entry<K, C>)) };
+    }
+}
+
+/// A cell and the entry it points to.
+type Found<'g, K, C> = (Shared<'g, Cell<K, C>>, &'g Entry<K, C>);
+
+fn find<'g, K: Eq, C>(
+    table: &Table<K, C>,
+    hash: u64,
+    key: &K,
+    guard: &'g Guard,
+) -> Option<Found<'g, K, C>> {
+    let mut cur = table.bucket(hash).load(Ordering::Acquire, guard);
+    // SAFETY: cells are retired only after being unlinked (or with their
+    // table); we are pinned, so those we reach are alive.
+    while let Some(c) = unsafe { cur.as_ref() } {
+        // SAFETY: an entry is retired only after its cell is unlinked, so
+        // an entry reached through a cell under `guard` is alive.
+        let e = unsafe { &*c.entry };
+        if e.key == *key {
+            return Some((cur, e));
+        }
+        cur = c.next.load(Ordering::Acquire, guard);
+    }
+    None
+}
+
+/// Unlinks `cell` from its bucket in `table` and retires it.
+///
+/// # Safety
+///
+/// The caller holds the shard's write lock, `table` is the shard's current
+/// table and `cell` is linked in it.
+unsafe fn unlink<K, C>(
+    table: &Table<K, C>,
+    hash: u64,
+    cell: Shared<'_, Cell<K, C>>,
+    guard: &Guard,
+) {
+    // SAFETY: linked in the table (contract), alive under `guard`.
+    let next = unsafe { cell.deref() }.next.load(Ordering::Acquire, guard);
+    let mut link = table.bucket(hash);
+    loop {
+        let cur = link.load(Ordering::Acquire, guard);
+        if cur == cell {
+            // Readers standing on `cell` still see its `next`, unchanged.
+            link.store(next, Ordering::Release);
+            // SAFETY: unreachable from the table now; single writer (lock).
+            unsafe { guard.defer_destroy(cell) };
+            return;
+        }
+        // SAFETY: `cell` is further down this chain (contract), so `cur` is
+        // a live cell of the table.
+        link = &unsafe { cur.deref() }.next;
+    }
+}
+
+impl<K, C> Drop for KeyMap<K, C> {
+    fn drop(&mut self) {
+        // SAFETY: `&mut self`: no other thread can reach the map.
+        let guard = unsafe { epoch::unprotected() };
+        for s in self.shards.iter() {
+            let table = s.table.load(Ordering::Relaxed, guard);
+            // SAFETY: never null.
+            let t = unsafe { table.deref() };
+            for b in t.buckets.iter() {
+                let mut cur = b.load(Ordering::Relaxed, guard);
+                // SAFETY: cells of the (exclusively owned) table.
+                while let Some(c) = unsafe { cur.as_ref() } {
+                    let e = Shared::from(c.entry);
+                    // SAFETY: entries reachable from the table are alive
+                    // and owned by the map; the index snapshot holds the
+                    // entry's remaining IN_INDEX links. With `unprotected`
+                    // every retirement below happens immediately.
+                    unsafe {
+                        let entry = e.deref();
+                        retire_whole_snapshot(entry.index.load(Ordering::Relaxed, guard), guard);
+                        drop(e.into_owned());
+                    }
+                    cur = c.next.load(Ordering::Relaxed, guard);
+                }
+            }
+            // SAFETY: exclusively owned; frees the remaining cells.
+            drop(unsafe { table.into_owned() });
+        }
+    }
+}
+
+/// The global expiry FIFO: a Michael–Scott queue threaded through the
+/// nodes themselves. Insertion order is expiry order (one TTL per pool).
+pub(crate) struct Fifo<K, C> {
+    head: CachePadded<Atomic<Node<K, C>>>,
+    tail: CachePadded<Atomic<Node<K, C>>>,
+    /// Records queued (claimed ones included); incremented before linking,
+    /// decremented after unlinking, so it never underflows.
+    len: CachePadded<AtomicUsize>,
+}
+
+impl<K, C> Fifo<K, C> {
+    pub(crate) fn new() -> Self {
+        // SAFETY: not yet shared.
+        let guard = unsafe { epoch::unprotected() };
+        let sentinel = Owned::new(Node::sentinel()).into_shared(guard);
+        Self {
+            head: CachePadded::new(Atomic::from(sentinel)),
+            tail: CachePadded::new(Atomic::from(sentinel)),
+            len: CachePadded::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Appends a fresh node (lock-free).
+    pub(crate) fn push(&self, node: Shared<'_, Node<K, C>>, guard: &Guard) {
+        self.len.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let tail = self.tail.load(Ordering::Acquire, guard);
+            // SAFETY: the tail never lags behind the head (pop helps it
+            // first), so it is linked and alive under `guard`.
+            let t = unsafe { tail.deref() };
+            let next = t.next.load(Ordering::Acquire, guard);
+            if !next.is_null() {
+                let _ = self.tail.compare_exchange(
+                    tail,
+                    next,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                );
+                continue;
+            }
+            // Release publishes the node (and its connection) to reapers.
+            if t.next
+                .compare_exchange(
+                    Shared::null(),
+                    node,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                )
+                .is_ok()
+            {
+                let _ = self.tail.compare_exchange(
+                    tail,
+                    node,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                );
+                return;
+            }
+        }
+    }
+
+    /// The oldest record (claimed or not), without unlinking it.
+    pub(crate) fn peek<'g>(&self, guard: &'g Guard) -> Option<&'g Node<K, C>> {
+        let head = self.head.load(Ordering::Acquire, guard);
+        // SAFETY: the head (the dummy) is alive while it is the head and,
+        // after, until threads pinned now unpin; the same holds for its
+        // successor, which cannot be unlinked before the head moves to it.
+        unsafe { head.deref().next.load(Ordering::Acquire, guard).as_ref() }
+    }
+
+    /// Unlinks the oldest record if `pred` accepts it and returns it; the
+    /// caller then tries to claim it. Lock-free.
+    pub(crate) fn pop_if<'g>(
+        &self,
+        mut pred: impl FnMut(&Node<K, C>) -> bool,
+        guard: &'g Guard,
+    ) -> Option<&'g Node<K, C>> {
+        loop {
+            let head = self.head.load(Ordering::Acquire, guard);
+            // SAFETY: see `peek`.
+            let h = unsafe { head.deref() };
+            let next = h.next.load(Ordering::Acquire, guard);
+            // SAFETY: see `peek`.
+            let n = unsafe { next.as_ref() }?;
+            if !pred(n) {
+                return None;
+            }
+            let tail = self.tail.load(Ordering::Acquire, guard);
+            if tail == head {
+                // Help the tail past the head before moving the head.
+                let _ = self.tail.compare_exchange(
+                    tail,
+                    next,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                );
+            }
+            if self
+                .head
+                .compare_exchange(head, next, Ordering::AcqRel, Ordering::Relaxed, guard)
+                .is_ok()
+            {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                // SAFETY: our CAS moved the head past the old dummy: we
+                // alone unlinked it from the FIFO.
+                unsafe { release(head, IN_FIFO, guard) };
+                return Some(n);
+            }
+        }
+    }
+}
+
+impl<K, C> Drop for Fifo<K, C> {
+    fn drop(&mut self) {
+        // Every unclaimed node is in the FIFO (puts finish before the pool
+        // can be dropped), so this closes every remaining connection.
+        // SAFETY: `&mut self`: exclusive; `unprotected` frees at once.
+        let guard = unsafe { epoch::unprotected() };
+        let mut cur = self.head.load(Ordering::Relaxed, guard);
+        while !cur.is_null() {
+            // SAFETY: linked, hence alive; read `next` before releasing.
+            let node = unsafe { cur.deref() };
+            let next = node.next.load(Ordering::Relaxed, guard);
+            if node.claim() {
+                // SAFETY: we just won the claim.
+                drop(unsafe { node.take_conn() });
+            }
+            // SAFETY: exclusive owner, each record released once.
+            unsafe { release(cur, IN_FIFO, guard) };
+            cur = next;
+        }
+    }
+}
+
+/// Allocates a node and returns it unpublished.
+pub(crate) fn new_node<'g, K, C>(
+    conn: C,
+    deadline: Option<Instant>,
+    entry: &Entry<K, C>,
+    guard: &'g Guard,
+) -> Shared<'g, Node<K, C>> {
+    Owned::new(Node::new(conn, deadline, entry)).into_shared(guard)
+}
+
+/// Moves the connection out of a node the caller has just claimed.
+///
+/// # Safety
+///
+/// The caller won `node.claim()` and calls this once.
+pub(crate) unsafe fn take_conn<K, C>(node: &Node<K, C>) -> C {
+    // SAFETY: forwarded contract.
+    unsafe { node.take_conn() }
+}
+
+/// Size of one node, for memory accounting.
+pub(crate) const fn node_size<K, C>() -> usize {
+    size_of::<Node<K, C>>()
+}
