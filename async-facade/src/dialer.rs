@@ -130,31 +130,15 @@ where
     }
 }
 
-/// Peeks the socket directly (not through the runtime's readiness cache,
-/// which may not have seen a FIN that just arrived).
-#[cfg(unix)]
+/// Peeks the socket directly with one non-blocking `recv(MSG_PEEK)` (not
+/// through the runtime's readiness cache, which may not have seen a FIN
+/// that just arrived).
 fn socket_is_idle_and_open(conn: &TcpStream) -> bool {
-    use std::os::fd::AsFd;
-    // A duplicate of the descriptor, so std can peek it; closing the
-    // duplicate leaves the original open.
-    let Ok(fd) = conn.as_fd().try_clone_to_owned() else {
-        return false;
-    };
-    let probe = std::net::TcpStream::from(fd);
-    let mut byte = [0u8; 1];
-    match probe.peek(&mut byte) {
+    let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+    match socket2::SockRef::from(conn).peek(&mut byte) {
         Ok(_) => false, // 0: the peer closed; >0: unexpected data
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => true,
         Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
         Err(_) => false, // reset or otherwise broken
-    }
-}
-
-#[cfg(not(unix))]
-fn socket_is_idle_and_open(conn: &TcpStream) -> bool {
-    let mut byte = [0u8; 1];
-    match conn.try_read(&mut byte) {
-        Ok(_) => false,
-        Err(e) => e.kind() == io::ErrorKind::WouldBlock,
     }
 }

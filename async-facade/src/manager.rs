@@ -110,6 +110,11 @@ struct Inner<D: Dialer> {
     live: Sharded<LiveSlot<D::Conn>>,
     dials: Sharded<watch::Sender<DialResult>>,
     events: broadcast::Sender<StatusEvent>,
+    /// Receivers handed out and possibly alive: while 0, status changes
+    /// skip the broadcast (whose `send` takes a lock even with no
+    /// receiver), keeping transitions lock-free. Reset lazily when a send
+    /// finds nobody listening.
+    subscribers: AtomicUsize,
     watchers: Sharded<watch::Sender<Option<ConnectionStatus>>>,
     watcher_count: AtomicUsize,
     shut_down: AtomicBool,
@@ -224,6 +229,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 live: Sharded::new(),
                 dials: Sharded::new(),
                 events,
+                subscribers: AtomicUsize::new(0),
                 watchers: Sharded::new(),
                 watcher_count: AtomicUsize::new(0),
                 shut_down: AtomicBool::new(false),
@@ -507,7 +513,9 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Every status change from now on. A subscriber that falls more than
     /// the event capacity behind gets `RecvError::Lagged` and continues.
     pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
-        self.inner.events.subscribe()
+        let rx = self.inner.events.subscribe();
+        self.inner.subscribers.fetch_add(1, Ordering::AcqRel);
+        rx
     }
 
     /// The status of one peer, now and as it changes.
@@ -649,19 +657,21 @@ impl<D: Dialer> ConnectionManager<D> {
     /// not running yet.
     fn ensure_reaper(&self) {
         let inner = &*self.inner;
-        if inner.reaper_started.load(Ordering::Acquire)
-            || inner.reaper_started.swap(true, Ordering::AcqRel)
-        {
+        if inner.reaper_started.load(Ordering::Acquire) {
             return;
         }
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(reaper(
-                    Arc::downgrade(&self.inner),
-                    Arc::clone(&inner.reaper_wake),
-                ));
-            }
-            Err(_) => inner.reaper_started.store(false, Ordering::Release),
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return; // not in a runtime: a later call inside one starts it
+        };
+        if inner
+            .reaper_started
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            handle.spawn(reaper(
+                Arc::downgrade(&self.inner),
+                Arc::clone(&inner.reaper_wake),
+            ));
         }
     }
 }
@@ -693,8 +703,17 @@ impl<D: Dialer> Inner<D> {
     /// status is not an active one.
     fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
         let before = self.table.insert(peer, status);
-        if before != Some(status) {
-            self.emit(peer, before, Some(status));
+        if before == Some(status) {
+            return;
+        }
+        self.emit(peer, before, Some(status));
+        // A live connection exists only for a peer that was Connected (or
+        // set Connecting over Connected): skip the live map's lock otherwise.
+        if !matches!(
+            before,
+            Some(ConnectionStatus::Connected | ConnectionStatus::Connecting)
+        ) {
+            return;
         }
         match status {
             ConnectionStatus::Disconnected => self.retire_live(&peer, true),
@@ -714,8 +733,12 @@ impl<D: Dialer> Inner<D> {
 
     fn idle_or_close(&self, peer: PeerId, conn: D::Conn, pool_it: bool) {
         if pool_it && !self.shut_down.load(Ordering::Acquire) {
+            // One TTL for all: a new idle connection never expires before
+            // those already idle, so the reaper (asleep until the earliest
+            // expiry) needs waking only when the pool was empty.
+            let was_empty = self.pool.is_empty();
             // A full pool hands the connection back: it is closed here.
-            if self.pool.put(peer, conn).is_ok() {
+            if self.pool.put(peer, conn).is_ok() && was_empty {
                 self.reaper_wake.notify_one();
             }
         }
@@ -725,9 +748,20 @@ impl<D: Dialer> Inner<D> {
         if from == to {
             return;
         }
-        let at = tokio::time::Instant::now().into_std();
-        // No subscribers is fine: the event is simply not kept.
-        let _ = self.events.send(StatusEvent { peer, from, to, at });
+        let subscribers = self.subscribers.load(Ordering::Acquire);
+        if subscribers > 0 {
+            let at = tokio::time::Instant::now().into_std();
+            if self.events.send(StatusEvent { peer, from, to, at }).is_err() {
+                // Every receiver is gone. Unless someone subscribed since we
+                // looked, stop paying for the broadcast's lock.
+                let _ = self.subscribers.compare_exchange(
+                    subscribers,
+                    0,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+        }
         if self.watcher_count.load(Ordering::Acquire) > 0 {
             self.watchers.with(&peer, |w| {
                 if let Some(tx) = w.get(&peer) {
