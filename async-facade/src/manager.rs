@@ -751,7 +751,11 @@ impl<D: Dialer> Inner<D> {
         let subscribers = self.subscribers.load(Ordering::Acquire);
         if subscribers > 0 {
             let at = tokio::time::Instant::now().into_std();
-            if self.events.send(StatusEvent { peer, from, to, at }).is_err() {
+            if self
+                .events
+                .send(StatusEvent { peer, from, to, at })
+                .is_err()
+            {
                 // Every receiver is gone. Unless someone subscribed since we
                 // looked, stop paying for the broadcast's lock.
                 let _ = self.subscribers.compare_exchange(
