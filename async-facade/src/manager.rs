@@ -708,11 +708,14 @@ impl<D: Dialer> Inner<D> {
         }
         self.emit(peer, before, Some(status));
         // A live connection exists only for a peer that was Connected (or
-        // set Connecting over Connected): skip the live map's lock otherwise.
+        // set Connecting over Connected), and only while a slot is in use
+        // (each live connection holds one): skip the live map's lock
+        // otherwise, as for pure bookkeeping.
         if !matches!(
             before,
             Some(ConnectionStatus::Connected | ConnectionStatus::Connecting)
-        ) {
+        ) || self.admission.in_use() == 0
+        {
             return;
         }
         match status {

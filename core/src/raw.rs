@@ -338,7 +338,12 @@ pub(crate) struct Raw<K, S> {
     pub(crate) shards: Box<[CachePadded<Shard<K>>]>,
     shard_mask: usize,
     pub(crate) hasher: S,
+    /// The table's time zero as an `Instant` (to hand out `since`), and as
+    /// a precise monotonic reading taken just after it: entries are stamped
+    /// with coarse readings relative to that, so `origin + stamp` is never
+    /// later than the moment the stamp was taken.
     pub(crate) origin: std::time::Instant,
+    origin_nanos: u64,
     _owns: PhantomData<Box<Entry<K>>>,
 }
 
@@ -354,6 +359,7 @@ impl<K, S> Raw<K, S> {
             shard_mask: shards - 1,
             hasher,
             origin: std::time::Instant::now(),
+            origin_nanos: status::monotonic_nanos(false),
             _owns: PhantomData,
         }
     }
@@ -363,9 +369,10 @@ impl<K, S> Raw<K, S> {
         &self.shards[(hash >> 56) as usize & self.shard_mask]
     }
 
+    /// Milliseconds since the table's origin, saturating at both ends.
     #[inline]
     pub(crate) fn now_millis(&self) -> u64 {
-        status::millis_since(self.origin, std::time::Instant::now())
+        status::millis_since_origin(self.origin_nanos)
     }
 }
 

@@ -190,3 +190,19 @@ fn same_status_changes_nothing_and_transitions_change_generation() {
     assert_ne!(b.generation, a.generation);
     assert!(b.since >= a.since);
 }
+
+/// `since` is stamped from the coarse monotonic clock: it may trail the
+/// change by up to a clock tick, but never lies in the future (an origin
+/// anchored on the precise clock made it up to a tick ahead; the
+/// `status_table` fuzz target caught that).
+#[test]
+fn since_is_never_in_the_future() {
+    let table = StatusTable::new();
+    let rounds = if cfg!(miri) { 50 } else { 20_000 };
+    for i in 0..rounds {
+        let key = (i % 7) as u8;
+        table.insert(key, ConnectionStatus::ALL[i % 4]);
+        let since = table.info(&key).unwrap().since;
+        assert!(since <= std::time::Instant::now(), "since is in the future");
+    }
+}
