@@ -15,7 +15,10 @@ use std::time::Duration;
 
 use connmgr_benches::{bytes_per_entry, peer_ids, run_threads, shuffled_indices, CountingAlloc};
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::Measurement;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
@@ -73,143 +76,86 @@ impl Fixture {
     }
 }
 
+/// Benchmarks `op(thread, i)` as one contender of group `g` on `threads`
+/// threads (see `run_threads`): criterion's time per iteration is the time
+/// per operation as each thread sees it.
+fn per_op<M: Measurement<Value = Duration>>(
+    g: &mut BenchmarkGroup<'_, M>,
+    name: &str,
+    threads: usize,
+    op: impl Fn(usize, u64) + Sync,
+) {
+    g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
+        b.iter_custom(|iters| {
+            run_threads(threads, iters, |t, iters| {
+                for i in 0..iters {
+                    op(t, i);
+                }
+            })
+        })
+    });
+}
+
 fn bench_size(c: &mut Criterion, n: usize) {
     let fx = Fixture::new(n);
     let fx = &fx;
+    let flip = |i: u64| FLIP[(i & 1) as usize];
 
     let mut g = c.benchmark_group(format!("core/get/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        g.bench_function(
-            BenchmarkId::new("StatusTable", format!("{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, iters, |t, iters| {
-                        for i in 0..iters {
-                            black_box(fx.ours.get(fx.key(t, i)));
-                        }
-                    })
-                })
-            },
-        );
-        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
-            b.iter_custom(|iters| {
-                run_threads(threads, iters, |t, iters| {
-                    for i in 0..iters {
-                        black_box(fx.dash.get(fx.key(t, i)).map(|r| *r));
-                    }
-                })
-            })
+        per_op(&mut g, "StatusTable", threads, |t, i| {
+            black_box(fx.ours.get(fx.key(t, i)));
         });
-        g.bench_function(
-            BenchmarkId::new("RwLock<HashMap>", format!("{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, iters, |t, iters| {
-                        for i in 0..iters {
-                            black_box(fx.locked.read().get(fx.key(t, i)).copied());
-                        }
-                    })
-                })
-            },
-        );
+        per_op(&mut g, "DashMap", threads, |t, i| {
+            black_box(fx.dash.get(fx.key(t, i)).map(|r| *r));
+        });
+        per_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
+            black_box(fx.locked.read().get(fx.key(t, i)).copied());
+        });
     }
-    g.bench_function(BenchmarkId::new("HashMap (floor)", "1t"), |b| {
-        b.iter_custom(|iters| {
-            run_threads(1, iters, |t, iters| {
-                for i in 0..iters {
-                    black_box(fx.plain.get(fx.key(t, i)).copied());
-                }
-            })
-        })
+    per_op(&mut g, "HashMap (floor)", 1, |t, i| {
+        black_box(fx.plain.get(fx.key(t, i)).copied());
     });
     g.finish();
 
     let mut g = c.benchmark_group(format!("core/update/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        g.bench_function(
-            BenchmarkId::new("StatusTable", format!("{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, iters, |t, iters| {
-                        for i in 0..iters {
-                            black_box(fx.ours.set(fx.key(t, i), FLIP[(i & 1) as usize]));
-                        }
-                    })
-                })
-            },
-        );
-        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
-            b.iter_custom(|iters| {
-                run_threads(threads, iters, |t, iters| {
-                    for i in 0..iters {
-                        if let Some(mut v) = fx.dash.get_mut(fx.key(t, i)) {
-                            *v = FLIP[(i & 1) as usize];
-                        }
-                    }
-                })
-            })
+        per_op(&mut g, "StatusTable", threads, |t, i| {
+            black_box(fx.ours.set(fx.key(t, i), flip(i)));
         });
-        g.bench_function(
-            BenchmarkId::new("RwLock<HashMap>", format!("{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, iters, |t, iters| {
-                        for i in 0..iters {
-                            if let Some(v) = fx.locked.write().get_mut(fx.key(t, i)) {
-                                *v = FLIP[(i & 1) as usize];
-                            }
-                        }
-                    })
-                })
-            },
-        );
+        per_op(&mut g, "DashMap", threads, |t, i| {
+            if let Some(mut v) = fx.dash.get_mut(fx.key(t, i)) {
+                *v = flip(i);
+            }
+        });
+        per_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
+            if let Some(v) = fx.locked.write().get_mut(fx.key(t, i)) {
+                *v = flip(i);
+            }
+        });
     }
     g.finish();
 
     let mut g = c.benchmark_group(format!("core/churn/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        g.bench_function(
-            BenchmarkId::new("StatusTable", format!("{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, iters, |t, iters| {
-                        for i in 0..iters {
-                            let k = fx.fresh(t, i);
-                            fx.ours.insert(k, ConnectionStatus::Connecting);
-                            black_box(fx.ours.remove(&k));
-                        }
-                    })
-                })
-            },
-        );
-        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
-            b.iter_custom(|iters| {
-                run_threads(threads, iters, |t, iters| {
-                    for i in 0..iters {
-                        let k = fx.fresh(t, i);
-                        fx.dash.insert(k, ConnectionStatus::Connecting);
-                        black_box(fx.dash.remove(&k));
-                    }
-                })
-            })
+        per_op(&mut g, "StatusTable", threads, |t, i| {
+            let k = fx.fresh(t, i);
+            fx.ours.insert(k, ConnectionStatus::Connecting);
+            black_box(fx.ours.remove(&k));
         });
-        g.bench_function(
-            BenchmarkId::new("RwLock<HashMap>", format!("{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, iters, |t, iters| {
-                        for i in 0..iters {
-                            let k = fx.fresh(t, i);
-                            fx.locked.write().insert(k, ConnectionStatus::Connecting);
-                            black_box(fx.locked.write().remove(&k));
-                        }
-                    })
-                })
-            },
-        );
+        per_op(&mut g, "DashMap", threads, |t, i| {
+            let k = fx.fresh(t, i);
+            fx.dash.insert(k, ConnectionStatus::Connecting);
+            black_box(fx.dash.remove(&k));
+        });
+        per_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
+            let k = fx.fresh(t, i);
+            fx.locked.write().insert(k, ConnectionStatus::Connecting);
+            black_box(fx.locked.write().remove(&k));
+        });
     }
     g.finish();
 }
