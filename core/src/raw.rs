@@ -8,10 +8,18 @@
 //! moves only forward through these states:
 //!
 //! ```text
-//! EMPTY --insert--> ENTRY(e) --unlink--> TOMBSTONE
-//!                   ENTRY(e) --replace dead e by e' of the same key--> ENTRY(e')
-//! any state --freeze (growth)--> same state | MOVED
+//! EMPTY --insert--> ENTRY(e) --remove: mark--> DEAD(e)
+//!         ENTRY(e) or DEAD(e) --insert of the same key--> ENTRY(e')
+//! any state --freeze (rehash)--> same state | MOVED
 //! ```
+//!
+//! A removed key keeps its slot (marked DEAD, the entry still there to
+//! compare keys against) until the key comes back, when its new entry takes
+//! that very slot, or until the shard is rehashed, which leaves dead entries
+//! behind. So a peer that disconnects and reconnects again and again reuses
+//! one slot instead of leaving a trail of tombstones that every later probe
+//! must walk, and a removal costs one CAS on the state word and one on the
+//! slot, with no second probe and no retirement of its own.
 //!
 //! Entries are heap nodes shared by reference, never copied, so a status
 //! transition is a CAS on the entry's own state word wherever the entry is
@@ -22,19 +30,23 @@
 //! # Invariants
 //!
 //! 1. A slot never returns to EMPTY (only a rehash into a fresh array
-//!    clears tombstones), so a key is always placed at the first EMPTY slot
-//!    of its probe sequence, and two inserters of one key meet at that slot:
-//!    there is at most one entry per key in a table.
+//!    drops dead entries), so a key is always placed at its own (live or
+//!    dead) entry if one is on its probe sequence, else at the first EMPTY
+//!    slot, and two inserters of one key meet at that slot: there is at
+//!    most one entry per key in a table.
 //! 2. An entry is removed logically first (the REMOVED bit in its state
-//!    word, the linearization point of `remove`), then unlinked. Whoever
-//!    takes the pointer out of the current table's slot (unlink or replace)
+//!    word, the linearization point of `remove`; a removed entry never
+//!    comes back to life), then its slot is marked DEAD. The mark is a
+//!    promise that the entry is removed, so probes skip DEAD slots without
+//!    touching the entry. Whoever takes the pointer out of the current
+//!    table (an inserter replacing it, or the rehash that leaves it behind)
 //!    retires it to the epoch collector, exactly once.
-//! 3. Growth holds the shard's grow lock, freezes every slot of the old
+//! 3. A rehash holds the shard's grow lock, freezes every slot of the old
 //!    table with the MOVED bit (after which no CAS on it can succeed), copies
-//!    the pointers into a new array, publishes it and retires the old array
-//!    (not the entries). Inserters and removers that meet MOVED wait on the
-//!    grow lock, then retry on the new table; readers and status transitions
-//!    never wait.
+//!    the pointers of undead entries into a new array, publishes it and
+//!    retires the old array and the dead entries. Inserters and removers
+//!    that meet MOVED wait on the grow lock, then retry on the new table;
+//!    readers and status transitions never wait.
 
 use std::hash::{BuildHasher, Hash};
 use std::marker::PhantomData;
@@ -54,8 +66,8 @@ pub(crate) const MIN_CAPACITY: usize = if cfg!(any(loom, miri)) { 2 } else { 8 }
 const SHRINK_BELOW: usize = if cfg!(any(loom, miri)) { 4 } else { 16 };
 /// Low pointer bit marking a frozen slot (entries are 8-byte aligned).
 const MOVED: usize = 0b1;
-/// Address of the tombstone sentinel (never a real allocation: too low).
-const TOMBSTONE: usize = 0b1000;
+/// Low pointer bit marking the entry of a removed key.
+const DEAD: usize = 0b10;
 /// Pointer bits that are neither tag nor flag.
 #[cfg(target_pointer_width = "64")]
 const ADDR_MASK: usize = ((1 << 48) - 1) & !0b111;
@@ -110,13 +122,16 @@ impl<K> Slot<K> {
     fn is_moved(self) -> bool {
         self.bits() & MOVED != 0
     }
+    /// The slot holds the entry of a removed key (invariant 2).
     #[inline]
-    fn is_tombstone(self) -> bool {
-        self.bits() & !MOVED == TOMBSTONE
+    pub(crate) fn is_dead(self) -> bool {
+        self.bits() & DEAD != 0
     }
+    /// The slot holds an entry not marked dead (its state word may still
+    /// say removed: the mark follows the removal).
     #[inline]
     pub(crate) fn is_entry(self) -> bool {
-        !self.is_empty() && !self.is_tombstone()
+        !self.is_empty() && !self.is_dead()
     }
     /// The entry pointer with tag and flags stripped.
     #[inline]
@@ -151,6 +166,10 @@ impl<K> Slot<K> {
         }
     }
     #[inline]
+    fn with_dead(self) -> *mut Entry<K> {
+        self.0.map_addr(|a| a | DEAD)
+    }
+    #[inline]
     fn with_moved(self) -> Self {
         Slot(self.0.map_addr(|a| a | MOVED))
     }
@@ -171,10 +190,6 @@ fn tagged<K>(ptr: *mut Entry<K>, tag: usize) -> *mut Entry<K> {
     ptr
 }
 
-fn tombstone<K>() -> *mut Entry<K> {
-    ptr::without_provenance_mut(TOMBSTONE)
-}
-
 /// The 16-bit tag of a hash: its low 16 bits, which are also the low bits
 /// of its home index, so a rehash into at most 2^16 slots needs no hashing.
 /// A stored tag of 0 means "unknown" (a hash whose low bits are 0, or an
@@ -192,8 +207,8 @@ const TAG_MASK: usize = 0xffff;
 pub(crate) struct Table<K> {
     pub(crate) slots: Box<[AtomicPtr<Entry<K>>]>,
     mask: usize,
-    /// Non-empty slots (entries and tombstones).
-    used: AtomicUsize,
+    /// Non-empty slots: entries, live or dead, each owning a node.
+    pub(crate) used: AtomicUsize,
     /// `used` at which the table is rehashed (3/4 of the slots).
     limit: usize,
 }
@@ -315,10 +330,11 @@ impl<K> Drop for Shard<K> {
         let table = unsafe { table.into_owned() };
         for slot in table.slots.iter() {
             let slot = Slot(slot.load(Ordering::Relaxed));
-            if slot.is_entry() {
-                // SAFETY: entries linked in the current table are owned by
-                // it (invariant 2: retired entries were unlinked first), were
-                // allocated by `Box::into_raw`, and appear in one slot only.
+            if !slot.is_empty() {
+                // SAFETY: entries (live or dead) linked in the current table
+                // are owned by it (invariant 2: retired entries were taken
+                // out of it first), were allocated by `Box::into_raw`, and
+                // appear in one slot only.
                 drop(unsafe { Box::from_raw(slot.entry()) });
             }
         }
@@ -400,10 +416,10 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             if slot.is_empty() {
                 return None;
             }
-            if !slot.is_tombstone() && slot.tag_may_match(tag) {
-                // SAFETY: a non-empty, non-tombstone slot holds a pointer to
-                // a published entry; the caller's guard keeps it from being
-                // freed (it is retired only after being unlinked, and the
+            if !slot.is_dead() && slot.tag_may_match(tag) {
+                // SAFETY: a non-empty slot holds a pointer to a published
+                // entry; the caller's guard keeps it from being freed (it is
+                // retired only after being taken out of the table, and the
                 // collector waits for every guard pinned before that).
                 let entry = unsafe { &*slot.entry() };
                 if entry.with_key(|k| k.borrow() == key) {
@@ -541,7 +557,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                         Err(_) => continue, // look at slot `i` again
                     }
                 }
-                if slot.is_tombstone() || !slot.tag_may_match(tag) {
+                // Dead entries are compared too: the key's own dead entry is
+                // where it goes back (invariant 1).
+                if !slot.tag_may_match(tag) {
                     i = (i + 1) & table.mask;
                     probes += 1;
                     continue;
@@ -561,7 +579,8 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                         Err(_) => continue, // removed meanwhile: look again
                     }
                 }
-                // A logically removed entry of the same key: take its slot.
+                // A removed entry of the same key (marked dead or about to
+                // be): take its slot.
                 let Some(to) = decide(None) else {
                     return (None, None);
                 };
@@ -583,10 +602,12 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     /// Removes the live entry of `key` if `keep` (given its state word)
     /// returns false. Returns the word it had when removed.
     ///
-    /// Progress: lock-free, except that unlinking waits on the shard's grow
-    /// lock while a growth of this shard is under way.
-    /// Reclamation: the entry is retired to the epoch collector once
-    /// unlinked; it is freed after every guard that could see it is gone.
+    /// Progress: lock-free, except that marking the slot dead waits on the
+    /// shard's grow lock while a rehash of this shard is under way.
+    /// Reclamation: the entry stays in its slot, marked dead, until the key
+    /// is inserted again (the inserter retires it) or the shard is rehashed
+    /// (the rehash retires it); it is freed after every guard that could
+    /// see it is gone.
     pub(crate) fn remove_if<Q>(
         &self,
         hash: u64,
@@ -599,7 +620,11 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     {
         let shard = self.shard(hash);
         let guard = &epoch::pin();
-        let (entry, mut word) = self.find_live(shard, hash, key, guard)?;
+        let shared = shard.table.load(Ordering::Acquire, guard);
+        // SAFETY: as in `find_live`.
+        let found = Self::find(unsafe { shared.deref() }, hash, key)?;
+        let entry = found.entry;
+        let mut word = entry.state.load(Ordering::Acquire);
         loop {
             if status::is_removed(word) || keep(word) {
                 return None;
@@ -615,49 +640,70 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             }
         }
         shard.moved_status(Some(ConnectionStatus::from_bits(word)), None);
-        self.unlink(shard, hash, entry, guard);
+        self.mark_dead(shard, hash, shared, found, guard);
         Some(word)
     }
 
-    /// Takes a logically removed `entry` out of the shard's current table,
-    /// unless someone replaced it already, and retires it.
-    fn unlink(&self, shard: &Shard<K>, hash: u64, entry: &Entry<K>, guard: &Guard) {
-        // Compared by address only; never dereferenced or freed through.
-        let target = ptr::from_ref(entry).cast_mut();
+    /// Marks the slot of a logically removed entry DEAD (invariant 2), in
+    /// whichever table of the shard holds it, unless an inserter of the same
+    /// key replaced it already. `found` is where it was seen in `seen`.
+    fn mark_dead<'g>(
+        &self,
+        shard: &Shard<K>,
+        hash: u64,
+        mut seen: Shared<'g, Table<K>>,
+        found: Found<'g, K>,
+        guard: &'g Guard,
+    ) {
+        // Compared by address only.
+        let target = found.slot.entry();
+        let (mut index, mut slot) = (found.index, found.slot);
         loop {
-            let shared = shard.table.load(Ordering::Acquire, guard);
             // SAFETY: as in `find_live`.
-            let table = unsafe { shared.deref() };
-            let Some(found) = entry
-                .with_key(|k| Self::find(table, hash, k))
-                .filter(|f| f.slot.entry() == target)
-            else {
-                return; // replaced in place by an inserter, who retired it
-            };
-            let mut slot = found.slot;
+            let table = unsafe { seen.deref() };
             loop {
                 if slot.is_moved() {
-                    shard.wait_for_growth();
-                    break; // look it up again in the new table
+                    break; // frozen by a rehash: find it in the new table
                 }
                 if slot.entry() != target {
-                    return;
+                    return; // replaced by an inserter, who retired it
                 }
-                match table.cas(found.index, slot, tombstone()) {
+                match table.cas(index, slot, slot.with_dead()) {
                     Ok(()) => {
-                        // Retire the pointer as loaded from the slot, not
-                        // `target`: that one derives from a shared reference,
-                        // which (under Tree Borrows) may not deallocate.
-                        // SAFETY: we unlinked the pointer from the current
-                        // table (invariant 2): we are its one retirer.
-                        unsafe { guard.defer_destroy(Shared::from(slot.entry().cast_const())) };
-                        self.maybe_shrink(shard, shared, guard);
+                        self.maybe_shrink(shard, seen, guard);
                         return;
                     }
                     Err(actual) => slot = actual,
                 }
             }
+            shard.wait_for_growth();
+            seen = shard.table.load(Ordering::Acquire, guard);
+            // SAFETY: as in `find_live`.
+            let table = unsafe { seen.deref() };
+            // Not `find`: it skips dead slots, and it must not stop at a
+            // newer entry of the key that is not ours.
+            match Self::locate(table, hash, target) {
+                Some((i, s)) => (index, slot) = (i, s),
+                None => return, // replaced and retired meanwhile
+            }
         }
+    }
+
+    /// The slot of `table` that holds `target` (by address), looking along
+    /// the probe sequence of `entry`'s key.
+    fn locate(table: &Table<K>, hash: u64, target: *mut Entry<K>) -> Option<(usize, Slot<K>)> {
+        let mut i = hash as usize & table.mask;
+        for _ in 0..=table.mask {
+            let slot = table.load(i);
+            if slot.is_empty() {
+                return None;
+            }
+            if slot.entry() == target {
+                return Some((i, slot));
+            }
+            i = (i + 1) & table.mask;
+        }
+        None
     }
 
     /// Rehashes a shard that has become mostly empty so its memory follows
@@ -672,12 +718,13 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     }
 
     /// Replaces `observed` (if it is still the shard's table) by a fresh
-    /// array sized for the entries it holds, dropping its tombstones.
+    /// array sized for the entries it holds, leaving dead entries behind.
     ///
     /// Progress: blocking for this shard's inserters and removers, which
     /// wait on the grow lock; readers and transitions go on.
-    /// Reclamation: the old array is retired to the collector; the entries
-    /// move by pointer and are not retired.
+    /// Reclamation: the old array and the dead entries are retired to the
+    /// collector (one deferred function for all); the other entries move by
+    /// pointer and are not retired.
     #[cold]
     pub(crate) fn rehash(&self, shard: &Shard<K>, observed: Shared<'_, Table<K>>, guard: &Guard) {
         let _lock = shard.grow.lock();
@@ -705,9 +752,14 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             entries += usize::from(slot.is_entry());
         }
         let new = Table::new(capacity_for(entries));
+        let mut dead = Vec::new();
         for cell in old.slots.iter() {
             let slot = Slot(cell.load(Ordering::Acquire)).without_moved();
-            if !slot.is_entry() {
+            if slot.is_dead() {
+                dead.push(slot.entry());
+                continue;
+            }
+            if slot.is_empty() {
                 continue;
             }
             // SAFETY: frozen entries stay alive: they are retired only after
@@ -733,6 +785,29 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         // SAFETY: the old array is unreachable for new readers now that the
         // new one is published; the collector waits for the others.
         unsafe { guard.defer_destroy(current) };
+        if !dead.is_empty() {
+            let dead = DeadEntries(dead);
+            // SAFETY: 1. each pointer was in a frozen DEAD slot of the table
+            // we just replaced, so no CAS could take it out before us and we
+            // are its one retirer (invariant 2); 2. it is in no other slot
+            // (invariant 1) and the new table does not hold it, so no new
+            // reader can reach it, and the collector waits for the guards
+            // that already might; 3. each was allocated by `Box::into_raw`.
+            unsafe { guard.defer_unchecked(move || drop(dead)) };
+        }
+    }
+}
+
+/// Entries a rehash left behind, freed together once no guard can see them.
+struct DeadEntries<K>(Vec<*mut Entry<K>>);
+
+impl<K> Drop for DeadEntries<K> {
+    fn drop(&mut self) {
+        for &entry in &self.0 {
+            // SAFETY: see the retirement in `Raw::rehash`: unreachable,
+            // retired once, allocated by `Box::into_raw`.
+            drop(unsafe { Box::from_raw(entry) });
+        }
     }
 }
 

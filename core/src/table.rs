@@ -37,7 +37,10 @@ pub const MAX_SHARDS: usize = 256;
 ///
 /// # Reclamation
 ///
-/// Removed entries and replaced slot arrays are retired to
+/// A removed key's entry keeps its slot, marked dead, until the key is
+/// inserted again (its new entry takes that slot) or the shard is rehashed;
+/// so a peer that keeps reconnecting reuses one slot. Entries taken out that
+/// way, and replaced slot arrays, are retired to
 /// [crossbeam-epoch](crossbeam_epoch)'s collector and freed once no thread
 /// can still be reading them. Every operation pins the epoch only for its own
 /// duration; no guard or reference into the table is ever handed out, so no
@@ -318,8 +321,10 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     ///
     /// **Progress:** lock-free, except while its shard is being rehashed
     /// (which a removal may start, when the shard has become mostly empty).
-    /// **Reclamation:** the entry is retired to the epoch collector and
-    /// freed (its key dropped) once no thread can still be reading it.
+    /// **Reclamation:** the entry stays in its slot, marked dead, until the
+    /// key is inserted again or the shard is rehashed; then it is retired to
+    /// the epoch collector and freed (its key dropped) once no thread can
+    /// still be reading it.
     pub fn remove<Q>(&self, key: &Q) -> Option<ConnectionStatus>
     where
         K: Borrow<Q>,
@@ -430,20 +435,22 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
 
     /// Bytes held by the table's own structures: the table header, the
     /// cache-padded shards, every shard's slot array (capacity × pointer) and
-    /// one [`size_of`] entry node per key present.
+    /// one [`size_of`] entry node per occupied slot (keys present, and
+    /// removed keys whose dead entries await their shard's next rehash).
     ///
     /// Not included: allocator overhead per node, heap memory owned by the
     /// keys themselves, and memory retired but not yet freed by the epoch
     /// collector. **Progress:** lock-free, O(shards).
     pub fn memory_usage(&self) -> usize {
         let guard = &epoch::pin();
-        let mut bytes = size_of::<Self>()
-            + self.raw.shards.len() * size_of::<CachePadded<Shard<K>>>()
-            + self.len() * size_of::<Entry<K>>();
+        let mut bytes =
+            size_of::<Self>() + self.raw.shards.len() * size_of::<CachePadded<Shard<K>>>();
         for shard in self.raw.shards.iter() {
             // SAFETY: as in `walk`.
             let table = unsafe { shard.table.load(Ordering::Acquire, guard).deref() };
-            bytes += size_of::<Table<K>>() + table.capacity() * size_of::<usize>();
+            bytes += size_of::<Table<K>>()
+                + table.capacity() * size_of::<usize>()
+                + table.used.load(Ordering::Relaxed) * size_of::<Entry<K>>();
         }
         bytes
     }
@@ -465,16 +472,24 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
                     capacity: table.capacity(),
                     ..ShardStats::default()
                 };
+                // Probes wrap around the end of the array, and so do runs:
+                // start counting just after an empty slot.
+                let cap = table.slots.len();
+                let start = table
+                    .slots
+                    .iter()
+                    .position(|cell| Slot(cell.load(Ordering::Acquire)).is_empty())
+                    .map_or(0, |i| i + 1);
                 let mut run = 0;
-                for cell in table.slots.iter() {
-                    let slot = Slot(cell.load(Ordering::Acquire));
+                for i in 0..cap {
+                    let slot = Slot(table.slots[(start + i) % cap].load(Ordering::Acquire));
                     if slot.is_empty() {
                         run = 0;
                         continue;
                     }
                     run += 1;
                     stats.longest_run = stats.longest_run.max(run);
-                    if !slot.is_entry() {
+                    if slot.is_dead() {
                         stats.tombstones += 1;
                     }
                 }
@@ -501,7 +516,8 @@ pub struct ShardStats {
     pub len: usize,
     /// Slots in the current array.
     pub capacity: usize,
-    /// Slots holding tombstones of removed keys (cleared by the next rehash).
+    /// Slots holding the dead entries of removed keys (reused when the key
+    /// returns, dropped by the next rehash).
     pub tombstones: usize,
     /// Longest run of consecutive non-empty slots: the worst probe length.
     pub longest_run: usize,

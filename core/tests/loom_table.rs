@@ -1,5 +1,5 @@
 //! Loom models of the status table: get vs insert vs remove vs growth vs
-//! compare_and_set, on a one- or two-shard table with 2-slot arrays (the
+//! compare_and_set vs a removed key coming back, on a one- or two-shard table with 2-slot arrays (the
 //! crate shrinks its sizes under `cfg(loom)`), so growth happens within a
 //! few operations.
 //!
@@ -111,9 +111,12 @@ fn racing_inserts_of_one_key_make_one_entry() {
 /// linearizable outcomes, the counters agree with it, and no key is dropped
 /// twice (including when the insert replaces the removed entry in place).
 ///
-/// Checked to fail: with the REMOVED-bit check dropped from `find_live`,
-/// `get` after both finished returns the removed entry's status while `len`
-/// is 0.
+/// Checked to fail: with the pointer-identity check dropped from
+/// `mark_dead` (the remover marks whatever entry its slot holds by the time
+/// its CAS retries), the remover marks the inserter's new entry dead and
+/// `get` after both finished returns None where Failed is due. (Before
+/// removed keys kept their slots, the mutation checked was the REMOVED-bit
+/// check in `find_live`.)
 #[test]
 fn remove_vs_insert_vs_get() {
     loom::model(|| {
@@ -212,5 +215,50 @@ fn shrink_vs_get() {
         remover.join().unwrap();
         assert_eq!(table.get(&1), Some(Connecting));
         assert_eq!(table.len(), 1);
+    });
+}
+
+/// A removed key returning to its dead slot vs a rehash that drops dead
+/// entries: the returning key lands in the table that survives, exactly one
+/// entry for it is kept, and no key is dropped twice.
+///
+/// Checked to fail: with `rehash` leaving DEAD slots unfrozen (skipping the
+/// freeze CAS for them, since they are not copied), the returning insert's
+/// CAS lands in the old array after the rehash read it, so the insert is lost
+/// (`get(&1)` is None) and the dead entry is retired twice.
+#[test]
+fn returning_key_vs_rehash_of_its_dead_slot() {
+    loom::model(|| {
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let key = |id| Tracked {
+            id,
+            drops: drops.clone(),
+        };
+        let made = 4;
+        {
+            let table = one_shard::<Tracked>();
+            table.insert(key(1), Connected);
+            assert_eq!(table.remove(&1u32), Some(Connected));
+            let t = table.clone();
+            let k1 = key(1);
+            let returning = thread::spawn(move || t.insert(k1, Failed));
+            let t = table.clone();
+            let (k2, k3) = (key(2), key(3));
+            let grower = thread::spawn(move || {
+                t.insert(k2, Connecting);
+                t.insert(k3, Connecting);
+            });
+            assert_eq!(returning.join().unwrap(), None);
+            grower.join().unwrap();
+            assert_eq!(table.get(&1u32), Some(Failed));
+            assert_eq!(table.get(&2u32), Some(Connecting));
+            assert_eq!(table.get(&3u32), Some(Connecting));
+            assert_eq!(table.len(), 3);
+            assert_eq!(table.count(Failed), 1);
+        }
+        assert!(
+            drops.load(Ordering::Relaxed) <= made,
+            "a key was dropped twice"
+        );
     });
 }
