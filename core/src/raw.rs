@@ -56,7 +56,7 @@ use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 use crossbeam_utils::CachePadded;
 
 use crate::status::{self, ConnectionStatus, REMOVED};
-use crate::sync::{AtomicIsize, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
 
 /// Smallest slot array of a shard.
 pub(crate) const MIN_CAPACITY: usize = if cfg!(any(loom, miri)) { 2 } else { 8 };
@@ -260,52 +260,96 @@ fn capacity_for(live: usize) -> usize {
 pub(crate) struct Shard<K> {
     pub(crate) table: Atomic<Table<K>>,
     grow: Mutex<()>,
-    /// Entries per status. Signed: a transition's two adjustments are not
-    /// one atomic step, so a single shard's figure may dip below zero for a
-    /// moment; readers clamp the sum.
-    counts: [AtomicIsize; 4],
-    /// The shard's version clock: every insert and status change takes its
-    /// generation from here, so generations in a shard are unique among its
-    /// last 2^24 changes, and a re-inserted key never gets a generation a
-    /// removed entry of the same key had recently.
-    next_generation: AtomicU64,
+    /// Flows between states: `flows[from][to]` counts the inserts
+    /// (`from == ABSENT`), transitions and removals (`to == ABSENT`) this
+    /// shard has seen, so each of them is one atomic add, and a status's
+    /// count is what flowed in minus what flowed out (wrapping arithmetic;
+    /// exact when quiescent, and clamped by readers, since the adds of a
+    /// concurrent transition may be seen out of order).
+    flows: [[AtomicU64; FLOW_STATES]; FLOW_STATES],
+    /// The shard's version clock. Inserts take their generation from here;
+    /// a transition takes its entry's generation plus one; a removal first
+    /// moves the clock past the generation of the entry it removes, so a key
+    /// inserted again starts beyond every generation its removed entry had.
+    clock: AtomicU64,
 }
+
+/// Index of "not in the table" in [`Shard::flows`].
+const ABSENT: usize = 4;
+/// Statuses plus [`ABSENT`].
+const FLOW_STATES: usize = 5;
 
 impl<K> Shard<K> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             table: Atomic::new(Table::new(capacity)),
             grow: Mutex::new(()),
-            counts: std::array::from_fn(|_| AtomicIsize::new(0)),
-            next_generation: AtomicU64::new(0),
+            flows: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            clock: AtomicU64::new(0),
         }
     }
 
-    /// The next generation of this shard's version clock.
+    /// The generation of a new entry: the next tick of the shard's clock.
     #[inline]
     fn next_generation(&self) -> u32 {
-        self.next_generation.fetch_add(1, Ordering::Relaxed) as u32
+        self.clock.fetch_add(1, Ordering::Relaxed) as u32
     }
 
+    /// Moves the clock past `generation` (the generation of an entry about
+    /// to be removed), unless it is there already: entries inserted after
+    /// the removal then start beyond it. Generations are compared on the
+    /// 24-bit circle, so this holds while an entry's generation runs less
+    /// than 2^23 ahead of its shard's clock.
+    ///
+    /// The caller removes the entry (a Release CAS on its state word) after
+    /// this; an insert that observes the removal therefore reads the clock
+    /// at or after this advance.
+    #[inline]
+    fn advance_clock_past(&self, generation: u32) {
+        let target = generation.wrapping_add(1);
+        let mut clock = self.clock.load(Ordering::Relaxed);
+        loop {
+            let ahead = target.wrapping_sub(clock as u32) & status::GEN_MASK;
+            if ahead == 0 || ahead >= 1 << 23 {
+                return; // the clock is at or past the target already
+            }
+            match self.clock.compare_exchange_weak(
+                clock,
+                clock + u64::from(ahead),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => clock = actual,
+            }
+        }
+    }
+
+    /// Entries with `status` (may be off, even negative, while transitions
+    /// are in flight).
     pub(crate) fn count(&self, status: ConnectionStatus) -> isize {
-        self.counts[status.index()].load(Ordering::Relaxed)
+        let s = status.index();
+        let mut n = 0u64;
+        for other in 0..FLOW_STATES {
+            n = n
+                .wrapping_add(self.flows[other][s].load(Ordering::Relaxed))
+                .wrapping_sub(self.flows[s][other].load(Ordering::Relaxed));
+        }
+        n as isize
     }
 
     pub(crate) fn len(&self) -> isize {
         ConnectionStatus::ALL.iter().map(|&s| self.count(s)).sum()
     }
 
+    /// Counts one insert, transition or removal: one atomic add.
     #[inline]
     fn moved_status(&self, from: Option<ConnectionStatus>, to: Option<ConnectionStatus>) {
         if from == to {
             return;
         }
-        if let Some(to) = to {
-            self.counts[to.index()].fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(from) = from {
-            self.counts[from.index()].fetch_sub(1, Ordering::Relaxed);
-        }
+        let index = |s: Option<ConnectionStatus>| s.map_or(ABSENT, ConnectionStatus::index);
+        self.flows[index(from)][index(to)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Blocks until a growth that froze `table` has published its successor.
@@ -475,7 +519,6 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         mut decide: impl FnMut(u64) -> Option<ConnectionStatus>,
     ) -> Result<(u64, u64), u64> {
         let mut now = None;
-        let mut next_gen = None;
         loop {
             if status::is_removed(word) {
                 return Err(word);
@@ -488,7 +531,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 return Ok((word, word));
             }
             let millis = *now.get_or_insert_with(|| self.now_millis());
-            let generation = *next_gen.get_or_insert_with(|| shard.next_generation());
+            let generation = status::generation(word).wrapping_add(1);
             let new = status::pack(to, generation, millis);
             match entry
                 .state
@@ -629,6 +672,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             if status::is_removed(word) || keep(word) {
                 return None;
             }
+            shard.advance_clock_past(status::generation(word));
             match entry.state.compare_exchange_weak(
                 word,
                 word | REMOVED,

@@ -49,11 +49,13 @@ impl ConnectionStatus {
 pub struct EntryInfo {
     /// The current status.
     pub status: ConnectionStatus,
-    /// A version stamp from the shard's version clock, taken at the insert
-    /// and at every status change: unique among the last 2^24 changes in
-    /// its shard, so a stale view (even of a key removed and inserted again)
-    /// never matches a newer entry within that horizon. Compare it only for
-    /// equality.
+    /// A version stamp of the key: an insert takes the next tick of its
+    /// shard's clock, every status change adds one, and a removal moves the
+    /// clock past the removed entry's stamp, so a key inserted again starts
+    /// beyond every stamp its removed entry had. A stale view (even of a key
+    /// removed and inserted again) therefore never matches a newer entry
+    /// until the key has changed 2^24 times (the stamp is 24 bits and
+    /// wraps). Compare it only for equality.
     pub generation: u32,
     /// When the status last changed, to the resolution of the coarse
     /// monotonic clock (1-4 ms on Linux, where reading it costs a few ns

@@ -164,10 +164,11 @@ fn remove_vs_insert_vs_get() {
 /// status once before the stale read, the shape the `status_table` fuzz
 /// target found.
 ///
-/// Checked to fail: with the original scheme (an entry's generation +1 per
-/// change, seeded per insert from a counter that only inserts advance), the
-/// re-inserted entry starts at the stale generation and the update lands
-/// (`get(&7)` is Failed).
+/// Checked to fail: without the removal's advance of the shard clock past
+/// the removed generation (so the clock is a counter that only inserts
+/// advance, while transitions add one to their entry's generation: the
+/// scheme the fuzz target broke), the re-inserted entry starts at the stale
+/// generation and the update lands (`get(&7)` is Failed).
 #[test]
 fn stale_generation_never_lands_on_a_newer_entry() {
     loom::model(|| {
