@@ -13,12 +13,9 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-use connmgr_benches::{bytes_per_entry, peer_ids, run_threads, shuffled_indices, CountingAlloc};
+use connmgr_benches::{bench_op, bytes_per_entry, peer_ids, shuffled_indices, CountingAlloc};
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
-use criterion::measurement::Measurement;
-use criterion::{
-    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
-};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
@@ -76,26 +73,6 @@ impl Fixture {
     }
 }
 
-/// Benchmarks `op(thread, i)` as one contender of group `g` on `threads`
-/// threads (see `run_threads`): criterion's time per iteration is the time
-/// per operation as each thread sees it.
-fn per_op<M: Measurement<Value = Duration>>(
-    g: &mut BenchmarkGroup<'_, M>,
-    name: &str,
-    threads: usize,
-    op: impl Fn(usize, u64) + Sync,
-) {
-    g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
-        b.iter_custom(|iters| {
-            run_threads(threads, iters, |t, iters| {
-                for i in 0..iters {
-                    op(t, i);
-                }
-            })
-        })
-    });
-}
-
 fn bench_size(c: &mut Criterion, n: usize) {
     let fx = Fixture::new(n);
     let fx = &fx;
@@ -104,17 +81,17 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let mut g = c.benchmark_group(format!("core/get/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        per_op(&mut g, "StatusTable", threads, |t, i| {
+        bench_op(&mut g, "StatusTable", threads, |t, i| {
             black_box(fx.ours.get(fx.key(t, i)));
         });
-        per_op(&mut g, "DashMap", threads, |t, i| {
+        bench_op(&mut g, "DashMap", threads, |t, i| {
             black_box(fx.dash.get(fx.key(t, i)).map(|r| *r));
         });
-        per_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
+        bench_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
             black_box(fx.locked.read().get(fx.key(t, i)).copied());
         });
     }
-    per_op(&mut g, "HashMap (floor)", 1, |t, i| {
+    bench_op(&mut g, "HashMap (floor)", 1, |t, i| {
         black_box(fx.plain.get(fx.key(t, i)).copied());
     });
     g.finish();
@@ -122,15 +99,15 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let mut g = c.benchmark_group(format!("core/update/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        per_op(&mut g, "StatusTable", threads, |t, i| {
+        bench_op(&mut g, "StatusTable", threads, |t, i| {
             black_box(fx.ours.set(fx.key(t, i), flip(i)));
         });
-        per_op(&mut g, "DashMap", threads, |t, i| {
+        bench_op(&mut g, "DashMap", threads, |t, i| {
             if let Some(mut v) = fx.dash.get_mut(fx.key(t, i)) {
                 *v = flip(i);
             }
         });
-        per_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
+        bench_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
             if let Some(v) = fx.locked.write().get_mut(fx.key(t, i)) {
                 *v = flip(i);
             }
@@ -141,17 +118,17 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let mut g = c.benchmark_group(format!("core/churn/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        per_op(&mut g, "StatusTable", threads, |t, i| {
+        bench_op(&mut g, "StatusTable", threads, |t, i| {
             let k = fx.fresh(t, i);
             fx.ours.insert(k, ConnectionStatus::Connecting);
             black_box(fx.ours.remove(&k));
         });
-        per_op(&mut g, "DashMap", threads, |t, i| {
+        bench_op(&mut g, "DashMap", threads, |t, i| {
             let k = fx.fresh(t, i);
             fx.dash.insert(k, ConnectionStatus::Connecting);
             black_box(fx.dash.remove(&k));
         });
-        per_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
+        bench_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
             let k = fx.fresh(t, i);
             fx.locked.write().insert(k, ConnectionStatus::Connecting);
             black_box(fx.locked.write().remove(&k));

@@ -62,7 +62,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use connmgr::{ConnectionManager, ConnectionStatus, Dialer, PeerId, TcpDialer};
-use connmgr_benches::{bytes_per_entry, peer_ids, run_threads, shuffled_indices, CountingAlloc};
+use connmgr_benches::{bench_threads, bytes_per_entry, peer_ids, shuffled_indices, CountingAlloc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dashmap::DashMap;
 use tokio::runtime::{Builder as RtBuilder, Runtime};
@@ -187,26 +187,15 @@ fn bench_size(c: &mut Criterion, n: usize) {
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
         let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
-        g.bench_function(
-            BenchmarkId::new("ConnectionManager", format!("{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, iters, |t, iters| {
-                        fx.walk(t, threads, &cursors[t], iters, |k, _| {
-                            black_box(ready(fx.ours.get_status(k)));
-                        })
-                    })
-                })
-            },
-        );
+        bench_threads(&mut g, "ConnectionManager", threads, |t, iters| {
+            fx.walk(t, threads, &cursors[t], iters, |k, _| {
+                black_box(ready(fx.ours.get_status(k)));
+            })
+        });
         let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
-        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
-            b.iter_custom(|iters| {
-                run_threads(threads, iters, |t, iters| {
-                    fx.walk(t, threads, &cursors[t], iters, |k, _| {
-                        black_box(ready(fx.dash.get_status(k)));
-                    })
-                })
+        bench_threads(&mut g, "DashMap", threads, |t, iters| {
+            fx.walk(t, threads, &cursors[t], iters, |k, _| {
+                black_box(ready(fx.dash.get_status(k)));
             })
         });
     }
@@ -216,26 +205,15 @@ fn bench_size(c: &mut Criterion, n: usize) {
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
         let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
-        g.bench_function(
-            BenchmarkId::new("ConnectionManager", format!("{threads}t")),
-            |b| {
-                b.iter_custom(|iters| {
-                    run_threads(threads, iters, |t, iters| {
-                        fx.walk(t, threads, &cursors[t], iters, |k, s| {
-                            ready(fx.ours.update_status(*k, s));
-                        })
-                    })
-                })
-            },
-        );
+        bench_threads(&mut g, "ConnectionManager", threads, |t, iters| {
+            fx.walk(t, threads, &cursors[t], iters, |k, s| {
+                ready(fx.ours.update_status(*k, s));
+            })
+        });
         let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
-        g.bench_function(BenchmarkId::new("DashMap", format!("{threads}t")), |b| {
-            b.iter_custom(|iters| {
-                run_threads(threads, iters, |t, iters| {
-                    fx.walk(t, threads, &cursors[t], iters, |k, s| {
-                        ready(fx.dash.update_status(*k, s));
-                    })
-                })
+        bench_threads(&mut g, "DashMap", threads, |t, iters| {
+            fx.walk(t, threads, &cursors[t], iters, |k, s| {
+                ready(fx.dash.update_status(*k, s));
             })
         });
     }

@@ -89,7 +89,10 @@ fn time_loop(iters: u64, timer: Timer, op: &impl Fn(u64)) -> Duration {
 }
 
 /// Runs `op(i)` for `i in 0..iters` on each of `threads` threads, started
-/// together; returns the slowest thread's time.
+/// together; returns the slowest thread's time. Not the shared
+/// `connmgr_benches::run_threads`: the per-thread-cost groups time each
+/// thread by its own CPU clock (`Timer::ThreadCpu`), so a thread descheduled
+/// on this 2-core machine does not count time it was not running.
 fn run_threads(threads: usize, iters: u64, timer: Timer, op: &(impl Fn(u64) + Sync)) -> Duration {
     if threads == 1 {
         op(0); // warm-up (takes the thread's slot)

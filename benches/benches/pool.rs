@@ -15,9 +15,9 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::thread;
 use std::time::{Duration, Instant};
 
+use connmgr_benches::{bench_op, run_threads};
 use connmgr_pool::{IdlePool, ManualClock, PoolConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dashmap::DashMap;
@@ -145,29 +145,6 @@ fn contenders() -> Vec<(&'static str, Box<dyn Contender>)> {
     ]
 }
 
-/// Runs `op(thread, i)` `iters` times on each of `threads` threads at once.
-fn timed(threads: usize, iters: u64, op: impl Fn(u64, u64) + Sync) -> Duration {
-    if threads == 1 {
-        let start = Instant::now();
-        for i in 0..iters {
-            op(0, i);
-        }
-        return start.elapsed();
-    }
-    let start = Instant::now();
-    thread::scope(|s| {
-        for t in 0..threads as u64 {
-            let op = &op;
-            s.spawn(move || {
-                for i in 0..iters {
-                    op(t, i);
-                }
-            });
-        }
-    });
-    start.elapsed()
-}
-
 fn round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("pool/put_take");
     for threads in [1, 2] {
@@ -175,14 +152,10 @@ fn round_trip(c: &mut Criterion) {
             for k in 0..IDLE_PEERS {
                 pool.put(1_000_000 + k, k);
             }
-            group.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
-                b.iter_custom(|iters| {
-                    timed(threads, iters, |t, i| {
-                        let key = t * 64 + (i % 64);
-                        pool.put(key, i);
-                        black_box(pool.take(key));
-                    })
-                })
+            bench_op(&mut group, name, threads, |t, i| {
+                let key = t as u64 * 64 + (i % 64);
+                pool.put(key, i);
+                black_box(pool.take(key));
             });
         }
     }
@@ -196,12 +169,8 @@ fn take_miss(c: &mut Criterion) {
             for k in 0..IDLE_PEERS {
                 pool.put(1_000_000 + k, k);
             }
-            group.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
-                b.iter_custom(|iters| {
-                    timed(threads, iters, |t, i| {
-                        black_box(pool.take(t * 1_000 + (i % 1_000)));
-                    })
-                })
+            bench_op(&mut group, name, threads, |t, i| {
+                black_box(pool.take(t as u64 * 1_000 + (i % 1_000)));
             });
         }
     }
@@ -252,7 +221,7 @@ fn reap(c: &mut Criterion) {
                                     Box::new(d)
                                 }
                             };
-                            total += timed(threads, 1, |_, _| {
+                            total += run_threads(threads, 1, |_, _| {
                                 black_box(pool.reap());
                             });
                             drop(pool);

@@ -8,6 +8,8 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use connmgr_core::PeerId;
+use criterion::measurement::Measurement;
+use criterion::{BenchmarkGroup, BenchmarkId};
 
 /// `n` distinct peer ids, reproducible from `seed`, in random order.
 pub fn peer_ids(n: usize, seed: u64) -> Vec<PeerId> {
@@ -72,6 +74,38 @@ where
         start
     })
     .elapsed()
+}
+
+/// Benchmarks `run(thread, iters)` as contender `name` at `threads` threads
+/// (id `name/{threads}t`) in group `g`, timed by [`run_threads`]: `run`
+/// does `iters` operations for thread `thread`, so criterion's time per
+/// iteration is the time per operation as each thread sees it. Every bench
+/// file times its multi-threaded contenders through this, so they all mean
+/// the same by "per operation".
+pub fn bench_threads<M: Measurement<Value = Duration>>(
+    g: &mut BenchmarkGroup<'_, M>,
+    name: &str,
+    threads: usize,
+    run: impl Fn(usize, u64) + Sync,
+) {
+    g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
+        b.iter_custom(|iters| run_threads(threads, iters, &run))
+    });
+}
+
+/// Like [`bench_threads`] for an operation `op(thread, i)`, called for
+/// `i` in `0..iters` on each thread.
+pub fn bench_op<M: Measurement<Value = Duration>>(
+    g: &mut BenchmarkGroup<'_, M>,
+    name: &str,
+    threads: usize,
+    op: impl Fn(usize, u64) + Sync,
+) {
+    bench_threads(g, name, threads, |t, iters| {
+        for i in 0..iters {
+            op(t, i);
+        }
+    });
 }
 
 /// A global allocator that counts live heap bytes, for memory-per-entry
