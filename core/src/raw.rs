@@ -56,7 +56,7 @@ use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 use crossbeam_utils::CachePadded;
 
 use crate::status::{self, ConnectionStatus, REMOVED};
-use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::sync::{thread_index, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
 
 /// Smallest slot array of a shard.
 pub(crate) const MIN_CAPACITY: usize = if cfg!(any(loom, miri)) { 2 } else { 8 };
@@ -260,13 +260,13 @@ fn capacity_for(live: usize) -> usize {
 pub(crate) struct Shard<K> {
     pub(crate) table: Atomic<Table<K>>,
     grow: Mutex<()>,
-    /// Flows between states: `flows[from][to]` counts the inserts
-    /// (`from == ABSENT`), transitions and removals (`to == ABSENT`) this
-    /// shard has seen, so each of them is one atomic add, and a status's
-    /// count is what flowed in minus what flowed out (wrapping arithmetic;
-    /// exact when quiescent, and clamped by readers, since the adds of a
-    /// concurrent transition may be seen out of order).
-    flows: [[AtomicU64; FLOW_STATES]; FLOW_STATES],
+    /// Inserts into this shard by status, and removals from it by the
+    /// status the entry had: `arrived[s] - departed[s]` is this shard's
+    /// share of `count(s)` before transitions (which are counted per thread,
+    /// in [`Raw::moves`]), and their sums give the shard's exact length.
+    /// Each insert or removal is one atomic add; wrapping arithmetic.
+    arrived: [AtomicU64; STATUSES],
+    departed: [AtomicU64; STATUSES],
     /// The shard's version clock. Inserts take their generation from here;
     /// a transition takes its entry's generation plus one; a removal first
     /// moves the clock past the generation of the entry it removes, so a key
@@ -274,17 +274,51 @@ pub(crate) struct Shard<K> {
     clock: AtomicU64,
 }
 
-/// Index of "not in the table" in [`Shard::flows`].
-const ABSENT: usize = 4;
-/// Statuses plus [`ABSENT`].
-const FLOW_STATES: usize = 5;
+/// Transition stripes: a power of two, 4 per available CPU, between 4 and
+/// 64 (1 under checkers, where every thread shares one anyway).
+fn stripes() -> usize {
+    if cfg!(any(loom, miri)) {
+        return 1;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus * 4).next_power_of_two().clamp(4, 64)
+}
+
+/// Number of statuses.
+const STATUSES: usize = ConnectionStatus::ALL.len();
+
+/// Transitions counted by the threads of one stripe: `moves[from][to]`.
+/// Counting transitions per thread instead of per shard keeps a status
+/// update's one bookkeeping add on a cache line its thread owns, so two
+/// threads updating different peers share no line at all.
+pub(crate) struct Moves([[AtomicU64; STATUSES]; STATUSES]);
+
+impl Moves {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| {
+            std::array::from_fn(|_| AtomicU64::new(0))
+        }))
+    }
+
+    /// Transitions into `s` minus transitions out of it (wrapping).
+    fn net(&self, s: usize) -> u64 {
+        let mut n = 0u64;
+        for other in (0..STATUSES).filter(|&o| o != s) {
+            n = n
+                .wrapping_add(self.0[other][s].load(Ordering::Relaxed))
+                .wrapping_sub(self.0[s][other].load(Ordering::Relaxed));
+        }
+        n
+    }
+}
 
 impl<K> Shard<K> {
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
             table: Atomic::new(Table::new(capacity)),
             grow: Mutex::new(()),
-            flows: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            arrived: std::array::from_fn(|_| AtomicU64::new(0)),
+            departed: std::array::from_fn(|_| AtomicU64::new(0)),
             clock: AtomicU64::new(0),
         }
     }
@@ -325,39 +359,19 @@ impl<K> Shard<K> {
         }
     }
 
-    /// Entries with `status` (may be off, even negative, while transitions
-    /// are in flight).
-    pub(crate) fn count(&self, status: ConnectionStatus) -> isize {
-        let s = status.index();
-        let mut n = 0u64;
-        for other in (0..FLOW_STATES).filter(|&o| o != s) {
-            n = n
-                .wrapping_add(self.flows[other][s].load(Ordering::Relaxed))
-                .wrapping_sub(self.flows[s][other].load(Ordering::Relaxed));
-        }
-        n as isize
+    /// This shard's inserts minus removals with `status` (transitions are
+    /// counted in [`Raw::moves`]): wrapping, so on its own it may read as a
+    /// huge or negative number.
+    fn arrived_net(&self, s: usize) -> u64 {
+        self.arrived[s]
+            .load(Ordering::Relaxed)
+            .wrapping_sub(self.departed[s].load(Ordering::Relaxed))
     }
 
-    /// Entries present: inserts minus removals (may be off while they are
-    /// in flight).
+    /// Entries present in this shard: inserts minus removals (may be off
+    /// while they are in flight).
     pub(crate) fn len(&self) -> isize {
-        let mut n = 0u64;
-        for s in 0..ABSENT {
-            n = n
-                .wrapping_add(self.flows[ABSENT][s].load(Ordering::Relaxed))
-                .wrapping_sub(self.flows[s][ABSENT].load(Ordering::Relaxed));
-        }
-        n as isize
-    }
-
-    /// Counts one insert, transition or removal: one atomic add.
-    #[inline]
-    fn moved_status(&self, from: Option<ConnectionStatus>, to: Option<ConnectionStatus>) {
-        if from == to {
-            return;
-        }
-        let index = |s: Option<ConnectionStatus>| s.map_or(ABSENT, ConnectionStatus::index);
-        self.flows[index(from)][index(to)].fetch_add(1, Ordering::Relaxed);
+        (0..STATUSES).fold(0u64, |n, s| n.wrapping_add(self.arrived_net(s))) as isize
     }
 
     /// Blocks until a growth that froze `table` has published its successor.
@@ -405,7 +419,9 @@ pub(crate) struct Found<'g, K> {
 pub(crate) struct Raw<K, S> {
     pub(crate) shards: Box<[CachePadded<Shard<K>>]>,
     shard_mask: usize,
-    pub(crate) hasher: S,
+    /// Status transitions, counted in the calling thread's stripe.
+    pub(crate) moves: Box<[CachePadded<Moves>]>,
+    hasher: S,
     /// The table's time zero as an `Instant` (to hand out `since`), and as
     /// a precise monotonic reading taken just after it: entries are stamped
     /// with coarse readings relative to that, so `origin + stamp` is never
@@ -425,6 +441,9 @@ impl<K, S> Raw<K, S> {
                 .map(|_| CachePadded::new(Shard::new(per_shard)))
                 .collect(),
             shard_mask: shards - 1,
+            moves: (0..stripes())
+                .map(|_| CachePadded::new(Moves::new()))
+                .collect(),
             hasher,
             origin: std::time::Instant::now(),
             origin_nanos: status::monotonic_nanos(false),
@@ -435,6 +454,40 @@ impl<K, S> Raw<K, S> {
     #[inline]
     pub(crate) fn shard(&self, hash: u64) -> &Shard<K> {
         &self.shards[(hash >> 56) as usize & self.shard_mask]
+    }
+
+    /// Keys with `status`, summed over shards and stripes (may be off, even
+    /// negative, while updates are in flight; exact when quiescent).
+    pub(crate) fn count(&self, status: ConnectionStatus) -> isize {
+        let s = status.index();
+        let shards = self.shards.iter().map(|sh| sh.arrived_net(s));
+        let moves = self.moves.iter().map(|m| m.net(s));
+        shards.chain(moves).fold(0u64, u64::wrapping_add) as isize
+    }
+
+    /// Counts one insert (`from` None), transition or removal (`to` None):
+    /// one atomic add, on the shard's line for inserts and removals, on the
+    /// calling thread's stripe for transitions.
+    #[inline]
+    fn moved_status(
+        &self,
+        shard: &Shard<K>,
+        from: Option<ConnectionStatus>,
+        to: Option<ConnectionStatus>,
+    ) {
+        match (from, to) {
+            (Some(from), Some(to)) if from != to => {
+                let stripe = &self.moves[thread_index() & (self.moves.len() - 1)];
+                stripe.0[from.index()][to.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            (None, Some(to)) => {
+                shard.arrived[to.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            (Some(from), None) => {
+                shard.departed[from.index()].fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 
     /// Milliseconds since the table's origin, saturating at both ends.
@@ -546,7 +599,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 .compare_exchange_weak(word, new, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => {
-                    shard.moved_status(Some(from), Some(to));
+                    self.moved_status(shard, Some(from), Some(to));
                     return Ok((word, new));
                 }
                 Err(actual) => word = actual,
@@ -601,7 +654,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                     match table.cas(i, slot, tagged(ptr, tag)) {
                         Ok(()) => {
                             table.used.fetch_add(1, Ordering::Relaxed);
-                            shard.moved_status(None, Some(to));
+                            self.moved_status(shard, None, Some(to));
                             pending.published();
                             return (None, Some(word));
                         }
@@ -638,7 +691,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 let (ptr, word) = pending.boxed(shard, to, self.now_millis());
                 if table.cas(i, slot, tagged(ptr, tag)).is_ok() {
                     pending.published();
-                    shard.moved_status(None, Some(to));
+                    self.moved_status(shard, None, Some(to));
                     // SAFETY: we took the dead entry's pointer out of the
                     // current table, so we are its one retirer (invariant 2);
                     // no new reader can reach it, and the collector waits for
@@ -691,7 +744,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 Err(actual) => word = actual,
             }
         }
-        shard.moved_status(Some(ConnectionStatus::from_bits(word)), None);
+        self.moved_status(shard, Some(ConnectionStatus::from_bits(word)), None);
         self.mark_dead(shard, hash, shared, found, guard);
         Some(word)
     }

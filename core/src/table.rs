@@ -367,11 +367,12 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
 
     /// Number of keys with `status`.
     ///
-    /// **Progress:** wait-free, O(shards): per-shard counters kept by every
-    /// transition, never a scan. Exact when no update is in flight, never
+    /// **Progress:** wait-free, O(shards + stripes): inserts and removals
+    /// are counted per shard, status transitions per thread stripe (4 per
+    /// CPU), never a scan. Exact when no update is in flight, never
     /// negative.
     pub fn count(&self, status: ConnectionStatus) -> usize {
-        clamp(self.raw.shards.iter().map(|s| s.count(status)).sum())
+        clamp(self.raw.count(status))
     }
 
     /// Calls `f` for every key present, with its info.
