@@ -39,9 +39,96 @@ def load(targets):
     return rows
 
 
+def memory(targets, name):
+    for target in targets:
+        path = Path(target, "criterion", f"{name}.json")
+        if path.exists():
+            return json.loads(path.read_text())
+    return None
+
+
+def scorecard(rows, targets):
+    """The performance issue's targets, each measured against its baseline
+    from the same run: figure, baseline, ratio, target, verdict."""
+    out = []
+
+    def ns(group, func, param):
+        return rows.get((group, param), {}).get(func)
+
+    def line(what, mine, base, base_name, ratio, goal, ok):
+        if mine is None or base is None:
+            out.append(f"| {what} | not measured | | | {goal} | - |")
+            return
+        verdict = "met" if ok else "**missed**"
+        out.append(
+            f"| {what} | {fmt(mine)} | {fmt(base)} ({base_name}) | {ratio:.2f} | {goal} | {verdict} |"
+        )
+
+    for n in ("100000", "1000000"):
+        for t in ("1t", "2t"):
+            for group, mine_name in ((f"core/get/{n}", "StatusTable"), (f"facade/get_status/{n}", "ConnectionManager")):
+                mine, dash = ns(group, mine_name, t), ns(group, "DashMap", t)
+                ratio = dash / mine if mine and dash else 0
+                line(f"`{group}` {t}", mine, dash, "DashMap", ratio, "DashMap / ours >= 2", ratio >= 2)
+        mine, floor = ns(f"core/get/{n}", "StatusTable", "1t"), ns(f"core/get/{n}", "HashMap (floor)", "1t")
+        ratio = floor / mine if mine and floor else 0
+        line(f"`core/get/{n}` 1t vs floor", mine, floor, "HashMap floor", ratio, "floor / ours >= 0.67", ratio >= 1 / 1.5)
+    for n in ("100000", "1000000"):
+        for t in ("1t", "2t"):
+            for group, mine_name in ((f"core/update/{n}", "StatusTable"), (f"facade/update_status/{n}", "ConnectionManager")):
+                mine, dash = ns(group, mine_name, t), ns(group, "DashMap", t)
+                ratio = dash / mine if mine and dash else 0
+                line(f"`{group}` {t}", mine, dash, "DashMap", ratio, "DashMap / ours >= 2", ratio >= 2)
+    for n in ("1000", "100000", "1000000"):
+        for t in ("1t", "2t"):
+            group = f"core/churn/{n}"
+            mine, dash = ns(group, "StatusTable", t), ns(group, "DashMap", t)
+            ratio = dash / mine if mine and dash else 0
+            line(f"`{group}` {t}", mine, dash, "DashMap", ratio, "DashMap / ours >= 1", ratio >= 1)
+    mem = memory(targets, "core_memory_1000000")
+    if mem:
+        ours, dash = mem["StatusTable"], mem["DashMap"]
+        for i, kind in enumerate(("requested", "with malloc overhead")):
+            ok = ours[i] <= dash[i] and ours[i] <= 64
+            out.append(
+                f"| bytes per peer at 1M ({kind}) | {ours[i]:.1f} B | {dash[i]:.1f} B (DashMap) | {dash[i] / ours[i]:.2f} | <= DashMap and <= 64 B | {'met' if ok else '**missed**'} |"
+            )
+    else:
+        out.append("| bytes per peer at 1M | not measured | | | <= DashMap and <= 64 B | - |")
+    for t in ("1t", "2t"):
+        mine, mutex = ns("pool/put_take", "ours", t), ns("pool/put_take", "mutex_map", t)
+        ratio = mutex / mine if mine and mutex else 0
+        goal = "mutex / ours >= 3" if t == "2t" else "(no target at 1t)"
+        line(f"`pool/put_take` {t}", mine, mutex, "Mutex<HashMap>", ratio, goal, ratio >= 3 or t == "1t")
+    for t in ("1t", "2t"):
+        small, big = ns("pool/reap_expired", "ours", f"1000/{t}"), ns("pool/reap_expired", "ours", f"1000000/{t}")
+        if small and big:
+            per_small, per_big = small / 1e3, big / 1e6
+            growth = per_big / per_small
+            out.append(
+                f"| `pool/reap_expired` per entry {t}, 1M vs 1k | {fmt(per_big)} | {fmt(per_small)} (ours at 1k) | {growth:.2f} | 1M / 1k <= 1.25 (flat) | {'met' if growth <= 1.25 else '**missed**'} |"
+            )
+    one, two = ns("metrics/record_message", "connmgr", "1"), ns("metrics/record_message", "connmgr", "2")
+    if one:
+        out.append(f"| `metrics/record_message` 1t | {fmt(one)} | | | <= 10 ns | {'met' if one <= 10 else '**missed**'} |")
+    if one and two:
+        out.append(
+            f"| `metrics/record_message` 2t vs 1t, per thread | {fmt(two)} | {fmt(one)} (1t) | {one / two:.2f} | 1t / 2t >= 1 (within 10% noise) | {'met' if two <= one * 1.1 else '**missed**'} |"
+        )
+    pooled = ns("facade/connect_disconnect/tcp", "pooled", "")
+    fresh = ns("facade/connect_disconnect/tcp", "fresh", "")
+    line("loopback TCP reconnect, pooled vs fresh dial", pooled, fresh, "fresh dial", fresh / pooled if pooled and fresh else 0, "fresh / pooled >= 10", bool(pooled and fresh and fresh / pooled >= 10))
+    print("\n**Targets** (performance issue; ratios are baseline / ours from the same run)\n")
+    print("| target | connmgr | baseline | ratio | goal | verdict |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for l in out:
+        print(l)
+
+
 def main():
     targets = sys.argv[1:] or ["target"]
     rows = load(targets)
+    scorecard(rows, targets)
     families = OrderedDict()
     for (group, param), funcs in rows.items():
         family = group.split("/")[0] + "/" + group.split("/")[1]

@@ -169,6 +169,36 @@ fn memory(n: usize) {
         ours.1 / dash.1
     );
     println!("  RwLock<HashMap>  {:6.1} / {:6.1}", locked.0, locked.1);
+    save_memory(
+        &format!("core_memory_{n}"),
+        &[
+            ("StatusTable", ours),
+            ("DashMap", dash),
+            ("RwLock<HashMap>", locked),
+        ],
+    );
+}
+
+/// Writes bytes-per-peer figures to `<target>/criterion/<name>.json`
+/// (`{"contender": [requested, with_overhead]}`) for `benches/report.py`;
+/// the target dir is found from this executable's path
+/// (`<target>/release/deps/core-*`).
+fn save_memory(name: &str, figures: &[(&str, (f64, f64))]) {
+    let Some(target) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
+    else {
+        return;
+    };
+    let dir = target.join("criterion");
+    let body: Vec<String> = figures
+        .iter()
+        .map(|(k, (req, with))| format!("\"{k}\": [{req:.2}, {with:.2}]"))
+        .collect();
+    let json = format!("{{{}}}\n", body.join(", "));
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(format!("{name}.json")), json);
+    }
 }
 
 fn benches(c: &mut Criterion) {
