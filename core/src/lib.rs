@@ -43,6 +43,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod clock;
 mod error;
 mod peer_id;
 mod raw;
@@ -50,6 +51,7 @@ mod status;
 mod sync;
 mod table;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::Error;
 pub use peer_id::PeerId;
 pub use status::{ConnectionStatus, EntryInfo};

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 use connmgr_metrics::{
-    prometheus_text, Clock, DialOutcome, Gauges, Histogram, ManualClock, Metrics, MetricsConfig,
+    prometheus_text, DialOutcome, Gauges, Histogram, ManualClock, Metrics, MetricsConfig,
 };
 
 #[derive(Arbitrary, Debug)]

@@ -112,7 +112,6 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 mod aggregator;
-mod clock;
 mod config;
 #[cfg(feature = "metrics")]
 mod facade;
@@ -123,8 +122,9 @@ mod snapshot;
 mod sync;
 
 pub use aggregator::{DialOutcome, Metrics};
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Error, MetricsConfig};
+/// The injectable clock, shared with the other connmgr crates.
+pub use connmgr_core::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "metrics")]
 pub use facade::FacadeExporter;
 pub use histogram::Histogram;

@@ -8,7 +8,6 @@
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) use std::sync::Arc;
     pub(crate) use std::thread_local;
 
     /// A mutex whose `lock` cannot fail (parking_lot's).
@@ -39,7 +38,6 @@ mod imp {
 #[cfg(loom)]
 mod imp {
     pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread_local;
 
     /// loom's mutex behind the same infallible `lock` as the std side.

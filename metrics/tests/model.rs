@@ -2,7 +2,7 @@
 //! keeps every recorded event (`Vec`) and recomputes totals and window
 //! figures from the documented window definition.
 
-use connmgr_metrics::{Clock, DialOutcome, ManualClock, Metrics, MetricsConfig};
+use connmgr_metrics::{DialOutcome, ManualClock, Metrics, MetricsConfig};
 use proptest::prelude::*;
 use std::time::Duration;
 

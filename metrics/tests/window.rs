@@ -1,6 +1,6 @@
 //! The sliding window against hand-computed values on a manual clock.
 
-use connmgr_metrics::{Clock, Error, ManualClock, Metrics, MetricsConfig};
+use connmgr_metrics::{Error, ManualClock, Metrics, MetricsConfig};
 use std::time::Duration;
 
 const MS: Duration = Duration::from_millis(1);
