@@ -13,7 +13,10 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Duration;
 
-use connmgr_benches::{bench_op, bytes_per_entry, peer_ids, shuffled_indices, CountingAlloc};
+use connmgr_benches::{
+    bench_op, bench_threads, bytes_per_entry, peer_ids, shuffled_indices, CountingAlloc, Cursor,
+    KeyWalk,
+};
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use dashmap::DashMap;
@@ -27,8 +30,7 @@ const THREADS: [usize; 2] = [1, 2];
 const FLIP: [ConnectionStatus; 2] = [ConnectionStatus::Connected, ConnectionStatus::Disconnected];
 
 struct Fixture {
-    keys: Vec<PeerId>,
-    order: Vec<u32>,
+    walk: KeyWalk<PeerId>,
     fresh: Vec<PeerId>,
     ours: StatusTable<PeerId>,
     dash: DashMap<PeerId, ConnectionStatus, RandomState>,
@@ -48,23 +50,13 @@ impl Fixture {
             plain.insert(k, ConnectionStatus::Connected);
         }
         Self {
-            order: shuffled_indices(n, 2),
+            walk: KeyWalk::new(&keys, &shuffled_indices(n, 2)),
             fresh: peer_ids(1 << 16, 3),
             locked: RwLock::new(plain.clone()),
-            keys,
             ours,
             dash,
             plain,
         }
-    }
-
-    /// The key for operation `i` of thread `t`: threads walk the shuffled
-    /// order from different offsets.
-    #[inline]
-    fn key(&self, t: usize, i: u64) -> &PeerId {
-        let n = self.order.len();
-        let j = (i as usize + t * (n / 2 + 1)) % n;
-        &self.keys[self.order[j] as usize]
     }
 
     #[inline]
@@ -76,41 +68,64 @@ impl Fixture {
 fn bench_size(c: &mut Criterion, n: usize) {
     let fx = Fixture::new(n);
     let fx = &fx;
-    let flip = |i: u64| FLIP[(i & 1) as usize];
+    let w = &fx.walk;
+    let flip = |odd: bool| FLIP[usize::from(odd)];
 
     let mut g = c.benchmark_group(format!("core/get/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        bench_op(&mut g, "StatusTable", threads, |t, i| {
-            black_box(fx.ours.get(fx.key(t, i)));
+        let cur = Cursor::default();
+        bench_threads(&mut g, "StatusTable", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, _| {
+                black_box(fx.ours.get(k));
+            })
         });
-        bench_op(&mut g, "DashMap", threads, |t, i| {
-            black_box(fx.dash.get(fx.key(t, i)).map(|r| *r));
+        let cur = Cursor::default();
+        bench_threads(&mut g, "DashMap", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, _| {
+                black_box(fx.dash.get(k).map(|r| *r));
+            })
         });
-        bench_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
-            black_box(fx.locked.read().get(fx.key(t, i)).copied());
+        let cur = Cursor::default();
+        bench_threads(&mut g, "RwLock<HashMap>", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, _| {
+                black_box(fx.locked.read().get(k).copied());
+            })
         });
     }
-    bench_op(&mut g, "HashMap (floor)", 1, |t, i| {
-        black_box(fx.plain.get(fx.key(t, i)).copied());
+    let cur = Cursor::default();
+    bench_threads(&mut g, "HashMap (floor)", 1, |t, iters| {
+        w.walk(t, 1, &cur, iters, |k, _| {
+            black_box(fx.plain.get(k).copied());
+        })
     });
     g.finish();
 
+    // Every call is a real transition: the status alternates per pass.
     let mut g = c.benchmark_group(format!("core/update/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        bench_op(&mut g, "StatusTable", threads, |t, i| {
-            black_box(fx.ours.set(fx.key(t, i), flip(i)));
+        let cur = Cursor::default();
+        bench_threads(&mut g, "StatusTable", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, odd| {
+                black_box(fx.ours.set(k, flip(odd)));
+            })
         });
-        bench_op(&mut g, "DashMap", threads, |t, i| {
-            if let Some(mut v) = fx.dash.get_mut(fx.key(t, i)) {
-                *v = flip(i);
-            }
+        let cur = Cursor::default();
+        bench_threads(&mut g, "DashMap", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, odd| {
+                if let Some(mut v) = fx.dash.get_mut(k) {
+                    *v = flip(odd);
+                }
+            })
         });
-        bench_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
-            if let Some(v) = fx.locked.write().get_mut(fx.key(t, i)) {
-                *v = flip(i);
-            }
+        let cur = Cursor::default();
+        bench_threads(&mut g, "RwLock<HashMap>", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, odd| {
+                if let Some(v) = fx.locked.write().get_mut(k) {
+                    *v = flip(odd);
+                }
+            })
         });
     }
     g.finish();

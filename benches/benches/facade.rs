@@ -57,12 +57,14 @@ use std::hint::black_box;
 use std::io::ErrorKind;
 use std::net::{SocketAddr, TcpListener};
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use connmgr::{ConnectionManager, ConnectionStatus, Dialer, PeerId, TcpDialer};
-use connmgr_benches::{bench_threads, bytes_per_entry, peer_ids, shuffled_indices, CountingAlloc};
+use connmgr_benches::{
+    bench_threads, bytes_per_entry, peer_ids, shuffled_indices, CountingAlloc, Cursor, KeyWalk,
+};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dashmap::DashMap;
 use tokio::runtime::{Builder as RtBuilder, Runtime};
@@ -111,7 +113,7 @@ impl DashStatus {
 struct Fixture {
     /// The tracked peers in a random order unrelated to their insertion,
     /// walked sequentially (so the walk itself costs no cache miss).
-    walk_keys: Vec<PeerId>,
+    walk: KeyWalk<PeerId>,
     ours: ConnectionManager,
     dash: DashStatus,
     /// The runtime the manager was populated in (its reaper task lives
@@ -137,44 +139,11 @@ impl Fixture {
         for i in 0..1_000u64 {
             ours.record_message(Duration::from_micros(100 + i));
         }
-        let walk_keys = shuffled_indices(n, 2)
-            .into_iter()
-            .map(|i| keys[i as usize])
-            .collect();
         Self {
-            walk_keys,
+            walk: KeyWalk::new(&keys, &shuffled_indices(n, 2)),
             ours,
             dash,
             _rt: rt,
-        }
-    }
-
-    /// Runs `op(key, status)` for operations `cursor..cursor + iters` of
-    /// thread `t` of `threads`: the thread walks its own slice of the
-    /// shuffled keys in passes, and `status` alternates per pass, so each
-    /// call changes its key's status (once the walk is in step, which the
-    /// warm-up takes care of).
-    #[inline]
-    fn walk(
-        &self,
-        t: usize,
-        threads: usize,
-        cursor: &AtomicU64,
-        iters: u64,
-        mut op: impl FnMut(&PeerId, ConnectionStatus),
-    ) {
-        let len = self.walk_keys.len() / threads;
-        let slice = &self.walk_keys[t * len..(t + 1) * len];
-        let start = cursor.fetch_add(iters, Relaxed);
-        let mut pos = (start % len as u64) as usize;
-        let mut pass = (start / len as u64) as usize;
-        for _ in 0..iters {
-            op(&slice[pos], FLIP[pass & 1]);
-            pos += 1;
-            if pos == len {
-                pos = 0;
-                pass += 1;
-            }
         }
     }
 }
@@ -186,15 +155,15 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let mut g = c.benchmark_group(format!("facade/get_status/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
+        let cur = Cursor::default();
         bench_threads(&mut g, "ConnectionManager", threads, |t, iters| {
-            fx.walk(t, threads, &cursors[t], iters, |k, _| {
+            fx.walk.walk(t, threads, &cur, iters, |k, _| {
                 black_box(ready(fx.ours.get_status(k)));
             })
         });
-        let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
+        let cur = Cursor::default();
         bench_threads(&mut g, "DashMap", threads, |t, iters| {
-            fx.walk(t, threads, &cursors[t], iters, |k, _| {
+            fx.walk.walk(t, threads, &cur, iters, |k, _| {
                 black_box(ready(fx.dash.get_status(k)));
             })
         });
@@ -204,15 +173,17 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let mut g = c.benchmark_group(format!("facade/update_status/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
+        let cur = Cursor::default();
         bench_threads(&mut g, "ConnectionManager", threads, |t, iters| {
-            fx.walk(t, threads, &cursors[t], iters, |k, s| {
+            fx.walk.walk(t, threads, &cur, iters, |k, odd| {
+                let s = FLIP[usize::from(odd)];
                 ready(fx.ours.update_status(*k, s));
             })
         });
-        let cursors = [AtomicU64::new(0), AtomicU64::new(0)];
+        let cur = Cursor::default();
         bench_threads(&mut g, "DashMap", threads, |t, iters| {
-            fx.walk(t, threads, &cursors[t], iters, |k, s| {
+            fx.walk.walk(t, threads, &cur, iters, |k, odd| {
+                let s = FLIP[usize::from(odd)];
                 ready(fx.dash.update_status(*k, s));
             })
         });

@@ -3,7 +3,7 @@
 //! allocator for bytes-per-entry figures. The benchmarks live in `benches/`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -106,6 +106,63 @@ pub fn bench_op<M: Measurement<Value = Duration>>(
             op(t, i);
         }
     });
+}
+
+/// Tracked keys in a random order unrelated to their insertion, walked
+/// sequentially (so fetching the next key costs no cache miss and no
+/// division, and every contender pays the same for it).
+///
+/// With `threads` threads, thread `t` walks its own slice (`t`-th of
+/// `threads`) in passes; each walk resumes where the previous one of the
+/// same [`Cursor`] stopped, so across criterion's samples the pass number
+/// keeps counting. Benches that update pick the status from the pass's
+/// parity: every call then really changes its key's status.
+#[derive(Debug)]
+pub struct KeyWalk<K> {
+    keys: Vec<K>,
+}
+
+/// Where each thread's walk stands; one per contender, so contenders do not
+/// shift each other's passes.
+#[derive(Debug, Default)]
+pub struct Cursor([AtomicU64; 2]);
+
+impl<K> KeyWalk<K> {
+    /// Walks `keys` in `order` (indices into `keys`).
+    pub fn new(keys: &[K], order: &[u32]) -> Self
+    where
+        K: Clone,
+    {
+        Self {
+            keys: order.iter().map(|&i| keys[i as usize].clone()).collect(),
+        }
+    }
+
+    /// Calls `op(key, odd_pass)` for the next `iters` keys of thread `t` of
+    /// `threads` (at most 2).
+    #[inline]
+    pub fn walk(
+        &self,
+        t: usize,
+        threads: usize,
+        cursor: &Cursor,
+        iters: u64,
+        mut op: impl FnMut(&K, bool),
+    ) {
+        let len = self.keys.len() / threads;
+        let slice = &self.keys[t * len..(t + 1) * len];
+        let start = cursor.0[t].fetch_add(iters, Ordering::Relaxed);
+        let mut pos = (start % len as u64) as usize;
+        let mut pass = start / len as u64;
+        for _ in 0..iters {
+            op(&slice[pos], pass & 1 == 1);
+            pos += 1;
+            if pos == len {
+                pos = 0;
+                pass += 1;
+            }
+        }
+    }
 }
 
 /// A global allocator that counts live heap bytes, for memory-per-entry
