@@ -151,7 +151,7 @@ where
         let deadline = self.clock.now().checked_add(self.config.ttl);
         let node = raw::new_node(conn, deadline, entry, &guard);
         // SAFETY: we hold a reservation on `entry` for this fresh node.
-        unsafe { entry.index_push(node, &guard) };
+        unsafe { entry.index_push(node, self.config.max_idle_per_key, &guard) };
         self.fifo.push(node, &guard);
         self.housekeeping(&guard);
         Ok(())
@@ -191,36 +191,26 @@ where
     pub fn take_if(&self, key: &K, mut f: impl FnMut(&mut C) -> bool) -> Option<C> {
         let guard = epoch::pin();
         let entry = self.map.get(key, &guard)?;
-        let snap_ptr = entry.snapshot(&guard);
-        // SAFETY: loaded under `guard`; null means empty or closed.
-        let snap = unsafe { snap_ptr.as_ref() }?;
-        let now = self.clock.now();
-        let mut found = None;
-        let mut claimed_any = false;
-        // SAFETY: `snap` was loaded under `guard`, which we hold.
-        for node in unsafe { snap.nodes() }.rev() {
-            if node.is_claimed() {
-                claimed_any = true;
-                continue;
-            }
+        let mut now = None;
+        while let Some((slot, node_ptr)) = entry.freshest(&guard) {
+            // SAFETY: loaded from a slot under `guard`: alive while pinned.
+            let node = unsafe { node_ptr.deref() };
             if !node.claim() {
-                claimed_any = true;
-                continue;
+                continue; // lost it to another claimer: look again
             }
-            claimed_any = true;
+            // SAFETY: `node_ptr` was loaded from `slot` of `entry` under
+            // `guard` and we just won its claim.
+            unsafe { entry.unlink_slot(slot, node_ptr, &guard) };
             // SAFETY: we just won the claim on `node`.
             let mut conn = unsafe { self.finish_claim(node, &guard) };
+            let now = *now.get_or_insert_with(|| self.clock.now());
             if node.expired(now) || !f(&mut conn) {
                 drop(conn);
                 continue;
             }
-            found = Some(conn);
-            break;
+            return Some(conn);
         }
-        if claimed_any {
-            entry.compact(snap_ptr, &guard);
-        }
-        found
+        None
     }
 
     /// Closes every connection whose deadline has passed and returns how
@@ -312,7 +302,6 @@ where
     pub fn memory_usage(&self) -> usize {
         size_of::<Self>()
             + (self.fifo.len() + 1) * raw::node_size::<K, C>()
-            + self.len() * size_of::<*const Node<K, C>>()
             + self.map.memory_usage()
     }
 
