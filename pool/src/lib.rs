@@ -113,6 +113,7 @@ struct ReadmeDoctests;
 mod clock;
 mod config;
 mod pool;
+mod quota;
 mod raw;
 mod sync;
 

@@ -10,8 +10,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Error, PoolConfig};
+use crate::quota::Quota;
 use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::sync::thread_index;
 
 /// Fewest FIFO records before `put` starts evicting (see
 /// [`IdlePool::put`]).
@@ -33,10 +34,13 @@ const REPIN_EVERY: usize = if cfg!(any(loom, miri)) { 4 } else { 128 };
 pub struct IdlePool<K, C, Clk: Clock = SystemClock> {
     config: PoolConfig,
     clock: Clk,
-    /// Reservations across all keys (idle connections, puts in flight).
-    total: CachePadded<AtomicUsize>,
-    /// Declared before `map`: dropped first, it closes every connection.
-    fifo: Fifo<K, C>,
+    /// The total cap: reservations across all keys (idle connections,
+    /// puts in flight), striped like the FIFO.
+    total: Quota,
+    /// The expiry FIFO's stripes (a power of two); a put appends to its
+    /// thread's stripe. Declared before `map`: dropped first, they close
+    /// every connection.
+    fifos: Box<[CachePadded<Fifo<K, C>>]>,
     map: KeyMap<K, C>,
     record_limit: usize,
 }
@@ -83,6 +87,8 @@ where
     /// **Progress:** allocates; no synchronisation.
     pub fn with_config(config: PoolConfig, clock: Clk) -> Result<Self, Error> {
         config.validate()?;
+        let stripes = stripes();
+        let max_total = config.max_idle_total;
         let record_limit = config
             .max_idle_total
             .saturating_mul(2)
@@ -90,8 +96,10 @@ where
         Ok(Self {
             config,
             clock,
-            total: CachePadded::new(AtomicUsize::new(0)),
-            fifo: Fifo::new(),
+            total: Quota::new(max_total, stripes),
+            fifos: (0..stripes)
+                .map(|_| CachePadded::new(Fifo::new()))
+                .collect(),
             map: KeyMap::new(),
             record_limit,
         })
@@ -127,7 +135,8 @@ where
     /// unlinked on the way, are retired through crossbeam-epoch (memory
     /// only). A connection closed by the eviction above is dropped here.
     pub fn put(&self, key: K, conn: C) -> Result<(), C> {
-        if !reserve_total(&self.total, self.config.max_idle_total) {
+        let stripe = thread_index() & (self.fifos.len() - 1);
+        if !self.total.reserve(stripe) {
             return Err(conn);
         }
         let guard = epoch::pin();
@@ -136,7 +145,7 @@ where
                 match entry.reserve(self.config.max_idle_per_key) {
                     Reserve::Ok => break entry,
                     Reserve::Full => {
-                        self.total.fetch_sub(1, Ordering::Release);
+                        self.total.release(stripe);
                         return Err(conn);
                     }
                     Reserve::Closed => {}
@@ -149,11 +158,13 @@ where
             }
         };
         let deadline = self.clock.now().checked_add(self.config.ttl);
-        let node = raw::new_node(conn, deadline, entry, &guard);
+        let fifo = &self.fifos[stripe];
+        let node = raw::new_node(conn, deadline, entry, stripe, &guard);
+        fifo.count_new();
         // SAFETY: we hold a reservation on `entry` for this fresh node.
         unsafe { entry.index_push(node, self.config.max_idle_per_key, &guard) };
-        self.fifo.push(node, &guard);
-        self.housekeeping(&guard);
+        fifo.push(node, &guard);
+        self.housekeeping(fifo, &guard);
         Ok(())
     }
 
@@ -251,18 +262,24 @@ where
     /// through crossbeam-epoch (memory only); no connection is dropped.
     pub fn next_expiry(&self) -> Option<Instant> {
         let guard = epoch::pin();
-        while let Some(node) = self.fifo.pop_if(|n| n.is_claimed(), &guard) {
-            // SAFETY: we just popped `node`'s record.
-            unsafe { self.retire_record(node, &guard) };
+        let mut next: Option<Instant> = None;
+        for fifo in self.fifos.iter() {
+            while let Some(node) = fifo.pop_if(|n| n.is_claimed(), &guard) {
+                // SAFETY: we just popped `node`'s record.
+                unsafe { self.retire_record(node, &guard) };
+            }
+            if let Some(d) = fifo.peek(&guard).and_then(|n| n.deadline) {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
         }
-        self.fifo.peek(&guard).and_then(|n| n.deadline)
+        next
     }
 
     /// Idle connections in the pool (counting puts in flight).
     ///
     /// **Progress:** wait-free (one atomic load).
     pub fn len(&self) -> usize {
-        self.total.load(Ordering::Acquire)
+        self.total.used()
     }
 
     /// `true` if no connection is idle.
@@ -301,7 +318,9 @@ where
     /// **Progress:** lock-free.
     pub fn memory_usage(&self) -> usize {
         size_of::<Self>()
-            + (self.fifo.len() + 1) * raw::node_size::<K, C>()
+            + self.fifos.len() * size_of::<CachePadded<Fifo<K, C>>>()
+            + self.total.memory_usage()
+            + (self.fifo_records() + self.fifos.len()) * raw::node_size::<K, C>()
             + self.map.memory_usage()
     }
 
@@ -328,7 +347,7 @@ where
     /// Number of records in the expiry FIFO (for tests of boundedness).
     #[doc(hidden)]
     pub fn fifo_records(&self) -> usize {
-        self.fifo.len()
+        self.fifos.iter().map(|f| f.len()).sum()
     }
 
     /// Gives back the reservations of a node the caller just claimed and
@@ -340,10 +359,10 @@ where
     unsafe fn finish_claim(&self, node: &Node<K, C>, guard: &Guard) -> C {
         // SAFETY: we won the claim (contract).
         let conn = unsafe { raw::take_conn(node) };
+        self.fifos[node.stripe].count_claimed();
         // SAFETY: claimed by us, reservation not yet given back, pinned.
         let entry = unsafe { node.entry(guard) };
-        let prev = self.total.fetch_sub(1, Ordering::Release);
-        debug_assert!(prev > 0, "total count underflow");
+        self.total.release(thread_index() & (self.fifos.len() - 1));
         if entry.unreserve() {
             // SAFETY: `entry` came from this map under `guard`.
             unsafe { self.map.close(entry, guard) };
@@ -378,37 +397,42 @@ where
         closed
     }
 
-    /// Pops records from the FIFO head while `pred` accepts them, closing
-    /// the connections it claims. Returns how many it closed.
+    /// Pops records from the head of each FIFO stripe while `pred` accepts
+    /// them, closing the connections it claims. Returns how many it closed.
     fn drain(&self, mut pred: impl FnMut(&Node<K, C>) -> bool) -> usize {
         let mut guard = epoch::pin();
         let mut closed = 0;
         let mut steps = 0;
-        while let Some(node) = self.fifo.pop_if(&mut pred, &guard) {
-            // SAFETY: just popped.
-            if unsafe { self.retire_record(node, &guard) } {
-                closed += 1;
-            }
-            steps += 1;
-            if steps % REPIN_EVERY == 0 {
-                guard.repin();
+        for fifo in self.fifos.iter() {
+            while let Some(node) = fifo.pop_if(&mut pred, &guard) {
+                // SAFETY: just popped.
+                if unsafe { self.retire_record(node, &guard) } {
+                    closed += 1;
+                }
+                steps += 1;
+                if steps % REPIN_EVERY == 0 {
+                    guard.repin();
+                }
             }
         }
         closed
     }
 
-    fn housekeeping(&self, guard: &Guard) {
-        if self.fifo.len() > self.len().saturating_add(DEAD_SLACK) {
+    /// Bounds the records queued in the caller's FIFO stripe (see
+    /// [`put`](Self::put)).
+    fn housekeeping(&self, fifo: &Fifo<K, C>, guard: &Guard) {
+        let (records, live) = fifo.counts();
+        if records > live.saturating_add(DEAD_SLACK) {
             for _ in 0..PUT_CLEANUP {
-                match self.fifo.pop_if(|n| n.is_claimed(), guard) {
+                match fifo.pop_if(|n| n.is_claimed(), guard) {
                     // SAFETY: just popped.
                     Some(node) => unsafe { self.retire_record(node, guard) },
                     None => break,
                 };
             }
         }
-        while self.fifo.len() > self.record_limit {
-            match self.fifo.pop_if(|_| true, guard) {
+        while fifo.len() > self.record_limit {
+            match fifo.pop_if(|_| true, guard) {
                 // SAFETY: just popped.
                 Some(node) => unsafe { self.retire_record(node, guard) },
                 None => break,
@@ -417,24 +441,25 @@ where
     }
 }
 
-/// Takes one unit of `counter` if it is below `cap`.
-fn reserve_total(counter: &AtomicUsize, cap: usize) -> bool {
-    let mut cur = counter.load(Ordering::Relaxed);
-    loop {
-        if cur >= cap {
-            return false;
-        }
-        match counter.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return true,
-            Err(now) => cur = now,
-        }
+/// Number of stripes (of the FIFO and of the total cap): a power of two,
+/// about twice the CPUs, so threads rarely share one (fewer under the
+/// checkers).
+fn stripes() -> usize {
+    if cfg!(any(loom, miri)) {
+        2
+    } else {
+        std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .saturating_mul(2)
+            .next_power_of_two()
+            .min(64)
     }
 }
 
 impl<K, C, Clk: Clock> fmt::Debug for IdlePool<K, C, Clk> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdlePool")
-            .field("len", &self.total.load(Ordering::Relaxed))
+            .field("len", &self.total.used())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }

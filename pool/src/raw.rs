@@ -51,6 +51,8 @@ pub(crate) struct Node<K, C> {
     pub(crate) deadline: Option<Instant>,
     /// Put stamp: higher is fresher (see [`Entry::next_stamp`]).
     stamp: u64,
+    /// The FIFO stripe holding this node's record.
+    pub(crate) stripe: usize,
     /// The key entry holding this node's reservation. Valid while the node
     /// is unclaimed (the entry cannot close while it holds a reservation)
     /// and, after that, for as long as the claimer stays pinned.
@@ -72,8 +74,9 @@ unsafe impl<K: Send + Sync, C: Send> Send for Node<K, C> {}
 unsafe impl<K: Send + Sync, C: Send> Sync for Node<K, C> {}
 
 impl<K, C> Node<K, C> {
-    fn new(conn: C, deadline: Option<Instant>, entry: &Entry<K, C>) -> Self {
+    fn new(conn: C, deadline: Option<Instant>, entry: &Entry<K, C>, stripe: usize) -> Self {
         Self {
+            stripe,
             state: AtomicUsize::new(IN_FIFO | IN_INDEX),
             deadline,
             stamp: entry.next_stamp(),
@@ -89,6 +92,7 @@ impl<K, C> Node<K, C> {
             state: AtomicUsize::new(CLAIMED | IN_FIFO),
             deadline: None,
             stamp: 0,
+            stripe: 0,
             entry: ptr::null(),
             conn: UnsafeCell::new(MaybeUninit::uninit()),
             next: Atomic::null(),
@@ -815,14 +819,26 @@ impl<K, C> Drop for KeyMap<K, C> {
     }
 }
 
-/// The global expiry FIFO: a Michael–Scott queue threaded through the
-/// nodes themselves. Insertion order is expiry order (one TTL per pool).
+/// One record in [`Fifo::counts`] (high 32 bits).
+const FIFO_RECORD: u64 = 1 << 32;
+/// One unclaimed node in [`Fifo::counts`] (low 32 bits).
+const FIFO_LIVE: u64 = 1;
+
+/// One stripe of the expiry FIFO: a Michael–Scott queue threaded through
+/// the nodes themselves. A put appends to the stripe of its thread, so
+/// threads do not share a tail; insertion order within a stripe is expiry
+/// order (one TTL per pool). Used whole inside a `CachePadded`: head, tail
+/// and counts share the owning thread's cache line.
 pub(crate) struct Fifo<K, C> {
-    head: CachePadded<Atomic<Node<K, C>>>,
-    tail: CachePadded<Atomic<Node<K, C>>>,
-    /// Records queued (claimed ones included); incremented before linking,
-    /// decremented after unlinking, so it never underflows.
-    len: CachePadded<AtomicUsize>,
+    head: Atomic<Node<K, C>>,
+    tail: Atomic<Node<K, C>>,
+    /// Records queued (claimed ones included) in the high 32 bits,
+    /// incremented before a node is published and decremented after its
+    /// record is unlinked, so it never underflows; in the low 32 bits, the
+    /// nodes queued here that are not yet claimed (incremented with the
+    /// record, decremented by their claimer). Records stay below 2^32: at
+    /// most `max(2 × max_idle_total, 1024)` (≤ 2^31) plus puts in flight.
+    counts: AtomicU64,
 }
 
 impl<K, C> Fifo<K, C> {
@@ -831,19 +847,40 @@ impl<K, C> Fifo<K, C> {
         let guard = unsafe { epoch::unprotected() };
         let sentinel = Owned::new(Node::sentinel()).into_shared(guard);
         Self {
-            head: CachePadded::new(Atomic::from(sentinel)),
-            tail: CachePadded::new(Atomic::from(sentinel)),
-            len: CachePadded::new(AtomicUsize::new(0)),
+            head: Atomic::from(sentinel),
+            tail: Atomic::from(sentinel),
+            counts: AtomicU64::new(0),
         }
     }
 
+    /// Records queued (claimed ones included).
     pub(crate) fn len(&self) -> usize {
-        self.len.load(Ordering::Relaxed)
+        (self.counts.load(Ordering::Relaxed) >> 32) as usize
     }
 
-    /// Appends a fresh node (lock-free).
+    /// Records queued, and how many of them are of unclaimed nodes.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let c = self.counts.load(Ordering::Relaxed);
+        ((c >> 32) as usize, (c & 0xFFFF_FFFF) as usize)
+    }
+
+    /// Counts a record and an unclaimed node for a node about to be
+    /// published (before any claimer can see it, so the live count never
+    /// underflows).
+    pub(crate) fn count_new(&self) {
+        self.counts
+            .fetch_add(FIFO_RECORD | FIFO_LIVE, Ordering::Relaxed);
+    }
+
+    /// Uncounts a node of this stripe that was just claimed.
+    pub(crate) fn count_claimed(&self) {
+        let prev = self.counts.fetch_sub(FIFO_LIVE, Ordering::Relaxed);
+        debug_assert!(prev & 0xFFFF_FFFF != 0, "stripe live count underflow");
+    }
+
+    /// Appends a fresh node, already counted with
+    /// [`count_new`](Self::count_new) (lock-free).
     pub(crate) fn push(&self, node: Shared<'_, Node<K, C>>, guard: &Guard) {
-        self.len.fetch_add(1, Ordering::Relaxed);
         loop {
             let tail = self.tail.load(Ordering::Acquire, guard);
             // SAFETY: the tail never lags behind the head (pop helps it
@@ -925,7 +962,7 @@ impl<K, C> Fifo<K, C> {
                 .compare_exchange(head, next, Ordering::AcqRel, Ordering::Relaxed, guard)
                 .is_ok()
             {
-                self.len.fetch_sub(1, Ordering::Relaxed);
+                self.counts.fetch_sub(FIFO_RECORD, Ordering::Relaxed);
                 // SAFETY: our CAS moved the head past the old dummy: we
                 // alone unlinked it from the FIFO.
                 unsafe { release(head, IN_FIFO, guard) };
@@ -962,9 +999,10 @@ pub(crate) fn new_node<'g, K, C>(
     conn: C,
     deadline: Option<Instant>,
     entry: &Entry<K, C>,
+    stripe: usize,
     guard: &'g Guard,
 ) -> Shared<'g, Node<K, C>> {
-    Owned::new(Node::new(conn, deadline, entry)).into_shared(guard)
+    Owned::new(Node::new(conn, deadline, entry, stripe)).into_shared(guard)
 }
 
 /// Moves the connection out of a node the caller has just claimed.
