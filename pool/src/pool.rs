@@ -11,7 +11,7 @@ use crossbeam_utils::CachePadded;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Error, PoolConfig};
 use crate::quota::Quota;
-use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve};
+use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve, Retired};
 use crate::sync::thread_index;
 
 /// Fewest FIFO records before `put` starts evicting (see
@@ -159,8 +159,7 @@ where
         };
         let deadline = self.clock.now().checked_add(self.config.ttl);
         let fifo = &self.fifos[stripe];
-        let node = raw::new_node(conn, deadline, entry, stripe, &guard);
-        fifo.count_new();
+        let node = raw::new_node(conn, deadline, entry, &guard);
         // SAFETY: we hold a reservation on `entry` for this fresh node.
         unsafe { entry.index_push(node, self.config.max_idle_per_key, &guard) };
         fifo.push(node, &guard);
@@ -213,7 +212,7 @@ where
             // `guard` and we just won its claim.
             unsafe { entry.unlink_slot(slot, node_ptr, &guard) };
             // SAFETY: we just won the claim on `node`.
-            let mut conn = unsafe { self.finish_claim(node, &guard) };
+            let mut conn = unsafe { self.finish_claim(node, &guard, None) };
             let now = *now.get_or_insert_with(|| self.clock.now());
             if node.expired(now) || !f(&mut conn) {
                 drop(conn);
@@ -263,15 +262,17 @@ where
     pub fn next_expiry(&self) -> Option<Instant> {
         let guard = epoch::pin();
         let mut next: Option<Instant> = None;
+        let mut batch = Retired::new();
         for fifo in self.fifos.iter() {
-            while let Some(node) = fifo.pop_if(|n| n.is_claimed(), &guard) {
+            while let Some(node) = fifo.pop_if(|n| n.is_claimed(), &guard, Some(&mut batch)) {
                 // SAFETY: we just popped `node`'s record.
-                unsafe { self.retire_record(node, &guard) };
+                unsafe { self.retire_record(node, &guard, Some(&mut batch)) };
             }
             if let Some(d) = fifo.peek(&guard).and_then(|n| n.deadline) {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
         }
+        batch.flush(&guard);
         next
     }
 
@@ -356,16 +357,20 @@ where
     /// # Safety
     ///
     /// The caller won `node.claim()` and calls this once for it.
-    unsafe fn finish_claim(&self, node: &Node<K, C>, guard: &Guard) -> C {
+    unsafe fn finish_claim(
+        &self,
+        node: &Node<K, C>,
+        guard: &Guard,
+        batch: Option<&mut Retired<K, C>>,
+    ) -> C {
         // SAFETY: we won the claim (contract).
         let conn = unsafe { raw::take_conn(node) };
-        self.fifos[node.stripe].count_claimed();
         // SAFETY: claimed by us, reservation not yet given back, pinned.
         let entry = unsafe { node.entry(guard) };
         self.total.release(thread_index() & (self.fifos.len() - 1));
         if entry.unreserve() {
             // SAFETY: `entry` came from this map under `guard`.
-            unsafe { self.map.close(entry, guard) };
+            unsafe { self.map.close(entry, guard, batch) };
         }
         conn
     }
@@ -378,10 +383,17 @@ where
     /// # Safety
     ///
     /// The caller's `pop_if` just returned `node`; called once per pop.
-    unsafe fn retire_record(&self, node: &Node<K, C>, guard: &Guard) -> bool {
-        let conn = if node.claim() {
+    unsafe fn retire_record(
+        &self,
+        node: &Node<K, C>,
+        guard: &Guard,
+        mut batch: Option<&mut Retired<K, C>>,
+    ) -> bool {
+        // A load first: most records reaching the head in a busy pool are
+        // of connections already taken, and a load is cheaper than the RMW.
+        let conn = if !node.is_claimed() && node.claim() {
             // SAFETY: we just won the claim.
-            Some(unsafe { self.finish_claim(node, guard) })
+            Some(unsafe { self.finish_claim(node, guard, batch.as_deref_mut()) })
         } else {
             None
         };
@@ -389,7 +401,7 @@ where
         let entry = unsafe { node.entry(guard) };
         if entry.release_record() {
             // SAFETY: `entry` came from this map under `guard`.
-            unsafe { self.map.close(entry, guard) };
+            unsafe { self.map.close(entry, guard, batch) };
         }
         // Dropped last, so a panicking destructor leaves the counts right.
         let closed = conn.is_some();
@@ -403,38 +415,40 @@ where
         let mut guard = epoch::pin();
         let mut closed = 0;
         let mut steps = 0;
+        let mut batch = Retired::new();
         for fifo in self.fifos.iter() {
-            while let Some(node) = fifo.pop_if(&mut pred, &guard) {
+            while let Some(node) = fifo.pop_if(&mut pred, &guard, Some(&mut batch)) {
                 // SAFETY: just popped.
-                if unsafe { self.retire_record(node, &guard) } {
+                if unsafe { self.retire_record(node, &guard, Some(&mut batch)) } {
                     closed += 1;
                 }
                 steps += 1;
                 if steps % REPIN_EVERY == 0 {
+                    batch.flush(&guard);
                     guard.repin();
                 }
             }
         }
+        batch.flush(&guard);
         closed
     }
 
     /// Bounds the records queued in the caller's FIFO stripe (see
     /// [`put`](Self::put)).
     fn housekeeping(&self, fifo: &Fifo<K, C>, guard: &Guard) {
-        let (records, live) = fifo.counts();
-        if records > live.saturating_add(DEAD_SLACK) {
+        if fifo.len() > DEAD_SLACK {
             for _ in 0..PUT_CLEANUP {
-                match fifo.pop_if(|n| n.is_claimed(), guard) {
+                match fifo.pop_if(|n| n.is_claimed(), guard, None) {
                     // SAFETY: just popped.
-                    Some(node) => unsafe { self.retire_record(node, guard) },
+                    Some(node) => unsafe { self.retire_record(node, guard, None) },
                     None => break,
                 };
             }
         }
         while fifo.len() > self.record_limit {
-            match fifo.pop_if(|_| true, guard) {
+            match fifo.pop_if(|_| true, guard, None) {
                 // SAFETY: just popped.
-                Some(node) => unsafe { self.retire_record(node, guard) },
+                Some(node) => unsafe { self.retire_record(node, guard, None) },
                 None => break,
             };
         }

@@ -51,8 +51,6 @@ pub(crate) struct Node<K, C> {
     pub(crate) deadline: Option<Instant>,
     /// Put stamp: higher is fresher (see [`Entry::next_stamp`]).
     stamp: u64,
-    /// The FIFO stripe holding this node's record.
-    pub(crate) stripe: usize,
     /// The key entry holding this node's reservation. Valid while the node
     /// is unclaimed (the entry cannot close while it holds a reservation)
     /// and, after that, for as long as the claimer stays pinned.
@@ -74,9 +72,8 @@ unsafe impl<K: Send + Sync, C: Send> Send for Node<K, C> {}
 unsafe impl<K: Send + Sync, C: Send> Sync for Node<K, C> {}
 
 impl<K, C> Node<K, C> {
-    fn new(conn: C, deadline: Option<Instant>, entry: &Entry<K, C>, stripe: usize) -> Self {
+    fn new(conn: C, deadline: Option<Instant>, entry: &Entry<K, C>) -> Self {
         Self {
-            stripe,
             state: AtomicUsize::new(IN_FIFO | IN_INDEX),
             deadline,
             stamp: entry.next_stamp(),
@@ -92,7 +89,6 @@ impl<K, C> Node<K, C> {
             state: AtomicUsize::new(CLAIMED | IN_FIFO),
             deadline: None,
             stamp: 0,
-            stripe: 0,
             entry: ptr::null(),
             conn: UnsafeCell::new(MaybeUninit::uninit()),
             next: Atomic::null(),
@@ -162,7 +158,12 @@ impl<K, C> Node<K, C> {
 ///
 /// The caller has just unlinked `node` from the structure that `bit` stands
 /// for, and is the only thread that does so for that structure.
-unsafe fn release<K, C>(node: Shared<'_, Node<K, C>>, bit: usize, guard: &Guard) {
+unsafe fn release<K, C>(
+    node: Shared<'_, Node<K, C>>,
+    bit: usize,
+    guard: &Guard,
+    batch: Option<&mut Retired<K, C>>,
+) {
     // SAFETY: the node is still linked through `bit` (contract), so it is
     // alive.
     let n = unsafe { node.deref() };
@@ -170,11 +171,74 @@ unsafe fn release<K, C>(node: Shared<'_, Node<K, C>>, bit: usize, guard: &Guard)
     debug_assert!(prev & bit != 0, "link released twice");
     if prev & LINKS == bit {
         debug_assert!(prev & CLAIMED != 0, "retiring an unclaimed node");
-        // SAFETY: both links are gone, so no new reference to the node can
-        // be made; threads pinned now keep it alive until they unpin. The
-        // node's connection was moved out when it was claimed, so freeing
-        // it drops no user value.
-        unsafe { guard.defer_destroy(node) };
+        match batch {
+            Some(batch) => batch.add(node, guard),
+            // SAFETY: both links are gone, so no new reference to the node
+            // can be made; threads pinned now keep it alive until they
+            // unpin. The node's connection was moved out when it was
+            // claimed, so freeing it drops no user value.
+            None => unsafe { guard.defer_destroy(node) },
+        }
+    }
+}
+
+/// Nodes retired together: one deferred call frees up to [`RETIRE_BATCH`]
+/// of them, instead of one epoch-bag slot each. Used by the calls that
+/// unlink many records at once (`reap`, `clear`, `next_expiry`).
+pub(crate) struct Retired<K, C> {
+    nodes: Vec<*mut Node<K, C>>,
+}
+
+/// Nodes per deferred call (small under the checkers).
+const RETIRE_BATCH: usize = if cfg!(any(loom, miri)) { 2 } else { 64 };
+
+impl<K, C> Retired<K, C> {
+    pub(crate) fn new() -> Self {
+        Self { nodes: Vec::new() }
+    }
+
+    /// Adds a node whose last link was just released.
+    fn add(&mut self, node: Shared<'_, Node<K, C>>, guard: &Guard) {
+        if self.nodes.capacity() == 0 {
+            self.nodes.reserve_exact(RETIRE_BATCH);
+        }
+        self.nodes.push(node.as_raw().cast_mut());
+        if self.nodes.len() >= RETIRE_BATCH {
+            self.flush(guard);
+        }
+    }
+
+    /// Defers freeing every node added so far.
+    pub(crate) fn flush(&mut self, guard: &Guard) {
+        if self.nodes.is_empty() {
+            return;
+        }
+        let nodes = std::mem::take(&mut self.nodes);
+        // SAFETY: every node here had both links released (see `release`),
+        // so it is unreachable for threads that pin from now on; threads
+        // pinned now keep it alive until they unpin, which the deferral
+        // waits for. Its connection was moved out when it was claimed, so
+        // freeing it drops no user value. The closure owns the only
+        // pointers to the nodes; nodes are `Send` (see their impls), so
+        // freeing them on whichever thread runs the closure is fine.
+        unsafe {
+            guard.defer_unchecked(move || {
+                for n in nodes {
+                    drop(Owned::from_raw(n));
+                }
+            });
+        }
+    }
+}
+
+impl<K, C> Drop for Retired<K, C> {
+    fn drop(&mut self) {
+        // Reached with nodes only on unwinding (callers flush): defer them
+        // anyway rather than leak.
+        if !self.nodes.is_empty() {
+            let guard = epoch::pin();
+            self.flush(&guard);
+        }
     }
 }
 
@@ -226,6 +290,8 @@ impl<K, C> Drop for Chunk<K, C> {
 /// left the FIFO, whoever gives back the last count closes the entry.
 pub(crate) struct Entry<K, C> {
     pub(crate) key: K,
+    /// The map's hash of `key`, kept so closing the entry need not rehash.
+    hash: u64,
     /// Idle reservations (connections counted for this key, puts in flight
     /// included) in bits 0..32, FIFO records in bits 32..63, [`CLOSED`] in
     /// the top bit.
@@ -250,9 +316,10 @@ pub(crate) enum Reserve {
 }
 
 impl<K, C> Entry<K, C> {
-    fn new(key: K) -> Self {
+    fn new(key: K, hash: u64) -> Self {
         Self {
             key,
+            hash,
             // Born with one reservation and one record, for the put that
             // creates it.
             live: AtomicU64::new(IDLE_ONE | RECORD_ONE),
@@ -370,7 +437,7 @@ impl<K, C> Entry<K, C> {
                         if !cur.is_null() {
                             // SAFETY: our CAS unlinked the claimed `cur` from
                             // its slot; only one CAS can do that.
-                            unsafe { release(cur, IN_INDEX, guard) };
+                            unsafe { release(cur, IN_INDEX, guard, None) };
                         }
                         return;
                     }
@@ -452,7 +519,7 @@ impl<K, C> Entry<K, C> {
         {
             // SAFETY: our CAS unlinked `node` from its slot; a node is in
             // at most one slot and only one CAS can take it out.
-            unsafe { release(node, IN_INDEX, guard) };
+            unsafe { release(node, IN_INDEX, guard, None) };
         }
     }
 
@@ -462,14 +529,19 @@ impl<K, C> Entry<K, C> {
     ///
     /// No put can store into the index any more (the entry is closed, or
     /// the map is being dropped), and every node left in it is claimed.
-    unsafe fn release_all(&self, guard: &Guard) {
+    unsafe fn release_all(&self, guard: &Guard, mut batch: Option<&mut Retired<K, C>>) {
         for chunk in self.chunks(guard) {
             for slot in &chunk.slots {
+                // A null slot stays null (no put stores any more), so only
+                // occupied ones need the swap.
+                if slot.load(Ordering::Relaxed, guard).is_null() {
+                    continue;
+                }
                 let cur = slot.swap(Shared::null(), Ordering::AcqRel, guard);
                 if !cur.is_null() {
                     // SAFETY: our swap unlinked it (a racing `unlink_slot`
                     // CAS then fails); claimed (contract).
-                    unsafe { release(cur, IN_INDEX, guard) };
+                    unsafe { release(cur, IN_INDEX, guard, batch.as_deref_mut()) };
                 }
             }
         }
@@ -649,7 +721,7 @@ impl<K: Hash + Eq, C> KeyMap<K, C> {
                 // writer) keep alive; pinned.
                 while let Some(c) = unsafe { cur.as_ref() } {
                     // SAFETY: entries reachable from the table are alive.
-                    let h = self.hash(unsafe { &(*c.entry).key });
+                    let h = unsafe { (*c.entry).hash };
                     let slot = bigger.bucket(h);
                     let head = slot.load(Ordering::Relaxed, guard);
                     slot.store(
@@ -670,7 +742,7 @@ impl<K: Hash + Eq, C> KeyMap<K, C> {
             // SAFETY: just published, never null.
             table = unsafe { bigger.deref() };
         }
-        let entry = Owned::new(Entry::new(key.clone())).into_shared(guard);
+        let entry = Owned::new(Entry::new(key.clone(), hash)).into_shared(guard);
         let slot = table.bucket(hash);
         let head = slot.load(Ordering::Acquire, guard);
         // Release publishes the entry and the cell to lock-free readers.
@@ -693,7 +765,12 @@ impl<K: Hash + Eq, C> KeyMap<K, C> {
     /// # Safety
     ///
     /// `entry` was obtained under `guard` from this map.
-    pub(crate) unsafe fn close(&self, entry: &Entry<K, C>, guard: &Guard) {
+    pub(crate) unsafe fn close(
+        &self,
+        entry: &Entry<K, C>,
+        guard: &Guard,
+        batch: Option<&mut Retired<K, C>>,
+    ) {
         if entry
             .live
             .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Relaxed)
@@ -705,8 +782,8 @@ impl<K: Hash + Eq, C> KeyMap<K, C> {
         // its record gone), and no put can index a new one.
         // SAFETY: closed, so no put stores into the index any more; every
         // node in it is claimed (zero reservations).
-        unsafe { entry.release_all(guard) };
-        let hash = self.hash(&entry.key);
+        unsafe { entry.release_all(guard, batch) };
+        let hash = entry.hash;
         let shard = self.shard(hash);
         {
             let _w = shard.write.lock();
@@ -807,7 +884,7 @@ impl<K, C> Drop for KeyMap<K, C> {
                     // `unprotected` every retirement below happens
                     // immediately.
                     unsafe {
-                        e.deref().release_all(guard);
+                        e.deref().release_all(guard, None);
                         drop(e.into_owned());
                     }
                     cur = c.next.load(Ordering::Relaxed, guard);
@@ -819,26 +896,17 @@ impl<K, C> Drop for KeyMap<K, C> {
     }
 }
 
-/// One record in [`Fifo::counts`] (high 32 bits).
-const FIFO_RECORD: u64 = 1 << 32;
-/// One unclaimed node in [`Fifo::counts`] (low 32 bits).
-const FIFO_LIVE: u64 = 1;
-
 /// One stripe of the expiry FIFO: a Michael–Scott queue threaded through
 /// the nodes themselves. A put appends to the stripe of its thread, so
 /// threads do not share a tail; insertion order within a stripe is expiry
 /// order (one TTL per pool). Used whole inside a `CachePadded`: head, tail
-/// and counts share the owning thread's cache line.
+/// and length share the owning thread's cache line.
 pub(crate) struct Fifo<K, C> {
     head: Atomic<Node<K, C>>,
     tail: Atomic<Node<K, C>>,
-    /// Records queued (claimed ones included) in the high 32 bits,
-    /// incremented before a node is published and decremented after its
-    /// record is unlinked, so it never underflows; in the low 32 bits, the
-    /// nodes queued here that are not yet claimed (incremented with the
-    /// record, decremented by their claimer). Records stay below 2^32: at
-    /// most `max(2 × max_idle_total, 1024)` (≤ 2^31) plus puts in flight.
-    counts: AtomicU64,
+    /// Records queued (claimed ones included); incremented before linking,
+    /// decremented after unlinking, so it never underflows.
+    len: AtomicUsize,
 }
 
 impl<K, C> Fifo<K, C> {
@@ -849,38 +917,18 @@ impl<K, C> Fifo<K, C> {
         Self {
             head: Atomic::from(sentinel),
             tail: Atomic::from(sentinel),
-            counts: AtomicU64::new(0),
+            len: AtomicUsize::new(0),
         }
     }
 
     /// Records queued (claimed ones included).
     pub(crate) fn len(&self) -> usize {
-        (self.counts.load(Ordering::Relaxed) >> 32) as usize
+        self.len.load(Ordering::Relaxed)
     }
 
-    /// Records queued, and how many of them are of unclaimed nodes.
-    pub(crate) fn counts(&self) -> (usize, usize) {
-        let c = self.counts.load(Ordering::Relaxed);
-        ((c >> 32) as usize, (c & 0xFFFF_FFFF) as usize)
-    }
-
-    /// Counts a record and an unclaimed node for a node about to be
-    /// published (before any claimer can see it, so the live count never
-    /// underflows).
-    pub(crate) fn count_new(&self) {
-        self.counts
-            .fetch_add(FIFO_RECORD | FIFO_LIVE, Ordering::Relaxed);
-    }
-
-    /// Uncounts a node of this stripe that was just claimed.
-    pub(crate) fn count_claimed(&self) {
-        let prev = self.counts.fetch_sub(FIFO_LIVE, Ordering::Relaxed);
-        debug_assert!(prev & 0xFFFF_FFFF != 0, "stripe live count underflow");
-    }
-
-    /// Appends a fresh node, already counted with
-    /// [`count_new`](Self::count_new) (lock-free).
+    /// Appends a fresh node (lock-free).
     pub(crate) fn push(&self, node: Shared<'_, Node<K, C>>, guard: &Guard) {
+        self.len.fetch_add(1, Ordering::Relaxed);
         loop {
             let tail = self.tail.load(Ordering::Acquire, guard);
             // SAFETY: the tail never lags behind the head (pop helps it
@@ -935,6 +983,7 @@ impl<K, C> Fifo<K, C> {
         &self,
         mut pred: impl FnMut(&Node<K, C>) -> bool,
         guard: &'g Guard,
+        batch: Option<&mut Retired<K, C>>,
     ) -> Option<&'g Node<K, C>> {
         loop {
             let head = self.head.load(Ordering::Acquire, guard);
@@ -962,10 +1011,10 @@ impl<K, C> Fifo<K, C> {
                 .compare_exchange(head, next, Ordering::AcqRel, Ordering::Relaxed, guard)
                 .is_ok()
             {
-                self.counts.fetch_sub(FIFO_RECORD, Ordering::Relaxed);
+                self.len.fetch_sub(1, Ordering::Relaxed);
                 // SAFETY: our CAS moved the head past the old dummy: we
                 // alone unlinked it from the FIFO.
-                unsafe { release(head, IN_FIFO, guard) };
+                unsafe { release(head, IN_FIFO, guard, batch) };
                 return Some(n);
             }
         }
@@ -988,7 +1037,7 @@ impl<K, C> Drop for Fifo<K, C> {
                 drop(unsafe { node.take_conn() });
             }
             // SAFETY: exclusive owner, each record released once.
-            unsafe { release(cur, IN_FIFO, guard) };
+            unsafe { release(cur, IN_FIFO, guard, None) };
             cur = next;
         }
     }
@@ -999,10 +1048,9 @@ pub(crate) fn new_node<'g, K, C>(
     conn: C,
     deadline: Option<Instant>,
     entry: &Entry<K, C>,
-    stripe: usize,
     guard: &'g Guard,
 ) -> Shared<'g, Node<K, C>> {
-    Owned::new(Node::new(conn, deadline, entry, stripe)).into_shared(guard)
+    Owned::new(Node::new(conn, deadline, entry)).into_shared(guard)
 }
 
 /// Moves the connection out of a node the caller has just claimed.

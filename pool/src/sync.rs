@@ -9,12 +9,17 @@ mod imp {
     pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
     /// A small number identifying the calling thread, for striping. Loom
-    /// numbers its threads deterministically within an execution, so the
-    /// stripe a thread uses is the same on every replay.
+    /// numbers its threads deterministically within an execution (the main
+    /// thread is 0), so the stripe a thread uses is the same on every
+    /// replay.
     pub(crate) fn thread_index() -> usize {
-        use std::hash::{BuildHasher, BuildHasherDefault};
-        type H = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
-        H::default().hash_one(loom::thread::current().id()) as usize
+        // `ThreadId(n)`, n counted from 0 within the execution; the id's
+        // `Hash` also covers the execution, which differs on every replay.
+        let id = format!("{:?}", loom::thread::current().id());
+        id.trim_start_matches("ThreadId(")
+            .trim_end_matches(')')
+            .parse()
+            .unwrap_or(0)
     }
 
     /// `loom::sync::Mutex` with the `parking_lot` calling convention.
