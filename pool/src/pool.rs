@@ -111,29 +111,35 @@ where
     ///
     /// Gives `conn` back untouched if `max_idle_per_key` connections are
     /// already idle for `key` or `max_idle_total` in the pool. Caps hold
-    /// exactly under any concurrency; near a cap, a concurrent put that is
-    /// itself refused can make another one fail too (the reservation is
-    /// taken then given back).
+    /// exactly under any concurrency. With no concurrent call a refusal
+    /// means a cap is reached; near a cap, a concurrent put that is itself
+    /// refused can make another one fail too (the reservation is taken then
+    /// given back), and so can a thread descheduled while it moves spare
+    /// total-cap units between stripes (see the crate docs).
     ///
-    /// Housekeeping: the expiry FIFO keeps one record per put until the
-    /// record reaches its head. Once more than 64 records of connections
-    /// already taken are queued, `put` unlinks up to two of them from the
-    /// head; and if more than
-    /// `max(2 × max_idle_total, 1024)` records are queued (only possible
-    /// when many connections are put and taken while an older one stays
-    /// idle), it closes the oldest idle connection early to keep memory
-    /// bounded.
+    /// Housekeeping: the expiry FIFO keeps one record per put, in the
+    /// stripe of the putting thread, until the record reaches the stripe's
+    /// head. Once the caller's stripe holds more than 64 records, `put`
+    /// unlinks up to two records of connections already taken from its
+    /// head; and if more than `max(2 × max_idle_total, 1024)` records are
+    /// queued in the stripe (only possible when many connections are put
+    /// and taken while an older one stays idle), it closes the stripe's
+    /// oldest idle connection early to keep memory bounded.
     ///
     /// **Progress:** lock-free when `key` has an entry, i.e. it has idle
-    /// connections or had some recently (a CAS on the total count, the
-    /// key's count, the key's index and the FIFO tail). Otherwise its entry
-    /// is created under a short per-shard lock (held for a bucket insert, or
-    /// a bucket-array copy when the shard grows), never while a connection
-    /// is touched. The housekeeping above may free key entries (same lock).
+    /// connections or had some recently: a CAS on the thread's stripe of
+    /// the total cap, a CAS on the key's count, a CAS into a free slot of
+    /// the key's index, and the append to the thread's FIFO stripe; no
+    /// cache line shared with other threads is written unless the stripe
+    /// must borrow total-cap units. Otherwise the key's entry is created
+    /// under a short per-shard lock (held for a bucket insert, or a
+    /// bucket-array copy when the shard grows), never while a connection is
+    /// touched. The housekeeping above may free key entries (same lock).
     ///
-    /// **Reclamation:** the key's previous index snapshot, and FIFO records
-    /// unlinked on the way, are retired through crossbeam-epoch (memory
-    /// only). A connection closed by the eviction above is dropped here.
+    /// **Reclamation:** allocates one node; a taken connection's node
+    /// found in the chosen slot, and FIFO records unlinked on the way, are
+    /// retired through crossbeam-epoch (memory only). A connection closed
+    /// by the eviction above is dropped here.
     pub fn put(&self, key: K, conn: C) -> Result<(), C> {
         let stripe = thread_index() & (self.fifos.len() - 1);
         if !self.total.reserve(stripe) {
@@ -172,14 +178,16 @@ where
     /// Expired connections met on the way (all older than the one
     /// returned) are dropped here. `None` if the key has none.
     ///
-    /// **Progress:** lock-free (an atomic read of the key map, one claim
-    /// CAS per candidate, one CAS to compact the key's index). Only if a
-    /// reaper unlinked the claimed candidate's FIFO record in the meantime
-    /// does this call free the key's entry, under a short per-shard lock.
+    /// **Progress:** lock-free (an atomic read of the key map, a scan of
+    /// the key's index slots, one claim RMW per candidate, one CAS to empty
+    /// its slot). Only if a reaper unlinked the claimed candidate's FIFO
+    /// record in the meantime does this call free the key's entry, under a
+    /// short per-shard lock.
     ///
-    /// **Reclamation:** the replaced index snapshot is retired through
-    /// crossbeam-epoch; connections of dropped candidates are dropped
-    /// immediately, in this call. A key left without idle connections keeps
+    /// **Reclamation:** the node of a taken connection is retired through
+    /// crossbeam-epoch once its FIFO record is unlinked too (memory only);
+    /// connections of dropped candidates are dropped immediately, in this
+    /// call. A key left without idle connections keeps
     /// its entry until the FIFO records of its connections leave the FIFO
     /// (see [`reap`](Self::reap)); then the entry is unhooked (short
     /// per-shard lock) and retired.
@@ -226,9 +234,10 @@ where
     /// Closes every connection whose deadline has passed and returns how
     /// many it closed.
     ///
-    /// Walks the expiry FIFO from its head and stops at the first live
-    /// record that has not expired: O(expired + records of connections
-    /// already taken), never a scan of the pool. With a clock that goes
+    /// Walks each stripe of the expiry FIFO from its head and stops at the
+    /// first live record that has not expired: O(expired + records of
+    /// connections already taken + stripes), never a scan of the pool.
+    /// Records are ordered by expiry within a stripe. With a clock that goes
     /// backwards, or puts racing within the same instant, a connection can
     /// sit behind a younger one and be reaped on a later call; `take` never
     /// returns an expired connection either way.
@@ -240,22 +249,24 @@ where
     /// **Progress:** lock-free (one CAS per record); the per-shard lock is
     /// taken briefly for each key entry freed.
     ///
-    /// **Reclamation:** expired connections are dropped in this call; FIFO
-    /// records, index snapshots and emptied key entries are retired through
-    /// crossbeam-epoch (memory only).
+    /// **Reclamation:** expired connections are dropped in this call; node
+    /// memory is retired through crossbeam-epoch in batches of up to 64
+    /// nodes per deferred call, emptied key entries one by one (memory
+    /// only).
     pub fn reap(&self) -> usize {
         let now = self.clock.now();
         self.drain(|n| n.is_claimed() || n.expired(now))
     }
 
     /// When the oldest idle connection expires: a reaper can sleep until
-    /// then. `None` if the pool is empty (or the oldest never expires
-    /// because its deadline overflowed `Instant`). May be in the past if
-    /// nobody reaped yet.
+    /// then. The earliest deadline among the heads of the FIFO stripes;
+    /// `None` if the pool is empty (or no stripe's oldest connection ever
+    /// expires because its deadline overflowed `Instant`). May be in the
+    /// past if nobody reaped yet.
     ///
-    /// **Progress:** lock-free; unlinks records of already-taken
-    /// connections from the FIFO head on the way (short per-shard lock for
-    /// each key entry this frees).
+    /// **Progress:** lock-free, O(stripes + records unlinked); unlinks
+    /// records of already-taken connections from each stripe's head on the
+    /// way (short per-shard lock for each key entry this frees).
     ///
     /// **Reclamation:** unlinked records and freed key entries are retired
     /// through crossbeam-epoch (memory only); no connection is dropped.
@@ -276,16 +287,19 @@ where
         next
     }
 
-    /// Idle connections in the pool (counting puts in flight).
+    /// Idle connections in the pool (counting puts in flight): the total
+    /// cap less the units spare in the global pool and in every stripe.
+    /// Exact when no call is running; while some are, an estimate within
+    /// `0..=max_idle_total` (the stripes are read one after the other).
     ///
-    /// **Progress:** wait-free (one atomic load).
+    /// **Progress:** wait-free (one atomic load per stripe, O(stripes)).
     pub fn len(&self) -> usize {
         self.total.used()
     }
 
-    /// `true` if no connection is idle.
+    /// `true` if no connection is idle (see [`len`](Self::len)).
     ///
-    /// **Progress:** wait-free (one atomic load).
+    /// **Progress:** wait-free, O(stripes).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -311,8 +325,8 @@ where
     }
 
     /// Approximate bytes held by the pool's own structures: nodes (one per
-    /// queued record), key entries with their index snapshots, bucket
-    /// arrays. Computed from counters and capacities in O(shards); does
+    /// queued record), key entries with their first index chunk, FIFO and
+    /// total-cap stripes, bucket arrays. Computed from counters and capacities in O(shards); does
     /// not include the connections' and keys' own heap allocations, nor
     /// memory retired and awaiting epoch reclamation.
     ///

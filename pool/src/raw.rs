@@ -1,5 +1,5 @@
-//! The machinery behind [`IdlePool`](crate::IdlePool): nodes, the global
-//! expiry FIFO, per-key indexes and the key map.
+//! The machinery behind [`IdlePool`](crate::IdlePool): nodes, the expiry
+//! FIFO (one stripe of it), per-key slot indexes and the key map.
 //!
 //! # Ownership of a node
 //!
@@ -1023,8 +1023,9 @@ impl<K, C> Fifo<K, C> {
 
 impl<K, C> Drop for Fifo<K, C> {
     fn drop(&mut self) {
-        // Every unclaimed node is in the FIFO (puts finish before the pool
-        // can be dropped), so this closes every remaining connection.
+        // Every unclaimed node is in one FIFO stripe (puts finish before
+        // the pool can be dropped), so dropping every stripe closes every
+        // remaining connection.
         // SAFETY: `&mut self`: exclusive; `unprotected` frees at once.
         let guard = unsafe { epoch::unprotected() };
         let mut cur = self.head.load(Ordering::Relaxed, guard);
