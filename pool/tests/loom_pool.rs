@@ -63,9 +63,11 @@ fn pool(clock: &ManualClock, per_key: usize) -> Arc<IdlePool<u8, Conn, ManualClo
 /// consistent and the key's entry is freed once empty.
 ///
 /// Weakened once (locally, then reverted): the success ordering of the
-/// publishing CAS in `Entry::index_push` lowered from `AcqRel` to `Acquire`
-/// (no Release). Loom failed this model with "Causality violation:
-/// Concurrent load and mut accesses" on the connection cell.
+/// publishing CAS in `Entry::index_push` (the snapshot CAS then, the slot
+/// CAS since the index became in-place slots; both tried) lowered from
+/// `AcqRel` to `Acquire` (no Release). Loom failed this model with
+/// "Causality violation: Concurrent load and mut accesses" on the
+/// connection cell.
 #[test]
 fn put_vs_take() {
     loom::model(|| {
