@@ -62,27 +62,37 @@
 //!   or drops it on the spot. A connection is therefore never duplicated
 //!   and never lost, and its destructor (closing the socket) runs at that
 //!   moment, never later from the garbage collector.
-//! * One TTL per pool makes insertion order expiry order, so all nodes are
-//!   threaded, oldest first, through one lock-free FIFO (a Michael–Scott
-//!   queue). `reap` pops from its head while the head has expired:
-//!   O(expired). Records of connections already taken are unlinked as they
-//!   reach the head.
-//! * Each key has an entry with a reservation counter (the per-key cap) and
-//!   an immutable snapshot of its nodes, replaced by CAS (copy-on-write;
-//!   at most `max_idle_per_key` live pointers, so copies are short). Every
-//!   `put`/`take` on the key drops claimed nodes from the snapshot, so it
-//!   stays bounded. `take` walks it freshest first.
+//! * One TTL per pool makes insertion order expiry order, so nodes are
+//!   threaded, oldest first, through a lock-free FIFO (a Michael–Scott
+//!   queue). The FIFO is striped by thread (a power of two of cache-padded
+//!   stripes, about two per CPU): a put appends to its own thread's
+//!   stripe, so threads do not fight over one tail. `reap` pops each
+//!   stripe's head while it has expired: O(expired + stripes). Records of
+//!   connections already taken are unlinked as they reach a head.
+//! * Each key has an entry with a reservation counter (the per-key cap)
+//!   and an index of fixed slots written in place: a chunk of 8 node
+//!   pointers, plus more chunks (appended, never moved) up to
+//!   `ceil(max_idle_per_key / 8)`. `put` stores its node by CAS into a
+//!   slot that is empty or holds an already-claimed node; `take` picks the
+//!   unclaimed node with the highest put stamp (the freshest), claims it
+//!   and empties its slot. No allocation or copy of the index per call.
 //! * Caps are reservations taken by CAS before anything is published and
 //!   given back once per claimed connection: they hold exactly and the
-//!   counters never underflow.
+//!   counters never underflow. The total cap is striped like the FIFO:
+//!   each stripe holds spare units borrowed in batches of 32 from a global
+//!   pool, so a put and a take on one thread touch only that thread's
+//!   stripe. A put whose stripe is empty borrows a batch, or else takes
+//!   the other stripes' spare units; it is refused only after a pass that
+//!   found none while no transfer of units was under way. A stripe with 64
+//!   spare units gives 32 back.
 //! * Keys map to entries through sharded bucket chains: lookups are
 //!   lock-free; creating or removing an entry takes the shard's lock. An
 //!   entry lives while it counts an idle connection or a FIFO record of one
 //!   of its connections, so a key that churns (put, take, put, ...) keeps
 //!   its entry and stays off the lock; once an emptied key's records leave
 //!   the FIFO (at the next `reap`/`next_expiry`, or when `put` finds more
-//!   than 64 dead records queued) the entry is removed and retired, so
-//!   per-key state does not pile up as keys churn.
+//!   than 64 records queued in its stripe) the entry is removed and
+//!   retired, so per-key state does not pile up as keys churn.
 //!
 //! # Progress and reclamation
 //!
@@ -91,12 +101,14 @@
 //!   per-shard lock creates its entry.
 //! * `reap`, `clear`, `next_expiry`: lock-free per record, plus the short
 //!   per-shard lock for each key entry they free.
-//! * `len`, `is_empty`, `ttl`, `config`: wait-free.
-//! * Memory of nodes, index snapshots, key entries and bucket arrays is
-//!   retired through crossbeam-epoch's default collector. Connections are
-//!   never retired: they are dropped by the call that claims them. A key
-//!   entry holds a clone of its key, which is dropped when the entry's
-//!   memory is reclaimed.
+//! * `len`, `is_empty`: wait-free, O(stripes); exact when no call runs.
+//! * `ttl`, `config`: wait-free.
+//! * Memory of nodes, key entries (with their index chunks) and bucket
+//!   arrays is retired through crossbeam-epoch's default collector; `reap`,
+//!   `clear` and `next_expiry` retire nodes in batches of 64 per deferred
+//!   call. Connections are never retired: they are dropped by the call
+//!   that claims them. A key entry holds a clone of its key, which is
+//!   dropped when the entry's memory is reclaimed.
 //! * Dropping the pool closes every idle connection, in the dropping thread,
 //!   without blocking or needing a runtime.
 //!
@@ -113,6 +125,7 @@ struct ReadmeDoctests;
 mod clock;
 mod config;
 mod pool;
+mod quota;
 mod raw;
 mod sync;
 

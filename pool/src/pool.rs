@@ -10,8 +10,9 @@ use crossbeam_utils::CachePadded;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Error, PoolConfig};
-use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve};
-use crate::sync::{AtomicUsize, Ordering};
+use crate::quota::Quota;
+use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve, Retired};
+use crate::sync::thread_index;
 
 /// Fewest FIFO records before `put` starts evicting (see
 /// [`IdlePool::put`]).
@@ -33,10 +34,13 @@ const REPIN_EVERY: usize = if cfg!(any(loom, miri)) { 4 } else { 128 };
 pub struct IdlePool<K, C, Clk: Clock = SystemClock> {
     config: PoolConfig,
     clock: Clk,
-    /// Reservations across all keys (idle connections, puts in flight).
-    total: CachePadded<AtomicUsize>,
-    /// Declared before `map`: dropped first, it closes every connection.
-    fifo: Fifo<K, C>,
+    /// The total cap: reservations across all keys (idle connections,
+    /// puts in flight), striped like the FIFO.
+    total: Quota,
+    /// The expiry FIFO's stripes (a power of two); a put appends to its
+    /// thread's stripe. Declared before `map`: dropped first, they close
+    /// every connection.
+    fifos: Box<[CachePadded<Fifo<K, C>>]>,
     map: KeyMap<K, C>,
     record_limit: usize,
 }
@@ -83,6 +87,8 @@ where
     /// **Progress:** allocates; no synchronisation.
     pub fn with_config(config: PoolConfig, clock: Clk) -> Result<Self, Error> {
         config.validate()?;
+        let stripes = stripes();
+        let max_total = config.max_idle_total;
         let record_limit = config
             .max_idle_total
             .saturating_mul(2)
@@ -90,8 +96,10 @@ where
         Ok(Self {
             config,
             clock,
-            total: CachePadded::new(AtomicUsize::new(0)),
-            fifo: Fifo::new(),
+            total: Quota::new(max_total, stripes),
+            fifos: (0..stripes)
+                .map(|_| CachePadded::new(Fifo::new()))
+                .collect(),
             map: KeyMap::new(),
             record_limit,
         })
@@ -103,31 +111,38 @@ where
     ///
     /// Gives `conn` back untouched if `max_idle_per_key` connections are
     /// already idle for `key` or `max_idle_total` in the pool. Caps hold
-    /// exactly under any concurrency; near a cap, a concurrent put that is
-    /// itself refused can make another one fail too (the reservation is
-    /// taken then given back).
+    /// exactly under any concurrency. With no concurrent call a refusal
+    /// means a cap is reached; near a cap, a concurrent put that is itself
+    /// refused can make another one fail too (the reservation is taken then
+    /// given back), and so can a thread descheduled while it moves spare
+    /// total-cap units between stripes (see the crate docs).
     ///
-    /// Housekeeping: the expiry FIFO keeps one record per put until the
-    /// record reaches its head. Once more than 64 records of connections
-    /// already taken are queued, `put` unlinks up to two of them from the
-    /// head; and if more than
-    /// `max(2 × max_idle_total, 1024)` records are queued (only possible
-    /// when many connections are put and taken while an older one stays
-    /// idle), it closes the oldest idle connection early to keep memory
-    /// bounded.
+    /// Housekeeping: the expiry FIFO keeps one record per put, in the
+    /// stripe of the putting thread, until the record reaches the stripe's
+    /// head. Once the caller's stripe holds more than 64 records, `put`
+    /// unlinks up to two records of connections already taken from its
+    /// head; and if more than `max(2 × max_idle_total, 1024)` records are
+    /// queued in the stripe (only possible when many connections are put
+    /// and taken while an older one stays idle), it closes the stripe's
+    /// oldest idle connection early to keep memory bounded.
     ///
     /// **Progress:** lock-free when `key` has an entry, i.e. it has idle
-    /// connections or had some recently (a CAS on the total count, the
-    /// key's count, the key's index and the FIFO tail). Otherwise its entry
-    /// is created under a short per-shard lock (held for a bucket insert, or
-    /// a bucket-array copy when the shard grows), never while a connection
-    /// is touched. The housekeeping above may free key entries (same lock).
+    /// connections or had some recently: a CAS on the thread's stripe of
+    /// the total cap, a CAS on the key's count, a CAS into a free slot of
+    /// the key's index, and the append to the thread's FIFO stripe; no
+    /// cache line shared with other threads is written unless the stripe
+    /// must borrow total-cap units. Otherwise the key's entry is created
+    /// under a short per-shard lock (held for a bucket insert, or a
+    /// bucket-array copy when the shard grows), never while a connection is
+    /// touched. The housekeeping above may free key entries (same lock).
     ///
-    /// **Reclamation:** the key's previous index snapshot, and FIFO records
-    /// unlinked on the way, are retired through crossbeam-epoch (memory
-    /// only). A connection closed by the eviction above is dropped here.
+    /// **Reclamation:** allocates one node; a taken connection's node
+    /// found in the chosen slot, and FIFO records unlinked on the way, are
+    /// retired through crossbeam-epoch (memory only). A connection closed
+    /// by the eviction above is dropped here.
     pub fn put(&self, key: K, conn: C) -> Result<(), C> {
-        if !reserve_total(&self.total, self.config.max_idle_total) {
+        let stripe = thread_index() & (self.fifos.len() - 1);
+        if !self.total.reserve(stripe) {
             return Err(conn);
         }
         let guard = epoch::pin();
@@ -136,7 +151,7 @@ where
                 match entry.reserve(self.config.max_idle_per_key) {
                     Reserve::Ok => break entry,
                     Reserve::Full => {
-                        self.total.fetch_sub(1, Ordering::Release);
+                        self.total.release(stripe);
                         return Err(conn);
                     }
                     Reserve::Closed => {}
@@ -149,11 +164,12 @@ where
             }
         };
         let deadline = self.clock.now().checked_add(self.config.ttl);
+        let fifo = &self.fifos[stripe];
         let node = raw::new_node(conn, deadline, entry, &guard);
         // SAFETY: we hold a reservation on `entry` for this fresh node.
-        unsafe { entry.index_push(node, &guard) };
-        self.fifo.push(node, &guard);
-        self.housekeeping(&guard);
+        unsafe { entry.index_push(node, self.config.max_idle_per_key, &guard) };
+        fifo.push(node, &guard);
+        self.housekeeping(fifo, &guard);
         Ok(())
     }
 
@@ -162,14 +178,16 @@ where
     /// Expired connections met on the way (all older than the one
     /// returned) are dropped here. `None` if the key has none.
     ///
-    /// **Progress:** lock-free (an atomic read of the key map, one claim
-    /// CAS per candidate, one CAS to compact the key's index). Only if a
-    /// reaper unlinked the claimed candidate's FIFO record in the meantime
-    /// does this call free the key's entry, under a short per-shard lock.
+    /// **Progress:** lock-free (an atomic read of the key map, a scan of
+    /// the key's index slots, one claim RMW per candidate, one CAS to empty
+    /// its slot). Only if a reaper unlinked the claimed candidate's FIFO
+    /// record in the meantime does this call free the key's entry, under a
+    /// short per-shard lock.
     ///
-    /// **Reclamation:** the replaced index snapshot is retired through
-    /// crossbeam-epoch; connections of dropped candidates are dropped
-    /// immediately, in this call. A key left without idle connections keeps
+    /// **Reclamation:** the node of a taken connection is retired through
+    /// crossbeam-epoch once its FIFO record is unlinked too (memory only);
+    /// connections of dropped candidates are dropped immediately, in this
+    /// call. A key left without idle connections keeps
     /// its entry until the FIFO records of its connections leave the FIFO
     /// (see [`reap`](Self::reap)); then the entry is unhooked (short
     /// per-shard lock) and retired.
@@ -191,44 +209,35 @@ where
     pub fn take_if(&self, key: &K, mut f: impl FnMut(&mut C) -> bool) -> Option<C> {
         let guard = epoch::pin();
         let entry = self.map.get(key, &guard)?;
-        let snap_ptr = entry.snapshot(&guard);
-        // SAFETY: loaded under `guard`; null means empty or closed.
-        let snap = unsafe { snap_ptr.as_ref() }?;
-        let now = self.clock.now();
-        let mut found = None;
-        let mut claimed_any = false;
-        // SAFETY: `snap` was loaded under `guard`, which we hold.
-        for node in unsafe { snap.nodes() }.rev() {
-            if node.is_claimed() {
-                claimed_any = true;
-                continue;
-            }
+        let mut now = None;
+        while let Some((slot, node_ptr)) = entry.freshest(&guard) {
+            // SAFETY: loaded from a slot under `guard`: alive while pinned.
+            let node = unsafe { node_ptr.deref() };
             if !node.claim() {
-                claimed_any = true;
-                continue;
+                continue; // lost it to another claimer: look again
             }
-            claimed_any = true;
+            // SAFETY: `node_ptr` was loaded from `slot` of `entry` under
+            // `guard` and we just won its claim.
+            unsafe { entry.unlink_slot(slot, node_ptr, &guard) };
             // SAFETY: we just won the claim on `node`.
-            let mut conn = unsafe { self.finish_claim(node, &guard) };
+            let mut conn = unsafe { self.finish_claim(node, &guard, None) };
+            let now = *now.get_or_insert_with(|| self.clock.now());
             if node.expired(now) || !f(&mut conn) {
                 drop(conn);
                 continue;
             }
-            found = Some(conn);
-            break;
+            return Some(conn);
         }
-        if claimed_any {
-            entry.compact(snap_ptr, &guard);
-        }
-        found
+        None
     }
 
     /// Closes every connection whose deadline has passed and returns how
     /// many it closed.
     ///
-    /// Walks the expiry FIFO from its head and stops at the first live
-    /// record that has not expired: O(expired + records of connections
-    /// already taken), never a scan of the pool. With a clock that goes
+    /// Walks each stripe of the expiry FIFO from its head and stops at the
+    /// first live record that has not expired: O(expired + records of
+    /// connections already taken + stripes), never a scan of the pool.
+    /// Records are ordered by expiry within a stripe. With a clock that goes
     /// backwards, or puts racing within the same instant, a connection can
     /// sit behind a younger one and be reaped on a later call; `take` never
     /// returns an expired connection either way.
@@ -240,44 +249,57 @@ where
     /// **Progress:** lock-free (one CAS per record); the per-shard lock is
     /// taken briefly for each key entry freed.
     ///
-    /// **Reclamation:** expired connections are dropped in this call; FIFO
-    /// records, index snapshots and emptied key entries are retired through
-    /// crossbeam-epoch (memory only).
+    /// **Reclamation:** expired connections are dropped in this call; node
+    /// memory is retired through crossbeam-epoch in batches of up to 64
+    /// nodes per deferred call, emptied key entries one by one (memory
+    /// only).
     pub fn reap(&self) -> usize {
         let now = self.clock.now();
         self.drain(|n| n.is_claimed() || n.expired(now))
     }
 
     /// When the oldest idle connection expires: a reaper can sleep until
-    /// then. `None` if the pool is empty (or the oldest never expires
-    /// because its deadline overflowed `Instant`). May be in the past if
-    /// nobody reaped yet.
+    /// then. The earliest deadline among the heads of the FIFO stripes;
+    /// `None` if the pool is empty (or no stripe's oldest connection ever
+    /// expires because its deadline overflowed `Instant`). May be in the
+    /// past if nobody reaped yet.
     ///
-    /// **Progress:** lock-free; unlinks records of already-taken
-    /// connections from the FIFO head on the way (short per-shard lock for
-    /// each key entry this frees).
+    /// **Progress:** lock-free, O(stripes + records unlinked); unlinks
+    /// records of already-taken connections from each stripe's head on the
+    /// way (short per-shard lock for each key entry this frees).
     ///
     /// **Reclamation:** unlinked records and freed key entries are retired
     /// through crossbeam-epoch (memory only); no connection is dropped.
     pub fn next_expiry(&self) -> Option<Instant> {
         let guard = epoch::pin();
-        while let Some(node) = self.fifo.pop_if(|n| n.is_claimed(), &guard) {
-            // SAFETY: we just popped `node`'s record.
-            unsafe { self.retire_record(node, &guard) };
+        let mut next: Option<Instant> = None;
+        let mut batch = Retired::new();
+        for fifo in self.fifos.iter() {
+            while let Some(node) = fifo.pop_if(|n| n.is_claimed(), &guard, Some(&mut batch)) {
+                // SAFETY: we just popped `node`'s record.
+                unsafe { self.retire_record(node, &guard, Some(&mut batch)) };
+            }
+            if let Some(d) = fifo.peek(&guard).and_then(|n| n.deadline) {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
         }
-        self.fifo.peek(&guard).and_then(|n| n.deadline)
+        batch.flush(&guard);
+        next
     }
 
-    /// Idle connections in the pool (counting puts in flight).
+    /// Idle connections in the pool (counting puts in flight): the total
+    /// cap less the units spare in the global pool and in every stripe.
+    /// Exact when no call is running; while some are, an estimate within
+    /// `0..=max_idle_total` (the stripes are read one after the other).
     ///
-    /// **Progress:** wait-free (one atomic load).
+    /// **Progress:** wait-free (one atomic load per stripe, O(stripes)).
     pub fn len(&self) -> usize {
-        self.total.load(Ordering::Acquire)
+        self.total.used()
     }
 
-    /// `true` if no connection is idle.
+    /// `true` if no connection is idle (see [`len`](Self::len)).
     ///
-    /// **Progress:** wait-free (one atomic load).
+    /// **Progress:** wait-free, O(stripes).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -303,16 +325,17 @@ where
     }
 
     /// Approximate bytes held by the pool's own structures: nodes (one per
-    /// queued record), key entries with their index snapshots, bucket
-    /// arrays. Computed from counters and capacities in O(shards); does
+    /// queued record), key entries with their first index chunk, FIFO and
+    /// total-cap stripes, bucket arrays. Computed from counters and capacities in O(shards); does
     /// not include the connections' and keys' own heap allocations, nor
     /// memory retired and awaiting epoch reclamation.
     ///
     /// **Progress:** lock-free.
     pub fn memory_usage(&self) -> usize {
         size_of::<Self>()
-            + (self.fifo.len() + 1) * raw::node_size::<K, C>()
-            + self.len() * size_of::<*const Node<K, C>>()
+            + self.fifos.len() * size_of::<CachePadded<Fifo<K, C>>>()
+            + self.total.memory_usage()
+            + (self.fifo_records() + self.fifos.len()) * raw::node_size::<K, C>()
             + self.map.memory_usage()
     }
 
@@ -339,7 +362,7 @@ where
     /// Number of records in the expiry FIFO (for tests of boundedness).
     #[doc(hidden)]
     pub fn fifo_records(&self) -> usize {
-        self.fifo.len()
+        self.fifos.iter().map(|f| f.len()).sum()
     }
 
     /// Gives back the reservations of a node the caller just claimed and
@@ -348,16 +371,20 @@ where
     /// # Safety
     ///
     /// The caller won `node.claim()` and calls this once for it.
-    unsafe fn finish_claim(&self, node: &Node<K, C>, guard: &Guard) -> C {
+    unsafe fn finish_claim(
+        &self,
+        node: &Node<K, C>,
+        guard: &Guard,
+        batch: Option<&mut Retired<K, C>>,
+    ) -> C {
         // SAFETY: we won the claim (contract).
         let conn = unsafe { raw::take_conn(node) };
         // SAFETY: claimed by us, reservation not yet given back, pinned.
         let entry = unsafe { node.entry(guard) };
-        let prev = self.total.fetch_sub(1, Ordering::Release);
-        debug_assert!(prev > 0, "total count underflow");
+        self.total.release(thread_index() & (self.fifos.len() - 1));
         if entry.unreserve() {
             // SAFETY: `entry` came from this map under `guard`.
-            unsafe { self.map.close(entry, guard) };
+            unsafe { self.map.close(entry, guard, batch) };
         }
         conn
     }
@@ -370,10 +397,17 @@ where
     /// # Safety
     ///
     /// The caller's `pop_if` just returned `node`; called once per pop.
-    unsafe fn retire_record(&self, node: &Node<K, C>, guard: &Guard) -> bool {
-        let conn = if node.claim() {
+    unsafe fn retire_record(
+        &self,
+        node: &Node<K, C>,
+        guard: &Guard,
+        mut batch: Option<&mut Retired<K, C>>,
+    ) -> bool {
+        // A load first: most records reaching the head in a busy pool are
+        // of connections already taken, and a load is cheaper than the RMW.
+        let conn = if !node.is_claimed() && node.claim() {
             // SAFETY: we just won the claim.
-            Some(unsafe { self.finish_claim(node, guard) })
+            Some(unsafe { self.finish_claim(node, guard, batch.as_deref_mut()) })
         } else {
             None
         };
@@ -381,7 +415,7 @@ where
         let entry = unsafe { node.entry(guard) };
         if entry.release_record() {
             // SAFETY: `entry` came from this map under `guard`.
-            unsafe { self.map.close(entry, guard) };
+            unsafe { self.map.close(entry, guard, batch) };
         }
         // Dropped last, so a panicking destructor leaves the counts right.
         let closed = conn.is_some();
@@ -389,63 +423,71 @@ where
         closed
     }
 
-    /// Pops records from the FIFO head while `pred` accepts them, closing
-    /// the connections it claims. Returns how many it closed.
+    /// Pops records from the head of each FIFO stripe while `pred` accepts
+    /// them, closing the connections it claims. Returns how many it closed.
     fn drain(&self, mut pred: impl FnMut(&Node<K, C>) -> bool) -> usize {
         let mut guard = epoch::pin();
         let mut closed = 0;
         let mut steps = 0;
-        while let Some(node) = self.fifo.pop_if(&mut pred, &guard) {
-            // SAFETY: just popped.
-            if unsafe { self.retire_record(node, &guard) } {
-                closed += 1;
-            }
-            steps += 1;
-            if steps % REPIN_EVERY == 0 {
-                guard.repin();
+        let mut batch = Retired::new();
+        for fifo in self.fifos.iter() {
+            while let Some(node) = fifo.pop_if(&mut pred, &guard, Some(&mut batch)) {
+                // SAFETY: just popped.
+                if unsafe { self.retire_record(node, &guard, Some(&mut batch)) } {
+                    closed += 1;
+                }
+                steps += 1;
+                if steps % REPIN_EVERY == 0 {
+                    batch.flush(&guard);
+                    guard.repin();
+                }
             }
         }
+        batch.flush(&guard);
         closed
     }
 
-    fn housekeeping(&self, guard: &Guard) {
-        if self.fifo.len() > self.len().saturating_add(DEAD_SLACK) {
+    /// Bounds the records queued in the caller's FIFO stripe (see
+    /// [`put`](Self::put)).
+    fn housekeeping(&self, fifo: &Fifo<K, C>, guard: &Guard) {
+        if fifo.len() > DEAD_SLACK {
             for _ in 0..PUT_CLEANUP {
-                match self.fifo.pop_if(|n| n.is_claimed(), guard) {
+                match fifo.pop_if(|n| n.is_claimed(), guard, None) {
                     // SAFETY: just popped.
-                    Some(node) => unsafe { self.retire_record(node, guard) },
+                    Some(node) => unsafe { self.retire_record(node, guard, None) },
                     None => break,
                 };
             }
         }
-        while self.fifo.len() > self.record_limit {
-            match self.fifo.pop_if(|_| true, guard) {
+        while fifo.len() > self.record_limit {
+            match fifo.pop_if(|_| true, guard, None) {
                 // SAFETY: just popped.
-                Some(node) => unsafe { self.retire_record(node, guard) },
+                Some(node) => unsafe { self.retire_record(node, guard, None) },
                 None => break,
             };
         }
     }
 }
 
-/// Takes one unit of `counter` if it is below `cap`.
-fn reserve_total(counter: &AtomicUsize, cap: usize) -> bool {
-    let mut cur = counter.load(Ordering::Relaxed);
-    loop {
-        if cur >= cap {
-            return false;
-        }
-        match counter.compare_exchange_weak(cur, cur + 1, Ordering::AcqRel, Ordering::Relaxed) {
-            Ok(_) => return true,
-            Err(now) => cur = now,
-        }
+/// Number of stripes (of the FIFO and of the total cap): a power of two,
+/// about twice the CPUs, so threads rarely share one (fewer under the
+/// checkers).
+fn stripes() -> usize {
+    if cfg!(any(loom, miri)) {
+        2
+    } else {
+        std::thread::available_parallelism()
+            .map_or(4, |n| n.get())
+            .saturating_mul(2)
+            .next_power_of_two()
+            .min(64)
     }
 }
 
 impl<K, C, Clk: Clock> fmt::Debug for IdlePool<K, C, Clk> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("IdlePool")
-            .field("len", &self.total.load(Ordering::Relaxed))
+            .field("len", &self.total.used())
             .field("config", &self.config)
             .finish_non_exhaustive()
     }

@@ -1,5 +1,5 @@
-//! The machinery behind [`IdlePool`](crate::IdlePool): nodes, the global
-//! expiry FIFO, per-key indexes and the key map.
+//! The machinery behind [`IdlePool`](crate::IdlePool): nodes, the expiry
+//! FIFO (one stripe of it), per-key slot indexes and the key map.
 //!
 //! # Ownership of a node
 //!
@@ -11,7 +11,7 @@
 //!   drops it on the spot. Nobody else ever touches the connection.
 //! * `IN_FIFO`: the node is (or was, until the head moved past it) linked
 //!   into the expiry FIFO.
-//! * `IN_INDEX`: the node is in the current index snapshot of its key.
+//! * `IN_INDEX`: the node is in a slot of its key's index.
 //!
 //! The two link bits are references. The thread that clears the last one
 //! (the node is then unreachable from both structures) retires the node's
@@ -49,6 +49,8 @@ pub(crate) struct Node<K, C> {
     state: AtomicUsize,
     /// `None`: never expires (`now + ttl` overflowed `Instant`).
     pub(crate) deadline: Option<Instant>,
+    /// Put stamp: higher is fresher (see [`Entry::next_stamp`]).
+    stamp: u64,
     /// The key entry holding this node's reservation. Valid while the node
     /// is unclaimed (the entry cannot close while it holds a reservation)
     /// and, after that, for as long as the claimer stays pinned.
@@ -70,10 +72,11 @@ unsafe impl<K: Send + Sync, C: Send> Send for Node<K, C> {}
 unsafe impl<K: Send + Sync, C: Send> Sync for Node<K, C> {}
 
 impl<K, C> Node<K, C> {
-    fn new(conn: C, deadline: Option<Instant>, entry: *const Entry<K, C>) -> Self {
+    fn new(conn: C, deadline: Option<Instant>, entry: &Entry<K, C>) -> Self {
         Self {
             state: AtomicUsize::new(IN_FIFO | IN_INDEX),
             deadline,
+            stamp: entry.next_stamp(),
             entry,
             conn: UnsafeCell::new(MaybeUninit::new(conn)),
             next: Atomic::null(),
@@ -85,6 +88,7 @@ impl<K, C> Node<K, C> {
         Self {
             state: AtomicUsize::new(CLAIMED | IN_FIFO),
             deadline: None,
+            stamp: 0,
             entry: ptr::null(),
             conn: UnsafeCell::new(MaybeUninit::uninit()),
             next: Atomic::null(),
@@ -154,7 +158,12 @@ impl<K, C> Node<K, C> {
 ///
 /// The caller has just unlinked `node` from the structure that `bit` stands
 /// for, and is the only thread that does so for that structure.
-unsafe fn release<K, C>(node: Shared<'_, Node<K, C>>, bit: usize, guard: &Guard) {
+unsafe fn release<K, C>(
+    node: Shared<'_, Node<K, C>>,
+    bit: usize,
+    guard: &Guard,
+    batch: Option<&mut Retired<K, C>>,
+) {
     // SAFETY: the node is still linked through `bit` (contract), so it is
     // alive.
     let n = unsafe { node.deref() };
@@ -162,26 +171,118 @@ unsafe fn release<K, C>(node: Shared<'_, Node<K, C>>, bit: usize, guard: &Guard)
     debug_assert!(prev & bit != 0, "link released twice");
     if prev & LINKS == bit {
         debug_assert!(prev & CLAIMED != 0, "retiring an unclaimed node");
-        // SAFETY: both links are gone, so no new reference to the node can
-        // be made; threads pinned now keep it alive until they unpin. The
-        // node's connection was moved out when it was claimed, so freeing
-        // it drops no user value.
-        unsafe { guard.defer_destroy(node) };
+        match batch {
+            Some(batch) => batch.add(node, guard),
+            // SAFETY: both links are gone, so no new reference to the node
+            // can be made; threads pinned now keep it alive until they
+            // unpin. The node's connection was moved out when it was
+            // claimed, so freeing it drops no user value.
+            None => unsafe { guard.defer_destroy(node) },
+        }
     }
 }
 
-/// An immutable snapshot of a key's idle nodes, oldest first.
-pub(crate) struct Snap<K, C> {
-    nodes: Vec<*const Node<K, C>>,
+/// Nodes retired together: one deferred call frees up to [`RETIRE_BATCH`]
+/// of them, instead of one epoch-bag slot each. Used by the calls that
+/// unlink many records at once (`reap`, `clear`, `next_expiry`).
+pub(crate) struct Retired<K, C> {
+    nodes: Vec<*mut Node<K, C>>,
 }
 
-// SAFETY: a snapshot is a list of pointers to nodes, which are themselves
-// `Send + Sync` under the same bounds; dropping it frees only the `Vec`.
-unsafe impl<K: Send + Sync, C: Send> Send for Snap<K, C> {}
-// SAFETY: as for `Send`; the snapshot is never mutated after publication.
-unsafe impl<K: Send + Sync, C: Send> Sync for Snap<K, C> {}
+/// Nodes per deferred call (small under the checkers).
+const RETIRE_BATCH: usize = if cfg!(any(loom, miri)) { 2 } else { 64 };
 
-/// Per-key state: a reservation counter and the index snapshot.
+impl<K, C> Retired<K, C> {
+    pub(crate) fn new() -> Self {
+        Self { nodes: Vec::new() }
+    }
+
+    /// Adds a node whose last link was just released.
+    fn add(&mut self, node: Shared<'_, Node<K, C>>, guard: &Guard) {
+        if self.nodes.capacity() == 0 {
+            self.nodes.reserve_exact(RETIRE_BATCH);
+        }
+        self.nodes.push(node.as_raw().cast_mut());
+        if self.nodes.len() >= RETIRE_BATCH {
+            self.flush(guard);
+        }
+    }
+
+    /// Defers freeing every node added so far.
+    pub(crate) fn flush(&mut self, guard: &Guard) {
+        if self.nodes.is_empty() {
+            return;
+        }
+        let nodes = std::mem::take(&mut self.nodes);
+        // SAFETY: every node here had both links released (see `release`),
+        // so it is unreachable for threads that pin from now on; threads
+        // pinned now keep it alive until they unpin, which the deferral
+        // waits for. Its connection was moved out when it was claimed, so
+        // freeing it drops no user value. The closure owns the only
+        // pointers to the nodes; nodes are `Send` (see their impls), so
+        // freeing them on whichever thread runs the closure is fine.
+        unsafe {
+            guard.defer_unchecked(move || {
+                for n in nodes {
+                    drop(Owned::from_raw(n));
+                }
+            });
+        }
+    }
+}
+
+impl<K, C> Drop for Retired<K, C> {
+    fn drop(&mut self) {
+        // Reached with nodes only on unwinding (callers flush): defer them
+        // anyway rather than leak.
+        if !self.nodes.is_empty() {
+            let guard = epoch::pin();
+            self.flush(&guard);
+        }
+    }
+}
+
+/// Slots per chunk of a key's index. Tiny under loom so that a per-key cap
+/// of 2 already needs a second chunk.
+const CHUNK: usize = if cfg!(loom) { 1 } else { 8 };
+
+/// A fixed run of index slots, plus the link to the next run. Slots are
+/// written in place: a slot holds null or a node that holds its `IN_INDEX`
+/// link. Chunks are only ever appended (at most
+/// `ceil(max_idle_per_key / CHUNK)` per entry) and are freed with their
+/// entry.
+pub(crate) struct Chunk<K, C> {
+    slots: [Atomic<Node<K, C>>; CHUNK],
+    next: Atomic<Chunk<K, C>>,
+}
+
+impl<K, C> Chunk<K, C> {
+    fn new() -> Self {
+        Self {
+            slots: std::array::from_fn(|_| Atomic::null()),
+            next: Atomic::null(),
+        }
+    }
+}
+
+impl<K, C> Drop for Chunk<K, C> {
+    fn drop(&mut self) {
+        // SAFETY: a chunk is dropped only with its entry, which is then
+        // unreachable (retired through the epoch, or the map is being
+        // dropped); the chunks after it belong to it alone.
+        let guard = unsafe { epoch::unprotected() };
+        let mut next = self.next.load(Ordering::Relaxed, guard);
+        while !next.is_null() {
+            // SAFETY: exclusively owned (see above); each freed once. Its
+            // own `next` is detached first so the drop is not recursive.
+            let owned = unsafe { next.into_owned() };
+            next = owned.next.swap(Shared::null(), Ordering::Relaxed, guard);
+            drop(owned);
+        }
+    }
+}
+
+/// Per-key state: a reservation counter and an in-place slot index.
 ///
 /// An entry lives while it counts an idle connection or a FIFO record of
 /// one of its nodes: keys that churn (put, take, put, ...) keep their entry
@@ -189,13 +290,23 @@ unsafe impl<K: Send + Sync, C: Send> Sync for Snap<K, C> {}
 /// left the FIFO, whoever gives back the last count closes the entry.
 pub(crate) struct Entry<K, C> {
     pub(crate) key: K,
+    /// The map's hash of `key`, kept so closing the entry need not rehash.
+    hash: u64,
     /// Idle reservations (connections counted for this key, puts in flight
     /// included) in bits 0..32, FIFO records in bits 32..63, [`CLOSED`] in
     /// the top bit.
     pub(crate) live: AtomicU64,
-    /// Current snapshot; null when empty; null tagged 1 once closed.
-    index: Atomic<Snap<K, C>>,
+    /// Put stamp, for "freshest first". A plain load and store, not an
+    /// RMW: puts racing on one key may get equal stamps (their order is
+    /// not defined anyway); sequential puts get increasing ones.
+    stamp: AtomicU64,
+    /// The index: slots holding null, an unclaimed node (idle), or a
+    /// claimed node not yet unlinked (free for the next put to overwrite).
+    slots: Chunk<K, C>,
 }
+
+/// An index slot and the node loaded from it.
+pub(crate) type Found<'g, K, C> = (&'g Atomic<Node<K, C>>, Shared<'g, Node<K, C>>);
 
 /// Outcome of a per-key reservation attempt.
 pub(crate) enum Reserve {
@@ -205,13 +316,15 @@ pub(crate) enum Reserve {
 }
 
 impl<K, C> Entry<K, C> {
-    fn new(key: K) -> Self {
+    fn new(key: K, hash: u64) -> Self {
         Self {
             key,
+            hash,
             // Born with one reservation and one record, for the put that
             // creates it.
             live: AtomicU64::new(IDLE_ONE | RECORD_ONE),
-            index: Atomic::null(),
+            stamp: AtomicU64::new(0),
+            slots: Chunk::new(),
         }
     }
 
@@ -235,6 +348,13 @@ impl<K, C> Entry<K, C> {
                 Err(now) => cur = now,
             }
         }
+    }
+
+    /// The next put stamp (see [`Entry::stamp`]).
+    pub(crate) fn next_stamp(&self) -> u64 {
+        let s = self.stamp.load(Ordering::Relaxed).wrapping_add(1);
+        self.stamp.store(s, Ordering::Relaxed);
+        s
     }
 
     /// Number of idle connections counted for this key.
@@ -264,160 +384,168 @@ impl<K, C> Entry<K, C> {
         prev == RECORD_ONE
     }
 
-    /// Appends `node` to the index, dropping claimed nodes from it.
+    /// The chunks of the index, first to last.
+    fn chunks<'g>(&'g self, guard: &'g Guard) -> impl Iterator<Item = &'g Chunk<K, C>> + 'g {
+        std::iter::successors(Some(&self.slots), move |c| {
+            // SAFETY: chunks are freed only with their entry, which the
+            // caller keeps alive (it is pinned and holds or found the entry
+            // under `guard`).
+            unsafe { c.next.load(Ordering::Acquire, guard).as_ref() }
+        })
+    }
+
+    /// Stores `node` in a free slot of the index: a null one, or one whose
+    /// node is claimed (that node's `IN_INDEX` link is released). Appends
+    /// a chunk if every slot is taken and fewer than
+    /// `ceil(cap / CHUNK)` chunks exist.
+    ///
+    /// Lock-free: the caller's reservation means at most `cap - 1` other
+    /// nodes are unclaimed, so a free slot exists at every instant; a pass
+    /// that finds none lost each slot to a concurrent put or saw it freed
+    /// only after passing it, i.e. others made progress.
     ///
     /// # Safety
     ///
     /// The caller holds a reservation on this entry for `node` (so it is
-    /// not closed), and `node` is a fresh node not yet indexed.
-    pub(crate) unsafe fn index_push(&self, node: Shared<'_, Node<K, C>>, guard: &Guard) {
-        let mut removed = Vec::new();
+    /// not closed), and `node` is a fresh node, not yet in any slot.
+    pub(crate) unsafe fn index_push(
+        &self,
+        node: Shared<'_, Node<K, C>>,
+        cap: usize,
+        guard: &Guard,
+    ) {
+        let max_chunks = cap.div_ceil(CHUNK);
         loop {
-            let cur = self.index.load(Ordering::Acquire, guard);
-            debug_assert_eq!(cur.tag(), 0, "push on a closed entry");
-            removed.clear();
-            let mut nodes = Vec::new();
-            // SAFETY: the snapshot was loaded under `guard`; snapshots are
-            // retired only after being replaced.
-            if let Some(snap) = unsafe { cur.as_ref() } {
-                nodes.reserve(snap.nodes.len() + 1);
-                for &n in &snap.nodes {
-                    // SAFETY: a node in a reachable snapshot still holds its
-                    // IN_INDEX link, so it is alive under `guard`.
-                    if unsafe { (*n).is_claimed() } {
-                        removed.push(n);
-                    } else {
-                        nodes.push(n);
+            let mut chunk = &self.slots;
+            let mut chunks = 1;
+            loop {
+                for slot in &chunk.slots {
+                    let cur = slot.load(Ordering::Acquire, guard);
+                    // SAFETY: a node in a slot holds its IN_INDEX link, so it
+                    // is alive under `guard`.
+                    if let Some(n) = unsafe { cur.as_ref() } {
+                        if !n.is_claimed() {
+                            continue;
+                        }
+                    }
+                    // Release publishes the node (and its connection) to
+                    // takers, which load the slot with Acquire.
+                    if slot
+                        .compare_exchange(cur, node, Ordering::AcqRel, Ordering::Relaxed, guard)
+                        .is_ok()
+                    {
+                        if !cur.is_null() {
+                            // SAFETY: our CAS unlinked the claimed `cur` from
+                            // its slot; only one CAS can do that.
+                            unsafe { release(cur, IN_INDEX, guard, None) };
+                        }
+                        return;
                     }
                 }
-            }
-            nodes.push(node.as_raw());
-            // Release publishes the node (and its connection) to takers.
-            match self.index.compare_exchange(
-                cur,
-                Owned::new(Snap { nodes }),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-                guard,
-            ) {
-                Ok(_) => {
-                    // SAFETY: our CAS replaced `cur`, so we alone unlinked
-                    // `removed` from the index and `cur` from the entry.
-                    unsafe { retire_snapshot(cur, &removed, guard) };
-                    return;
+                let next = chunk.next.load(Ordering::Acquire, guard);
+                // SAFETY: see `chunks`.
+                if let Some(c) = unsafe { next.as_ref() } {
+                    chunk = c;
+                    chunks += 1;
+                    continue;
                 }
-                Err(_) => continue,
+                if chunks >= max_chunks {
+                    break; // every slot we may use was taken: rescan
+                }
+                // Release publishes the new chunk's (null) slots.
+                chunk = match chunk.next.compare_exchange(
+                    Shared::null(),
+                    Owned::new(Chunk::new()),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                    guard,
+                ) {
+                    // SAFETY: just published; freed only with the entry.
+                    Ok(c) => unsafe { c.deref() },
+                    // SAFETY: as for `chunks` (ours is dropped unpublished).
+                    Err(e) => unsafe { e.current.deref() },
+                };
+                chunks += 1;
             }
         }
     }
 
-    /// Best-effort: replaces `expected` with a snapshot without claimed
-    /// nodes. One attempt; losing the race is fine (the next operation on
-    /// the key compacts).
-    pub(crate) fn compact(&self, expected: Shared<'_, Snap<K, C>>, guard: &Guard) {
-        // SAFETY: loaded by the caller under `guard`.
-        let Some(snap) = (unsafe { expected.as_ref() }) else {
-            return;
-        };
-        let mut removed = Vec::new();
-        let mut nodes = Vec::new();
-        for &n in &snap.nodes {
-            // SAFETY: node of a snapshot loaded under `guard`: alive.
-            if unsafe { (*n).is_claimed() } {
-                removed.push(n);
-            } else {
-                nodes.push(n);
-            }
-        }
-        if removed.is_empty() {
-            return;
-        }
-        let new = if nodes.is_empty() {
-            Shared::null()
-        } else {
-            Owned::new(Snap { nodes }).into_shared(guard)
-        };
-        match self
-            .index
-            .compare_exchange(expected, new, Ordering::AcqRel, Ordering::Relaxed, guard)
-        {
-            // SAFETY: our CAS replaced `expected`: we alone unlinked it and
-            // the nodes it had that `new` lacks.
-            Ok(_) => unsafe { retire_snapshot(expected, &removed, guard) },
-            Err(_) => {
-                if !new.is_null() {
-                    // SAFETY: `new` was never published.
-                    drop(unsafe { new.into_owned() });
+    /// The freshest (highest stamp) unclaimed node of the index and its
+    /// slot, if any. O(slots).
+    pub(crate) fn freshest<'g>(&'g self, guard: &'g Guard) -> Option<Found<'g, K, C>> {
+        let mut best: Option<(Found<'g, K, C>, u64)> = None;
+        for chunk in self.chunks(guard) {
+            for slot in &chunk.slots {
+                // Acquire: pairs with the publishing CAS in `index_push`.
+                let cur = slot.load(Ordering::Acquire, guard);
+                // SAFETY: a node in a slot holds its IN_INDEX link, so it is
+                // alive under `guard`.
+                let Some(n) = (unsafe { cur.as_ref() }) else {
+                    continue;
+                };
+                if n.is_claimed() {
+                    continue;
+                }
+                if best.is_none_or(|(_, s)| n.stamp > s) {
+                    best = Some(((slot, cur), n.stamp));
                 }
             }
         }
+        best.map(|(found, _)| found)
     }
 
-    /// The current snapshot (null if empty or closed).
-    pub(crate) fn snapshot<'g>(&self, guard: &'g Guard) -> Shared<'g, Snap<K, C>> {
-        self.index.load(Ordering::Acquire, guard)
-    }
-}
-
-impl<K, C> Snap<K, C> {
-    /// Nodes, oldest first.
+    /// Unlinks the claimed `node` from `slot` unless a put or the entry's
+    /// close already did.
     ///
     /// # Safety
     ///
-    /// The snapshot was loaded under a guard that is still held; the
-    /// returned nodes may only be used while it is.
-    pub(crate) unsafe fn nodes(&self) -> impl DoubleEndedIterator<Item = &Node<K, C>> {
-        self.nodes.iter().map(|&n| {
-            // SAFETY: nodes of a snapshot reachable under the caller's
-            // guard are alive until it unpins.
-            unsafe { &*n }
-        })
-    }
-}
-
-/// Releases the IN_INDEX links of `removed` and retires the snapshot `old`.
-///
-/// # Safety
-///
-/// The caller's CAS just unlinked `old` from its entry, and `removed` are
-/// nodes of `old` absent from what replaced it.
-unsafe fn retire_snapshot<K, C>(
-    old: Shared<'_, Snap<K, C>>,
-    removed: &[*const Node<K, C>],
-    guard: &Guard,
-) {
-    for &n in removed {
-        // SAFETY: `n` was in `old` and is in no newer snapshot; only the
-        // thread that unlinked `old` gets here for it.
-        unsafe { release(Shared::from(n), IN_INDEX, guard) };
-    }
-    if !old.is_null() {
-        // SAFETY: `old` was unlinked by the caller's CAS; readers pinned now
-        // keep it alive.
-        unsafe { guard.defer_destroy(old) };
-    }
-}
-
-/// Releases the IN_INDEX links of every node of `old` and retires it.
-///
-/// # Safety
-///
-/// The caller just unlinked `old` for good (the entry was closed, or the
-/// map is being dropped), so every node in it loses its index link.
-unsafe fn retire_whole_snapshot<K, C>(old: Shared<'_, Snap<K, C>>, guard: &Guard) {
-    {
-        // SAFETY: `old` is alive until the `defer_destroy` below; this
-        // borrow ends before it (with `unprotected` it frees at once).
-        let Some(snap) = (unsafe { old.as_ref() }) else {
-            return;
-        };
-        for &n in &snap.nodes {
-            // SAFETY: `n` was in `old`, which nobody else will unlink.
-            unsafe { release(Shared::from(n), IN_INDEX, guard) };
+    /// `node` was loaded from `slot` of this entry under `guard`, and the
+    /// caller won its claim.
+    pub(crate) unsafe fn unlink_slot(
+        &self,
+        slot: &Atomic<Node<K, C>>,
+        node: Shared<'_, Node<K, C>>,
+        guard: &Guard,
+    ) {
+        if slot
+            .compare_exchange(
+                node,
+                Shared::null(),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+                guard,
+            )
+            .is_ok()
+        {
+            // SAFETY: our CAS unlinked `node` from its slot; a node is in
+            // at most one slot and only one CAS can take it out.
+            unsafe { release(node, IN_INDEX, guard, None) };
         }
     }
-    // SAFETY: unlinked by the caller; readers pinned now keep it alive.
-    unsafe { guard.defer_destroy(old) };
+
+    /// Empties every slot, releasing the nodes' `IN_INDEX` links.
+    ///
+    /// # Safety
+    ///
+    /// No put can store into the index any more (the entry is closed, or
+    /// the map is being dropped), and every node left in it is claimed.
+    unsafe fn release_all(&self, guard: &Guard, mut batch: Option<&mut Retired<K, C>>) {
+        for chunk in self.chunks(guard) {
+            for slot in &chunk.slots {
+                // A null slot stays null (no put stores any more), so only
+                // occupied ones need the swap.
+                if slot.load(Ordering::Relaxed, guard).is_null() {
+                    continue;
+                }
+                let cur = slot.swap(Shared::null(), Ordering::AcqRel, guard);
+                if !cur.is_null() {
+                    // SAFETY: our swap unlinked it (a racing `unlink_slot`
+                    // CAS then fails); claimed (contract).
+                    unsafe { release(cur, IN_INDEX, guard, batch.as_deref_mut()) };
+                }
+            }
+        }
+    }
 }
 
 /// One link of a bucket chain; owned by the table it is reachable from.
@@ -536,7 +664,7 @@ impl<K, C> KeyMap<K, C> {
             let t = unsafe { t.deref() };
             bytes += size_of::<Table<K, C>>() + t.buckets.len() * size_of::<Atomic<Cell<K, C>>>();
             bytes += s.len.load(Ordering::Relaxed)
-                * (size_of::<Cell<K, C>>() + size_of::<Entry<K, C>>() + size_of::<Snap<K, C>>());
+                * (size_of::<Cell<K, C>>() + size_of::<Entry<K, C>>());
         }
         bytes
     }
@@ -593,7 +721,7 @@ impl<K: Hash + Eq, C> KeyMap<K, C> {
                 // writer) keep alive; pinned.
                 while let Some(c) = unsafe { cur.as_ref() } {
                     // SAFETY: entries reachable from the table are alive.
-                    let h = self.hash(unsafe { &(*c.entry).key });
+                    let h = unsafe { (*c.entry).hash };
                     let slot = bigger.bucket(h);
                     let head = slot.load(Ordering::Relaxed, guard);
                     slot.store(
@@ -614,7 +742,7 @@ impl<K: Hash + Eq, C> KeyMap<K, C> {
             // SAFETY: just published, never null.
             table = unsafe { bigger.deref() };
         }
-        let entry = Owned::new(Entry::new(key.clone())).into_shared(guard);
+        let entry = Owned::new(Entry::new(key.clone(), hash)).into_shared(guard);
         let slot = table.bucket(hash);
         let head = slot.load(Ordering::Acquire, guard);
         // Release publishes the entry and the cell to lock-free readers.
@@ -637,7 +765,12 @@ impl<K: Hash + Eq, C> KeyMap<K, C> {
     /// # Safety
     ///
     /// `entry` was obtained under `guard` from this map.
-    pub(crate) unsafe fn close(&self, entry: &Entry<K, C>, guard: &Guard) {
+    pub(crate) unsafe fn close(
+        &self,
+        entry: &Entry<K, C>,
+        guard: &Guard,
+        batch: Option<&mut Retired<K, C>>,
+    ) {
         if entry
             .live
             .compare_exchange(0, CLOSED, Ordering::AcqRel, Ordering::Relaxed)
@@ -646,14 +779,11 @@ impl<K: Hash + Eq, C> KeyMap<K, C> {
             return; // a put reserved it again
         }
         // Zero reservations: every node ever indexed here is claimed (and
-        // its record gone), and no put can index a new one. The swap makes any in-flight compaction
-        // CAS fail, so the final snapshot is ours alone.
-        let last = entry
-            .index
-            .swap(Shared::null().with_tag(1), Ordering::AcqRel, guard);
-        // SAFETY: we unlinked `last` for good; all of its nodes go with it.
-        unsafe { retire_whole_snapshot(last, guard) };
-        let hash = self.hash(&entry.key);
+        // its record gone), and no put can index a new one.
+        // SAFETY: closed, so no put stores into the index any more; every
+        // node in it is claimed (zero reservations).
+        unsafe { entry.release_all(guard, batch) };
+        let hash = entry.hash;
         let shard = self.shard(hash);
         {
             let _w = shard.write.lock();
@@ -681,14 +811,14 @@ impl<K: Hash + Eq, C> KeyMap<K, C> {
 }
 
 /// A cell and the entry it points to.
-type Found<'g, K, C> = (Shared<'g, Cell<K, C>>, &'g Entry<K, C>);
+type CellEntry<'g, K, C> = (Shared<'g, Cell<K, C>>, &'g Entry<K, C>);
 
 fn find<'g, K: Eq, C>(
     table: &Table<K, C>,
     hash: u64,
     key: &K,
     guard: &'g Guard,
-) -> Option<Found<'g, K, C>> {
+) -> Option<CellEntry<'g, K, C>> {
     let mut cur = table.bucket(hash).load(Ordering::Acquire, guard);
     // SAFETY: cells are retired only after being unlinked (or with their
     // table); we are pinned, so those we reach are alive.
@@ -748,12 +878,13 @@ impl<K, C> Drop for KeyMap<K, C> {
                 while let Some(c) = unsafe { cur.as_ref() } {
                     let e = Shared::from(c.entry);
                     // SAFETY: entries reachable from the table are alive
-                    // and owned by the map; the index snapshot holds the
-                    // entry's remaining IN_INDEX links. With `unprotected`
-                    // every retirement below happens immediately.
+                    // and owned by the map; the index slots hold the entry's
+                    // remaining IN_INDEX links, all of claimed nodes (the
+                    // FIFO, dropped first, claimed every node). With
+                    // `unprotected` every retirement below happens
+                    // immediately.
                     unsafe {
-                        let entry = e.deref();
-                        retire_whole_snapshot(entry.index.load(Ordering::Relaxed, guard), guard);
+                        e.deref().release_all(guard, None);
                         drop(e.into_owned());
                     }
                     cur = c.next.load(Ordering::Relaxed, guard);
@@ -765,14 +896,17 @@ impl<K, C> Drop for KeyMap<K, C> {
     }
 }
 
-/// The global expiry FIFO: a Michael–Scott queue threaded through the
-/// nodes themselves. Insertion order is expiry order (one TTL per pool).
+/// One stripe of the expiry FIFO: a Michael–Scott queue threaded through
+/// the nodes themselves. A put appends to the stripe of its thread, so
+/// threads do not share a tail; insertion order within a stripe is expiry
+/// order (one TTL per pool). Used whole inside a `CachePadded`: head, tail
+/// and length share the owning thread's cache line.
 pub(crate) struct Fifo<K, C> {
-    head: CachePadded<Atomic<Node<K, C>>>,
-    tail: CachePadded<Atomic<Node<K, C>>>,
+    head: Atomic<Node<K, C>>,
+    tail: Atomic<Node<K, C>>,
     /// Records queued (claimed ones included); incremented before linking,
     /// decremented after unlinking, so it never underflows.
-    len: CachePadded<AtomicUsize>,
+    len: AtomicUsize,
 }
 
 impl<K, C> Fifo<K, C> {
@@ -781,12 +915,13 @@ impl<K, C> Fifo<K, C> {
         let guard = unsafe { epoch::unprotected() };
         let sentinel = Owned::new(Node::sentinel()).into_shared(guard);
         Self {
-            head: CachePadded::new(Atomic::from(sentinel)),
-            tail: CachePadded::new(Atomic::from(sentinel)),
-            len: CachePadded::new(AtomicUsize::new(0)),
+            head: Atomic::from(sentinel),
+            tail: Atomic::from(sentinel),
+            len: AtomicUsize::new(0),
         }
     }
 
+    /// Records queued (claimed ones included).
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
     }
@@ -848,6 +983,7 @@ impl<K, C> Fifo<K, C> {
         &self,
         mut pred: impl FnMut(&Node<K, C>) -> bool,
         guard: &'g Guard,
+        batch: Option<&mut Retired<K, C>>,
     ) -> Option<&'g Node<K, C>> {
         loop {
             let head = self.head.load(Ordering::Acquire, guard);
@@ -878,7 +1014,7 @@ impl<K, C> Fifo<K, C> {
                 self.len.fetch_sub(1, Ordering::Relaxed);
                 // SAFETY: our CAS moved the head past the old dummy: we
                 // alone unlinked it from the FIFO.
-                unsafe { release(head, IN_FIFO, guard) };
+                unsafe { release(head, IN_FIFO, guard, batch) };
                 return Some(n);
             }
         }
@@ -887,8 +1023,9 @@ impl<K, C> Fifo<K, C> {
 
 impl<K, C> Drop for Fifo<K, C> {
     fn drop(&mut self) {
-        // Every unclaimed node is in the FIFO (puts finish before the pool
-        // can be dropped), so this closes every remaining connection.
+        // Every unclaimed node is in one FIFO stripe (puts finish before
+        // the pool can be dropped), so dropping every stripe closes every
+        // remaining connection.
         // SAFETY: `&mut self`: exclusive; `unprotected` frees at once.
         let guard = unsafe { epoch::unprotected() };
         let mut cur = self.head.load(Ordering::Relaxed, guard);
@@ -901,7 +1038,7 @@ impl<K, C> Drop for Fifo<K, C> {
                 drop(unsafe { node.take_conn() });
             }
             // SAFETY: exclusive owner, each record released once.
-            unsafe { release(cur, IN_FIFO, guard) };
+            unsafe { release(cur, IN_FIFO, guard, None) };
             cur = next;
         }
     }

@@ -63,9 +63,11 @@ fn pool(clock: &ManualClock, per_key: usize) -> Arc<IdlePool<u8, Conn, ManualClo
 /// consistent and the key's entry is freed once empty.
 ///
 /// Weakened once (locally, then reverted): the success ordering of the
-/// publishing CAS in `Entry::index_push` lowered from `AcqRel` to `Acquire`
-/// (no Release). Loom failed this model with "Causality violation:
-/// Concurrent load and mut accesses" on the connection cell.
+/// publishing CAS in `Entry::index_push` (the snapshot CAS then, the slot
+/// CAS since the index became in-place slots; both tried) lowered from
+/// `AcqRel` to `Acquire` (no Release). Loom failed this model with
+/// "Causality violation: Concurrent load and mut accesses" on the
+/// connection cell.
 #[test]
 fn put_vs_take() {
     loom::model(|| {
@@ -165,5 +167,75 @@ fn reap_vs_take_vs_put() {
         assert_eq!(pool.take(&1).map(|c| c.0), Some(1));
         pool.next_expiry();
         assert_eq!(pool.key_entries(), 0);
+    });
+}
+
+/// Two puts on one key race for its in-place index slots (one slot per
+/// chunk under loom, so one of them appends the second chunk, racing the
+/// other): both are stored, each in its own slot, and each connection is
+/// then taken once and dropped once. (Publication to a concurrent taker
+/// through the slot CAS is `put_vs_take`.)
+///
+/// Fix removed once (locally, then reverted): `Entry::index_push` storing
+/// into a free slot with a load and a store instead of a CAS. Loom found
+/// both puts writing the same slot (one connection lost from the index)
+/// and failed this model on the take count.
+#[test]
+fn puts_race_for_index_slots() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let pool = pool(&clock, 2);
+        let t = Tracker::new();
+        let p1 = pool.clone();
+        let t1 = t.clone();
+        let a = thread::spawn(move || p1.put(1, t1.conn(0)).is_ok());
+        assert!(pool.put(1, t.conn(1)).is_ok());
+        assert!(a.join().unwrap());
+        let mut got = Vec::new();
+        while let Some(c) = pool.take(&1) {
+            got.push(c.0);
+        }
+        got.sort_unstable();
+        assert_eq!(got, [0, 1]);
+        drop(pool);
+        assert_eq!(t.drops(0), 1);
+        assert_eq!(t.drops(1), 1);
+    });
+}
+
+/// Two puts race for the last unit of a total cap of 1 from threads on
+/// different stripes of the total: the main thread's stripe holds the unit
+/// (borrowed by an earlier put, given back by its take), the other thread
+/// must steal it. At most one is accepted, and once both are done `len`
+/// is exact.
+///
+/// Fix removed once (locally, then reverted): `quota::take_one` as a load
+/// followed by a store instead of one CAS. Loom found both puts taking the
+/// one unit and failed this model on the cap assertion.
+#[test]
+fn total_cap_holds_across_stripes() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let config = PoolConfig {
+            ttl: Duration::from_secs(10),
+            max_idle_per_key: 2,
+            max_idle_total: 1,
+        };
+        let pool = Arc::new(IdlePool::with_config(config, clock.clone()).unwrap());
+        let t = Tracker::new();
+        pool.put(1, t.conn(2)).unwrap();
+        assert_eq!(pool.take(&1).map(|c| c.0), Some(2));
+        let p1 = pool.clone();
+        let t1 = t.clone();
+        let a = thread::spawn(move || p1.put(1, t1.conn(0)).is_ok());
+        let b = pool.put(1, t.conn(1)).is_ok();
+        let a = a.join().unwrap();
+        let accepted = usize::from(a) + usize::from(b);
+        assert!(accepted <= 1, "total cap exceeded");
+        assert_eq!(pool.len(), accepted);
+        drop(pool);
+        for id in 0..3 {
+            assert_eq!(t.drops(id), 1);
+        }
     });
 }
