@@ -27,13 +27,7 @@ use crate::{Error, Result, StatusEvent};
 #[derive(Clone, Copy, Debug, Default)]
 struct TokioClock;
 
-impl connmgr_pool::Clock for TokioClock {
-    fn now(&self) -> Instant {
-        tokio::time::Instant::now().into_std()
-    }
-}
-
-impl connmgr_metrics::Clock for TokioClock {
+impl connmgr_core::Clock for TokioClock {
     fn now(&self) -> Instant {
         tokio::time::Instant::now().into_std()
     }

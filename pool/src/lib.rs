@@ -122,13 +122,13 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-mod clock;
 mod config;
 mod pool;
 mod quota;
 mod raw;
 mod sync;
 
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::{Error, PoolConfig};
+/// The injectable clock, shared with the other connmgr crates.
+pub use connmgr_core::{Clock, ManualClock, SystemClock};
 pub use pool::IdlePool;

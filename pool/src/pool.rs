@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 use crossbeam_epoch::{self as epoch, Guard};
 use crossbeam_utils::CachePadded;
 
-use crate::clock::{Clock, SystemClock};
 use crate::config::{Error, PoolConfig};
 use crate::quota::Quota;
 use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve, Retired};
 use crate::sync::thread_index;
+use crate::{Clock, SystemClock};
 
 /// Fewest FIFO records before `put` starts evicting (see
 /// [`IdlePool::put`]).
