@@ -459,15 +459,4 @@ fn take(h: &mut Harness, m: &mut Model, k: u8, salt: Option<u8>) {
     }
 }
 
-/// Operations until the input runs out: every byte counts (unlike
-/// `Vec::arbitrary_take_rest`, which spends a "keep going" bit per element).
-fn decode_ops(u: &mut Unstructured<'_>) -> Vec<Op> {
-    let mut ops = Vec::new();
-    while !u.is_empty() {
-        match Op::arbitrary(u) {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-    }
-    ops
-}
+include!("decode.rs");

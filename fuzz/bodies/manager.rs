@@ -24,24 +24,7 @@ use tokio::sync::broadcast::error::TryRecvError;
 /// Peers are `PeerId::from_bytes([k; 32])` for `k` in `0..PEERS`.
 const PEERS: u8 = 6;
 
-#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum St {
-    Connected,
-    Connecting,
-    Disconnected,
-    Failed,
-}
-
-impl St {
-    fn get(self) -> ConnectionStatus {
-        match self {
-            St::Connected => ConnectionStatus::Connected,
-            St::Connecting => ConnectionStatus::Connecting,
-            St::Disconnected => ConnectionStatus::Disconnected,
-            St::Failed => ConnectionStatus::Failed,
-        }
-    }
-}
+include!("status.rs");
 
 #[derive(Arbitrary, Debug)]
 pub struct Setup {
@@ -423,15 +406,4 @@ async fn check(
     assert_eq!(got, want, "events {ctx}");
 }
 
-/// Operations until the input runs out: every byte counts (unlike
-/// `Vec::arbitrary_take_rest`, which spends a "keep going" bit per element).
-fn decode_ops(u: &mut Unstructured<'_>) -> Vec<Op> {
-    let mut ops = Vec::new();
-    while !u.is_empty() {
-        match Op::arbitrary(u) {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-    }
-    ops
-}
+include!("decode.rs");

@@ -227,15 +227,4 @@ fn check_quantile(sorted: &[u64], q: f64, got: Option<Duration>) {
     );
 }
 
-/// Operations until the input runs out: every byte counts (unlike
-/// `Vec::arbitrary_take_rest`, which spends a "keep going" bit per element).
-fn decode_ops(u: &mut Unstructured<'_>) -> Vec<Op> {
-    let mut ops = Vec::new();
-    while !u.is_empty() {
-        match Op::arbitrary(u) {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-    }
-    ops
-}
+include!("decode.rs");

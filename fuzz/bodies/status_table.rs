@@ -44,24 +44,7 @@ impl Hasher for Identity {
     }
 }
 
-#[derive(Arbitrary, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum St {
-    Connected,
-    Connecting,
-    Disconnected,
-    Failed,
-}
-
-impl St {
-    fn get(self) -> ConnectionStatus {
-        match self {
-            St::Connected => ConnectionStatus::Connected,
-            St::Connecting => ConnectionStatus::Connecting,
-            St::Disconnected => ConnectionStatus::Disconnected,
-            St::Failed => ConnectionStatus::Failed,
-        }
-    }
-}
+include!("status.rs");
 
 #[derive(Arbitrary, Clone, Copy, Debug)]
 pub enum HasherKind {
@@ -456,15 +439,4 @@ fn for_each_matches<S: BuildHasher>(table: &StatusTable<u8, S>, m: &Model) {
     }
 }
 
-/// Operations until the input runs out: every byte counts (unlike
-/// `Vec::arbitrary_take_rest`, which spends a "keep going" bit per element).
-fn decode_ops(u: &mut Unstructured<'_>) -> Vec<Op> {
-    let mut ops = Vec::new();
-    while !u.is_empty() {
-        match Op::arbitrary(u) {
-            Ok(op) => ops.push(op),
-            Err(_) => break,
-        }
-    }
-    ops
-}
+include!("decode.rs");
