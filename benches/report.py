@@ -55,36 +55,35 @@ def scorecard(rows, targets):
     def ns(group, func, param):
         return rows.get((group, param), {}).get(func)
 
-    def line(what, mine, base, base_name, ratio, goal, ok):
+    def versus(what, mine, base, base_name, goal, min_ratio):
+        """A row comparing ours with a baseline: the ratio is base / mine,
+        the target met when it is at least `min_ratio` (None: no target)."""
         if mine is None or base is None:
             out.append(f"| {what} | not measured | | | {goal} | - |")
             return
-        verdict = "-" if ok is None else "met" if ok else "**missed**"
+        ratio = base / mine
+        verdict = "-" if min_ratio is None else "met" if ratio >= min_ratio else "**missed**"
         out.append(
             f"| {what} | {fmt(mine)} | {fmt(base)} ({base_name}) | {ratio:.2f} | {goal} | {verdict} |"
         )
 
-    for n in ("100000", "1000000"):
-        for t in ("1t", "2t"):
-            for group, mine_name in ((f"core/get/{n}", "StatusTable"), (f"facade/get_status/{n}", "ConnectionManager")):
-                mine, dash = ns(group, mine_name, t), ns(group, "DashMap", t)
-                ratio = dash / mine if mine and dash else 0
-                line(f"`{group}` {t}", mine, dash, "DashMap", ratio, "DashMap / ours >= 2", ratio >= 2)
-        mine, floor = ns(f"core/get/{n}", "StatusTable", "1t"), ns(f"core/get/{n}", "HashMap (floor)", "1t")
-        ratio = floor / mine if mine and floor else 0
-        line(f"`core/get/{n}` 1t vs floor", mine, floor, "HashMap floor", ratio, "floor / ours >= 0.67", ratio >= 1 / 1.5)
-    for n in ("100000", "1000000"):
-        for t in ("1t", "2t"):
-            for group, mine_name in ((f"core/update/{n}", "StatusTable"), (f"facade/update_status/{n}", "ConnectionManager")):
-                mine, dash = ns(group, mine_name, t), ns(group, "DashMap", t)
-                ratio = dash / mine if mine and dash else 0
-                line(f"`{group}` {t}", mine, dash, "DashMap", ratio, "DashMap / ours >= 2", ratio >= 2)
+    def vs_dash(group, mine_name, t, min_ratio):
+        versus(f"`{group}` {t}", ns(group, mine_name, t), ns(group, "DashMap", t),
+               "DashMap", f"DashMap / ours >= {min_ratio}", min_ratio)
+
+    for op, facade_op in (("get", "get_status"), ("update", "update_status")):
+        for n in ("100000", "1000000"):
+            for t in ("1t", "2t"):
+                vs_dash(f"core/{op}/{n}", "StatusTable", t, 2)
+                vs_dash(f"facade/{facade_op}/{n}", "ConnectionManager", t, 2)
+            if op == "get":
+                group = f"core/get/{n}"
+                versus(f"`{group}` 1t vs floor", ns(group, "StatusTable", "1t"),
+                       ns(group, "HashMap (floor)", "1t"), "HashMap floor",
+                       "floor / ours >= 0.67", 1 / 1.5)
     for n in ("1000", "100000", "1000000"):
         for t in ("1t", "2t"):
-            group = f"core/churn/{n}"
-            mine, dash = ns(group, "StatusTable", t), ns(group, "DashMap", t)
-            ratio = dash / mine if mine and dash else 0
-            line(f"`{group}` {t}", mine, dash, "DashMap", ratio, "DashMap / ours >= 1", ratio >= 1)
+            vs_dash(f"core/churn/{n}", "StatusTable", t, 1)
     mem = memory(targets, "core_memory_1000000")
     if mem:
         ours, dash = mem["StatusTable"], mem["DashMap"]
@@ -95,11 +94,9 @@ def scorecard(rows, targets):
             )
     else:
         out.append("| bytes per peer at 1M | not measured | | | <= DashMap and <= 64 B | - |")
-    for t in ("1t", "2t"):
-        mine, mutex = ns("pool/put_take", "ours", t), ns("pool/put_take", "mutex_map", t)
-        ratio = mutex / mine if mine and mutex else 0
-        goal = "mutex / ours >= 3" if t == "2t" else "(no target at 1t)"
-        line(f"`pool/put_take` {t}", mine, mutex, "Mutex<HashMap>", ratio, goal, None if t == "1t" else ratio >= 3)
+    for t, goal, min_ratio in (("1t", "(no target at 1t)", None), ("2t", "mutex / ours >= 3", 3)):
+        versus(f"`pool/put_take` {t}", ns("pool/put_take", "ours", t),
+               ns("pool/put_take", "mutex_map", t), "Mutex<HashMap>", goal, min_ratio)
     for t in ("1t", "2t"):
         small, big = ns("pool/reap_expired", "ours", f"1000/{t}"), ns("pool/reap_expired", "ours", f"1000000/{t}")
         if small and big:
@@ -115,9 +112,9 @@ def scorecard(rows, targets):
         out.append(
             f"| `metrics/record_message` 2t vs 1t, per thread | {fmt(two)} | {fmt(one)} (1t) | {one / two:.2f} | 1t / 2t >= 1 (within 10% noise) | {'met' if two <= one * 1.1 else '**missed**'} |"
         )
-    pooled = ns("facade/connect_disconnect/tcp", "pooled", "")
-    fresh = ns("facade/connect_disconnect/tcp", "fresh", "")
-    line("loopback TCP reconnect, pooled vs fresh dial", pooled, fresh, "fresh dial", fresh / pooled if pooled and fresh else 0, "fresh / pooled >= 10", bool(pooled and fresh and fresh / pooled >= 10))
+    tcp = "facade/connect_disconnect/tcp"
+    versus("loopback TCP reconnect, pooled vs fresh dial", ns(tcp, "pooled", ""),
+           ns(tcp, "fresh", ""), "fresh dial", "fresh / pooled >= 10", 10)
     print("\n**Targets** (performance issue; ratios are baseline / ours from the same run)\n")
     print("| target | connmgr | baseline | ratio | goal | verdict |")
     print("| --- | --- | --- | --- | --- | --- |")

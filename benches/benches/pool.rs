@@ -18,7 +18,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use connmgr_benches::{bench_op, run_threads};
-use connmgr_pool::{IdlePool, ManualClock, PoolConfig};
+use connmgr_pool::{Clock, IdlePool, ManualClock, PoolConfig};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use dashmap::DashMap;
 use parking_lot::Mutex;
@@ -37,46 +37,29 @@ trait Contender: Sync {
     fn reap(&self) -> usize;
 }
 
-/// Ours on the system clock (the hot-path benches).
-struct Ours(IdlePool<u64, u64>);
-
-impl Contender for Ours {
+/// Ours, on any clock: the system clock for the hot-path benches, a manual
+/// one (see `manual_pool`) so the reap benches can expire everything at once.
+impl<Clk: Clock> Contender for IdlePool<u64, u64, Clk> {
     fn put(&self, key: u64, conn: u64) {
-        let _ = self.0.put(key, conn);
+        let _ = IdlePool::put(self, key, conn);
     }
     fn take(&self, key: u64) -> Option<u64> {
-        self.0.take(&key)
+        IdlePool::take(self, &key)
     }
     fn reap(&self) -> usize {
-        self.0.reap()
+        IdlePool::reap(self)
     }
 }
 
-/// Ours on a manual clock, so the reap bench can expire everything at once.
-struct OursManual(IdlePool<u64, u64, ManualClock>, ManualClock);
-
-impl OursManual {
-    fn new(per_key: usize, total: usize) -> Self {
-        let clock = ManualClock::new();
-        let config = PoolConfig {
-            ttl: TTL,
-            max_idle_per_key: per_key,
-            max_idle_total: total,
-        };
-        Self(IdlePool::with_config(config, clock.clone()).unwrap(), clock)
-    }
-}
-
-impl Contender for OursManual {
-    fn put(&self, key: u64, conn: u64) {
-        let _ = self.0.put(key, conn);
-    }
-    fn take(&self, key: u64) -> Option<u64> {
-        self.0.take(&key)
-    }
-    fn reap(&self) -> usize {
-        self.0.reap()
-    }
+/// Ours on a manual clock, and the clock.
+fn manual_pool(per_key: usize, total: usize) -> (IdlePool<u64, u64, ManualClock>, ManualClock) {
+    let clock = ManualClock::new();
+    let config = PoolConfig {
+        ttl: TTL,
+        max_idle_per_key: per_key,
+        max_idle_total: total,
+    };
+    (IdlePool::with_config(config, clock.clone()).unwrap(), clock)
 }
 
 struct MutexMap(Mutex<HashMap<u64, Vec<(Instant, u64)>>>);
@@ -139,7 +122,7 @@ impl Contender for DashRetain {
 
 fn contenders() -> Vec<(&'static str, Box<dyn Contender>)> {
     vec![
-        ("ours", Box::new(Ours(IdlePool::new(TTL)))),
+        ("ours", Box::new(IdlePool::<u64, u64>::new(TTL))),
         ("mutex_map", Box::new(MutexMap(Mutex::new(HashMap::new())))),
         ("dashmap_retain", Box::new(DashRetain(DashMap::new()))),
     ]
@@ -197,11 +180,11 @@ fn reap(c: &mut Criterion) {
                             // Fill (untimed), expire everything, time the reap.
                             let pool: Box<dyn Contender> = match name {
                                 "ours" => {
-                                    let ours = OursManual::new(16, 1 << 21);
+                                    let (ours, clock) = manual_pool(16, 1 << 21);
                                     for i in 0..n {
-                                        ours.put(i % 65_536, i);
+                                        let _ = ours.put(i % 65_536, i);
                                     }
-                                    ours.1.advance(TTL);
+                                    clock.advance(TTL);
                                     Box::new(ours)
                                 }
                                 "mutex_map" => {
@@ -242,12 +225,12 @@ fn reap_nothing_due(c: &mut Criterion) {
     let n: u64 = if benchmarking() { 1_000_000 } else { 1_000 };
     let mut group = c.benchmark_group("pool/reap_nothing_due");
     group.sample_size(10);
-    let ours = OursManual::new(16, 1 << 21);
+    let (ours, _clock) = manual_pool(16, 1 << 21);
     let mutex = MutexMap(Mutex::new(HashMap::new()));
     let dash = DashRetain(DashMap::new());
     let now = Instant::now();
     for i in 0..n {
-        ours.put(i % 65_536, i);
+        let _ = ours.put(i % 65_536, i);
         mutex.0.lock().entry(i % 65_536).or_default().push((now, i));
         dash.0.insert(i, (i, now));
     }

@@ -11,27 +11,11 @@
 use std::time::Duration;
 
 use connmgr_pool::{IdlePool, ManualClock, PoolConfig};
-use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
-#[derive(Clone)]
-struct Tracker(Arc<[AtomicUsize; 2]>);
-
-struct Conn(usize, Tracker);
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Conn({})", self.0)
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let prev = (self.1).0[self.0].fetch_add(1, Ordering::SeqCst);
-        assert_eq!(prev, 0, "connection {} dropped twice", self.0);
-    }
-}
+mod loom_support;
+use loom_support::{Conn, Tracker};
 
 #[test]
 fn drop_pool_vs_put_vs_take() {
@@ -44,12 +28,12 @@ fn drop_pool_vs_put_vs_take() {
         };
         let pool: Arc<IdlePool<u8, Conn, ManualClock>> =
             Arc::new(IdlePool::with_config(config, clock).unwrap());
-        let t = Tracker(Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]));
-        pool.put(1, Conn(0, t.clone())).unwrap();
+        let t = Tracker::new();
+        pool.put(1, t.conn(0)).unwrap();
         let p1 = pool.clone();
         let t1 = t.clone();
         let a = thread::spawn(move || {
-            let _ = p1.put(2, Conn(1, t1));
+            let _ = p1.put(2, t1.conn(1));
             drop(p1); // may be the last handle: the pool drops here
         });
         let p2 = pool.clone();
@@ -62,7 +46,7 @@ fn drop_pool_vs_put_vs_take() {
         a.join().unwrap();
         let got = b.join().unwrap();
         assert!(got.is_none() || got == Some(0));
-        assert_eq!(t.0[0].load(Ordering::SeqCst), 1);
-        assert_eq!(t.0[1].load(Ordering::SeqCst), 1);
+        assert_eq!(t.drops(0), 1);
+        assert_eq!(t.drops(1), 1);
     });
 }

@@ -10,44 +10,11 @@
 use std::time::Duration;
 
 use connmgr_pool::{IdlePool, ManualClock, PoolConfig};
-use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
-/// Per-model drop counters (no globals).
-#[derive(Clone)]
-struct Tracker(Arc<[AtomicUsize; 3]>);
-
-impl Tracker {
-    fn new() -> Self {
-        Self(Arc::new([
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-            AtomicUsize::new(0),
-        ]))
-    }
-    fn conn(&self, id: usize) -> Conn {
-        Conn(id, self.clone())
-    }
-    fn drops(&self, id: usize) -> usize {
-        self.0[id].load(Ordering::SeqCst)
-    }
-}
-
-struct Conn(usize, Tracker);
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Conn({})", self.0)
-    }
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        let prev = (self.1).0[self.0].fetch_add(1, Ordering::SeqCst);
-        assert_eq!(prev, 0, "connection {} dropped twice", self.0);
-    }
-}
+mod loom_support;
+use loom_support::{Conn, Tracker};
 
 fn pool(clock: &ManualClock, per_key: usize) -> Arc<IdlePool<u8, Conn, ManualClock>> {
     let config = PoolConfig {
