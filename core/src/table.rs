@@ -39,8 +39,12 @@ pub const MAX_SHARDS: usize = 256;
 ///
 /// A removed key's entry keeps its slot, marked dead, until the key is
 /// inserted again (its new entry takes that slot) or the shard is rehashed;
-/// so a peer that keeps reconnecting reuses one slot. Entries taken out that
-/// way, and replaced slot arrays, are retired to
+/// so a peer that keeps reconnecting reuses one slot. A shard's array is
+/// rehashed smaller once it is under 1/16 full, so memory follows the
+/// population down; what stays after every key is gone is the minimum-size
+/// arrays and the dead entries they still hold (fewer than their slots),
+/// however many keys went through. Entries taken out of their slot, and
+/// replaced slot arrays, are retired to
 /// [crossbeam-epoch](crossbeam_epoch)'s collector and freed once no thread
 /// can still be reading them. Every operation pins the epoch only for its own
 /// duration; no guard or reference into the table is ever handed out, so no

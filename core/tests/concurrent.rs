@@ -285,37 +285,71 @@ fn stale_generation_never_matches_a_newer_entry() {
 }
 
 /// RELIABILITY 12: per-peer state is freed. Cycling a million distinct peers
-/// through insert and remove (1,000 alive at a time) leaves the table empty
-/// and its memory back at its starting size, not at its peak.
+/// through insert and remove (1,000 alive at a time) leaves the table empty,
+/// every shard's array back at its starting capacity, and its memory back at
+/// the baseline plus only the dead entries those minimum-size arrays still
+/// hold: at most a few per shard, however many peers went through.
+///
+/// The residue is not zero by design (a dead entry waits in its slot for its
+/// key to return, or for the shard's next rehash), and how many dead entries
+/// the last window leaves depends on where the keyed hash put its keys, so
+/// the test checks the exact accounting instead of a fixed slack.
 #[test]
 fn cycling_a_million_peers_returns_memory_to_baseline() {
+    let id = |i: u64| {
+        let mut b = [0u8; 32];
+        b[..8].copy_from_slice(&i.to_le_bytes());
+        PeerId::from_bytes(b)
+    };
+    // What one entry node adds to `memory_usage`, measured on a fresh table
+    // (one key does not grow a minimum-size array).
+    let entry_bytes = {
+        let t = StatusTable::new();
+        let empty = t.memory_usage();
+        t.insert(id(u64::MAX), Connected);
+        t.memory_usage() - empty
+    };
+    assert!(entry_bytes > 0);
+
     let table = StatusTable::new();
     let baseline = table.memory_usage();
+    let start_stats = table.shard_stats();
     let total = if cfg!(miri) { 200 } else { 1_000_000u64 };
     let window = if cfg!(miri) { 20 } else { 1_000 };
     let mut peak = 0;
     for start in (0..total).step_by(window) {
         for i in start..start + window as u64 {
-            let mut b = [0u8; 32];
-            b[..8].copy_from_slice(&i.to_le_bytes());
-            table.insert(PeerId::from_bytes(b), Connected);
+            table.insert(id(i), Connected);
         }
         peak = peak.max(table.memory_usage());
         for i in start..start + window as u64 {
-            let mut b = [0u8; 32];
-            b[..8].copy_from_slice(&i.to_le_bytes());
-            assert_eq!(table.remove(&PeerId::from_bytes(b)), Some(Connected));
+            assert_eq!(table.remove(&id(i)), Some(Connected));
         }
     }
     assert!(table.is_empty());
     let after = table.memory_usage();
-    assert!(
-        after <= baseline + baseline / 2,
-        "memory after cycling {after} B vs baseline {baseline} B (peak {peak} B)"
-    );
-    for s in table.shard_stats() {
+    let stats = table.shard_stats();
+    let mut dead = 0;
+    for (s, start) in stats.iter().zip(&start_stats) {
         assert_eq!(s.len, 0);
+        assert_eq!(s.capacity, start.capacity, "a shard did not shrink back");
+        assert!(s.tombstones < s.capacity, "{s:?}");
+        dead += s.tombstones;
     }
+    assert_eq!(
+        after,
+        baseline + dead * entry_bytes,
+        "memory after cycling {after} B vs baseline {baseline} B + {dead} dead entries \
+         of {entry_bytes} B (peak {peak} B)"
+    );
+    // The bound that makes this "freed": the residue is under one entry per
+    // starting slot, independent of the million peers cycled.
+    let start_slots: usize = start_stats.iter().map(|s| s.capacity).sum();
+    assert!(
+        dead < start_slots,
+        "{dead} dead entries in {start_slots} slots"
+    );
+    assert!(after < peak, "after {after} B, peak {peak} B");
 }
 
 /// A fixed, unkeyed hash that reads only the first 8 bytes of the key: what
