@@ -732,10 +732,10 @@ impl<D: Dialer> Inner<D> {
         if pool_it && !self.shut_down.load(Ordering::Acquire) {
             // One TTL for all: a new idle connection never expires before
             // those already idle, so the reaper (asleep until the earliest
-            // expiry) needs waking only when the pool was empty.
-            let was_empty = self.pool.is_empty();
+            // expiry) needs waking only if it found nothing to wait for; the
+            // pool's handshake tells us so without losing a race with it.
             // A full pool hands the connection back: it is closed here.
-            if self.pool.put(peer, conn).is_ok() && was_empty {
+            if self.pool.put(peer, conn).is_ok() && self.pool.take_wake_request() {
                 self.reaper_wake.notify_one();
             }
         }
@@ -828,7 +828,9 @@ async fn reaper<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
                 continue;
             }
         }
-        let wake_at = match inner.pool.next_expiry() {
+        // Leaves a wake-up request when nothing is idle; `Notify` keeps a
+        // wake-up that comes before we wait.
+        let wake_at = match inner.pool.watch_next_expiry() {
             Some(at) => tokio::time::Instant::from_std(at).min(next_sweep),
             None => next_sweep,
         };

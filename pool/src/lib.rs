@@ -42,6 +42,14 @@
 //! clock.set(due);
 //! assert_eq!(pool.reap(), 1);
 //! assert_eq!(pool.take(&"peer-b"), None);
+//!
+//! // A reaper that found nothing to wait for must be woken by the next put.
+//! // `watch_next_expiry` leaves a request when it returns `None`; the put
+//! // that follows collects it, and no race between the two loses it.
+//! assert_eq!(pool.watch_next_expiry(), None);
+//! pool.put("peer-c", "c".to_string()).unwrap();
+//! assert!(pool.take_wake_request()); // wake the reaper
+//! assert!(!pool.take_wake_request()); // once
 //! ```
 //!
 //! With the real clock, [`IdlePool::new`] takes just the TTL:

@@ -11,7 +11,7 @@ use crossbeam_utils::CachePadded;
 use crate::config::{Error, PoolConfig};
 use crate::quota::Quota;
 use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve, Retired};
-use crate::sync::thread_index;
+use crate::sync::{fence, thread_index, AtomicBool, Ordering};
 use crate::{Clock, SystemClock};
 
 /// Fewest FIFO records before `put` starts evicting (see
@@ -43,6 +43,10 @@ pub struct IdlePool<K, C, Clk: Clock = SystemClock> {
     fifos: Box<[CachePadded<Fifo<K, C>>]>,
     map: KeyMap<K, C>,
     record_limit: usize,
+    /// Set by [`IdlePool::watch_next_expiry`] when it found nothing to wait
+    /// for; cleared by the [`IdlePool::take_wake_request`] that reports it.
+    /// Its own line: every put reads it.
+    wake_requested: CachePadded<AtomicBool>,
 }
 
 impl<K, C> IdlePool<K, C>
@@ -102,6 +106,7 @@ where
                 .collect(),
             map: KeyMap::new(),
             record_limit,
+            wake_requested: CachePadded::new(AtomicBool::new(false)),
         })
     }
 
@@ -285,6 +290,53 @@ where
         }
         batch.flush(&guard);
         next
+    }
+
+    /// [`next_expiry`](Self::next_expiry) for a reaper that sleeps until
+    /// then: when it finds nothing that will expire, it also leaves a wake-up
+    /// request, which the next successful [`put`](Self::put) collects with
+    /// [`take_wake_request`](Self::take_wake_request).
+    ///
+    /// The two form a handshake that loses no wake-up: if a put races with
+    /// this call, either this call sees the new connection's deadline, or
+    /// that put's `take_wake_request` returns `true` (or both). A reaper with
+    /// a deadline needs no wake-up for later puts: one TTL for all means a
+    /// new connection never expires before the connections already idle
+    /// (with a clock that does not go backwards).
+    ///
+    /// **Progress:** as [`next_expiry`](Self::next_expiry), plus one store
+    /// and one `SeqCst` fence.
+    ///
+    /// **Reclamation:** as [`next_expiry`](Self::next_expiry).
+    pub fn watch_next_expiry(&self) -> Option<Instant> {
+        self.wake_requested.store(true, Ordering::Relaxed);
+        // Pairs with the fence in `take_wake_request`: of the request store
+        // here and a put's FIFO append, at least one is seen by the other
+        // side's later load.
+        fence(Ordering::SeqCst);
+        let next = self.next_expiry();
+        if next.is_some() {
+            // Nothing to wake for; a put that already took the request
+            // makes one spurious wake-up, which is harmless.
+            self.wake_requested.store(false, Ordering::Relaxed);
+        }
+        next
+    }
+
+    /// Call after a successful [`put`](Self::put): `true` if a reaper asked
+    /// (through [`watch_next_expiry`](Self::watch_next_expiry)) to be woken
+    /// when a connection goes idle. The request is cleared: of several puts
+    /// racing after one request, exactly one reports it. Meant for one
+    /// reaper per pool.
+    ///
+    /// **Progress:** wait-free: one `SeqCst` fence and a load, plus one
+    /// swap when a request is pending.
+    pub fn take_wake_request(&self) -> bool {
+        // See `watch_next_expiry`: orders our put's FIFO append before the
+        // load of the request.
+        fence(Ordering::SeqCst);
+        self.wake_requested.load(Ordering::Relaxed)
+            && self.wake_requested.swap(false, Ordering::Relaxed)
     }
 
     /// Idle connections in the pool (counting puts in flight): the total

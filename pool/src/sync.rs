@@ -6,7 +6,7 @@
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::hint::spin_loop;
-    pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
     /// A small number identifying the calling thread, for striping. Loom
     /// numbers its threads deterministically within an execution (the main
@@ -42,7 +42,7 @@ mod imp {
 mod imp {
     pub(crate) use parking_lot::Mutex;
     pub(crate) use std::hint::spin_loop;
-    pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
     /// A small number identifying the calling thread, for striping:
     /// threads are numbered in the order they first ask, so `n` threads

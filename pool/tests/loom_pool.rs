@@ -206,3 +206,39 @@ fn total_cap_holds_across_stripes() {
         }
     });
 }
+
+/// The reaper's wake-up handshake: a reaper that found nothing to wait for
+/// (`watch_next_expiry` → `None`) races a put. Either the reaper sees the
+/// new connection's deadline, or the put's `take_wake_request` tells the
+/// putter to wake it: the wake-up is never lost, so no idle connection
+/// outlives its TTL waiting for some unrelated timer.
+///
+/// Weakened (locally, then reverted): both `SeqCst` fences removed, and
+/// then only the one in `take_wake_request`. Loom failed this model both
+/// times with "lost wake-up": the reaper read the FIFO as empty while the
+/// putter read no request.
+#[test]
+fn a_put_never_misses_a_watching_reaper() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let pool = pool(&clock, 2);
+        let t = Tracker::new();
+        let p = pool.clone();
+        let t2 = t.clone();
+        let putter = thread::spawn(move || {
+            p.put(1, t2.conn(0)).unwrap();
+            p.take_wake_request()
+        });
+        let next = pool.watch_next_expiry();
+        let woken = putter.join().unwrap();
+        assert!(
+            next.is_some() || woken,
+            "lost wake-up: the reaper saw no deadline and the put no request"
+        );
+        // Quiescent now: the reaper's next look sees the connection.
+        assert!(pool.watch_next_expiry().is_some());
+        assert!(!pool.take_wake_request());
+        drop(pool);
+        assert_eq!(t.drops(0), 1);
+    });
+}
