@@ -251,8 +251,14 @@ where
     /// key whose last record leaves while it has no idle connection has its
     /// entry freed.
     ///
-    /// **Progress:** lock-free (one CAS per record); the per-shard lock is
-    /// taken briefly for each key entry freed.
+    /// Concurrent reapers do not fight over one stripe: a stripe another
+    /// `reap` is draining at that moment is left to it (this call does not
+    /// wait), so the connections there are closed and counted by that call.
+    /// Each call starts at its own thread's stripe.
+    ///
+    /// **Progress:** lock-free (one CAS per record, one swap per stripe
+    /// with something due); the per-shard lock is taken briefly for each
+    /// key entry freed.
     ///
     /// **Reclamation:** expired connections are dropped in this call; node
     /// memory is retired through crossbeam-epoch in batches of up to 64
@@ -260,7 +266,7 @@ where
     /// only).
     pub fn reap(&self) -> usize {
         let now = self.clock.now();
-        self.drain(|n| n.is_claimed() || n.expired(now))
+        self.drain(|n| n.is_claimed() || n.expired(now), true)
     }
 
     /// When the oldest idle connection expires: a reaper can sleep until
@@ -330,13 +336,16 @@ where
     /// reaper per pool.
     ///
     /// **Progress:** wait-free: one `SeqCst` fence and a load, plus one
-    /// swap when a request is pending.
+    /// CAS when a request is pending.
     pub fn take_wake_request(&self) -> bool {
         // See `watch_next_expiry`: orders our put's FIFO append before the
         // load of the request.
         fence(Ordering::SeqCst);
         self.wake_requested.load(Ordering::Relaxed)
-            && self.wake_requested.swap(false, Ordering::Relaxed)
+            && self
+                .wake_requested
+                .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Idle connections in the pool (counting puts in flight): the total
@@ -373,7 +382,7 @@ where
     /// **Reclamation:** connections are dropped in this call; memory as for
     /// [`reap`](Self::reap).
     pub fn clear(&self) -> usize {
-        self.drain(|_| true)
+        self.drain(|_| true, false)
     }
 
     /// Approximate bytes held by the pool's own structures: nodes (one per
@@ -477,12 +486,30 @@ where
 
     /// Pops records from the head of each FIFO stripe while `pred` accepts
     /// them, closing the connections it claims. Returns how many it closed.
-    fn drain(&self, mut pred: impl FnMut(&Node<K, C>) -> bool) -> usize {
+    ///
+    /// Starts at the caller's own stripe, so concurrent callers begin apart.
+    /// With `leave_busy`, a stripe whose head `pred` accepts is drained only
+    /// under its reaping claim, and left to the reaper holding it otherwise.
+    fn drain(&self, mut pred: impl FnMut(&Node<K, C>) -> bool, leave_busy: bool) -> usize {
         let mut guard = epoch::pin();
         let mut closed = 0;
         let mut steps = 0;
         let mut batch = Retired::new();
-        for fifo in self.fifos.iter() {
+        let mask = self.fifos.len() - 1;
+        let start = thread_index();
+        for i in 0..self.fifos.len() {
+            let fifo = &self.fifos[(start + i) & mask];
+            let _claim = if leave_busy {
+                if !fifo.peek(&guard).is_some_and(&mut pred) {
+                    continue; // nothing due here: no claim needed
+                }
+                match fifo.claim_reaping() {
+                    Some(claim) => Some(claim),
+                    None => continue, // another reaper is on it
+                }
+            } else {
+                None
+            };
             while let Some(node) = fifo.pop_if(&mut pred, &guard, Some(&mut batch)) {
                 // SAFETY: just popped.
                 if unsafe { self.retire_record(node, &guard, Some(&mut batch)) } {

@@ -160,3 +160,44 @@ fn racing_takers_never_share_a_connection() {
     pool.next_expiry(); // unlinks the records of taken connections
     assert_eq!(pool.key_entries(), 0);
 }
+
+/// Concurrent reapers split the work: expired connections in one stripe
+/// (all put by one thread) and in several (put by several threads) are
+/// each closed by exactly one of the reapers, their counts add up, and
+/// when they have all returned nothing expired is left.
+#[test]
+fn concurrent_reapers_close_each_expired_connection_once() {
+    let n = if cfg!(miri) { 64 } else { 20_000 };
+    for putters in [1, THREADS] {
+        let clock = ManualClock::new();
+        let pool = pool(&clock, n, n);
+        let tracker = Tracker::new(n);
+        thread::scope(|s| {
+            for t in 0..putters {
+                let (pool, tracker) = (&pool, &tracker);
+                s.spawn(move || {
+                    for id in (t..n).step_by(putters) {
+                        pool.put(id as u64 % KEYS, tracker.conn(id)).unwrap();
+                    }
+                });
+            }
+        });
+        clock.advance(Duration::from_secs(1));
+        let start = Barrier::new(THREADS);
+        let closed: usize = thread::scope(|s| {
+            let reapers: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        pool.reap()
+                    })
+                })
+                .collect();
+            reapers.into_iter().map(|r| r.join().unwrap()).sum()
+        });
+        assert_eq!(closed, n, "{putters} putter(s)");
+        assert!(pool.is_empty());
+        assert_eq!(pool.fifo_records(), 0);
+        tracker.assert_each_dropped_once(n);
+    }
+}
