@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every loom model (tests/loom_*.rs in core, pool and metrics).
+# Runs every loom model (tests/loom_*.rs in core, pool and metrics, and the
+# facade's dial-sharing models in async-facade/src/dial_share.rs).
 # Release mode with debug assertions, small preemption bound, own target dir
 # so the cfg(loom) build never mixes with the normal one.
 set -euo pipefail
@@ -14,3 +15,7 @@ for crate in core pool metrics; do
   echo "loom: $pkg: $tests"
   cargo test --release --target-dir target/loom -p "$pkg" "${args[@]}" -- --test-threads=2
 done
+# The facade: under --cfg loom it builds only its tokio-free dial-sharing
+# protocol, whose models are unit tests (src/dial_share.rs).
+echo "loom: connmgr: dial_share (lib)"
+cargo test --release --target-dir target/loom -p connmgr --lib -- --test-threads=2

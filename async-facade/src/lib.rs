@@ -62,19 +62,35 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+// Under `--cfg loom` (`.ci/loom.sh`) only the tokio-free dial-sharing
+// protocol is built, for its loom models: tokio does not build under loom.
+#[cfg_attr(loom, allow(dead_code))]
+mod dial_share;
+
+#[cfg(not(loom))]
 mod admission;
+#[cfg(not(loom))]
 mod config;
+#[cfg(not(loom))]
 mod dialer;
+#[cfg(not(loom))]
 mod error;
+#[cfg(not(loom))]
 mod event;
+#[cfg(not(loom))]
 mod manager;
 
+#[cfg(not(loom))]
 pub use config::{Builder, Config};
 pub use connmgr_core::{ConnectionStatus, PeerId};
 pub use connmgr_metrics::{NetworkMetrics, Snapshot};
+#[cfg(not(loom))]
 pub use dialer::{Dialer, NoTransport, TcpDialer};
+#[cfg(not(loom))]
 pub use error::{Error, Result};
+#[cfg(not(loom))]
 pub use event::StatusEvent;
+#[cfg(not(loom))]
 pub use manager::{Backoff, ConnectionManager, Lease};
 
 /// The README's examples, compiled and run as doctests so they stay true.

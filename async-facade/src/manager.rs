@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use crate::admission::{Admission, Permit};
 use crate::config::{Builder, Config};
+use crate::dial_share::{self, Channel, DialMap, Join};
 use crate::dialer::{Dialer, NoTransport};
 use crate::{Error, Result, StatusEvent};
 
@@ -275,18 +276,10 @@ impl<D: Dialer> ConnectionManager<D> {
             if inner.table.get(&peer_id) == Some(ConnectionStatus::Connected) {
                 return Ok(());
             }
-            // Join the dial in flight, or become its leader.
-            let joined = inner
-                .dials
-                .with(&peer_id, |dials| match dials.get(&peer_id) {
-                    Some(tx) => Some(tx.subscribe()),
-                    None => {
-                        dials.insert(peer_id, watch::channel(None).0);
-                        None
-                    }
-                });
-            match joined {
-                Some(mut rx) => {
+            // Join the dial in flight, or become its leader (see
+            // `dial_share` for why no waiter is stranded).
+            match dial_share::join(&inner.dials, peer_id) {
+                Join::Follow(mut rx) => {
                     // The leader either publishes an outcome or, if it is
                     // cancelled, drops the sender: `changed` then errs and we
                     // go round again (and may lead the next attempt).
@@ -296,11 +289,7 @@ impl<D: Dialer> ConnectionManager<D> {
                         }
                     }
                 }
-                None => {
-                    let lead = Leader {
-                        inner,
-                        peer: peer_id,
-                    };
+                Join::Lead(lead) => {
                     let outcome = self.dial_as_leader(peer_id).await;
                     lead.publish(outcome.clone());
                     return outcome;
@@ -642,7 +631,9 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// Closes expired idle connections and forgets stale peers now (the
     /// reaper does this by itself; this is for callers without a runtime).
-    /// Returns how many idle connections were closed.
+    /// Returns how many idle connections were closed. If the reaper task is
+    /// reaping at the same moment, the connections it is closing are closed
+    /// and counted by it, not by this call (see `IdlePool::reap`).
     pub fn reap_now(&self) -> usize {
         self.inner.reap()
     }
@@ -842,30 +833,30 @@ async fn reaper<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
     }
 }
 
-/// The leader of a shared dial. Dropped without `publish` (its `connect`
-/// was cancelled), it removes the dial's sender, which wakes the waiters
-/// with "closed" so one of them takes over: no waiter is stranded.
-struct Leader<'a, D: Dialer> {
-    inner: &'a Inner<D>,
-    peer: PeerId,
-}
+/// A dial's outcome channel for [`dial_share`]: tokio's `watch`, whose
+/// `changed` reports a value sent after `subscribe`, or the sender's drop.
+impl Channel for watch::Sender<DialResult> {
+    type Outcome = Result<()>;
+    type Rx = watch::Receiver<DialResult>;
 
-impl<D: Dialer> Leader<'_, D> {
-    fn publish(self, outcome: Result<()>) {
-        if let Some(tx) = self.take() {
-            tx.send_replace(Some(outcome));
-        }
-        std::mem::forget(self);
+    fn open() -> Self {
+        watch::channel(None).0
     }
 
-    fn take(&self) -> Option<watch::Sender<DialResult>> {
-        self.inner.dials.with(&self.peer, |d| d.remove(&self.peer))
+    fn subscribe(&self) -> Self::Rx {
+        watch::Sender::subscribe(self)
+    }
+
+    fn publish(&self, outcome: Result<()>) {
+        self.send_replace(Some(outcome));
     }
 }
 
-impl<D: Dialer> Drop for Leader<'_, D> {
-    fn drop(&mut self) {
-        drop(self.take());
+impl DialMap for Sharded<watch::Sender<DialResult>> {
+    type Tx = watch::Sender<DialResult>;
+
+    fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut HashMap<PeerId, Self::Tx>) -> R) -> R {
+        Sharded::with(self, peer, f)
     }
 }
 

@@ -2,6 +2,7 @@
 //! `fuzz/fuzz_targets/manager.rs`) as an ordinary test: over the checked-in
 //! seed corpus `fuzz/corpus/manager/` and deterministic pseudo-random inputs,
 //! so `cargo test` on stable exercises it (see `fuzz/bodies/corpus.rs`).
+#![cfg(not(loom))] // tokio does not build under loom (see .ci/loom.sh)
 
 mod corpus {
     include!("../../fuzz/bodies/corpus.rs");
