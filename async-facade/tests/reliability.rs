@@ -227,7 +227,8 @@ async fn no_exit_path_underflows_a_gauge() {
     );
 }
 
-/// RELIABILITY 5 (deterministic): a cancelled waiter never swallows the
+/// RELIABILITY 5 (deterministic; the loom models are in
+/// `src/dial_share.rs`): a cancelled waiter never swallows the
 /// wake-up of the others. The dial's leader is cancelled while two callers
 /// wait on it: one of them takes the dial over and both get its outcome. A
 /// cancelled follower does not disturb the leader or the other follower.
