@@ -42,9 +42,9 @@ pub const MAX_SHARDS: usize = 256;
 /// so a peer that keeps reconnecting reuses one slot. A shard's array is
 /// rehashed smaller once it is under 1/16 full, so memory follows the
 /// population down; what stays after every key is gone is the minimum-size
-/// arrays and the dead entries they still hold (fewer than their slots),
-/// however many keys went through. Entries taken out of their slot, and
-/// replaced slot arrays, are retired to
+/// arrays and the dead entries they still hold (at most 3/4 of their
+/// slots), however many keys went through. Entries taken out of their
+/// slot, and replaced slot arrays, are retired to
 /// [crossbeam-epoch](crossbeam_epoch)'s collector and freed once no thread
 /// can still be reading them. Every operation pins the epoch only for its own
 /// duration; no guard or reference into the table is ever handed out, so no

@@ -108,7 +108,11 @@
 //! * `put` on a key that has an entry: lock-free; on a key without, a short
 //!   per-shard lock creates its entry.
 //! * `reap`, `clear`, `next_expiry`: lock-free per record, plus the short
-//!   per-shard lock for each key entry they free.
+//!   per-shard lock for each key entry they free; a `reap` also waits for
+//!   another `reap` that is draining a stripe where it has something due
+//!   (one reaper per stripe at a time).
+//! * `watch_next_expiry`, `take_wake_request`: the reaper's wake-up
+//!   handshake (as `next_expiry`; wait-free).
 //! * `len`, `is_empty`: wait-free, O(stripes); exact when no call runs.
 //! * `ttl`, `config`: wait-free.
 //! * Memory of nodes, key entries (with their index chunks) and bucket

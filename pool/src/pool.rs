@@ -10,8 +10,8 @@ use crossbeam_utils::CachePadded;
 
 use crate::config::{Error, PoolConfig};
 use crate::quota::Quota;
-use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve, Retired};
-use crate::sync::{fence, thread_index, AtomicBool, Ordering};
+use crate::raw::{self, Claim, Entry, Fifo, KeyMap, Node, Reserve, Retired};
+use crate::sync::{fence, pause, thread_index, AtomicBool, Ordering};
 use crate::{Clock, SystemClock};
 
 /// Fewest FIFO records before `put` starts evicting (see
@@ -251,14 +251,19 @@ where
     /// key whose last record leaves while it has no idle connection has its
     /// entry freed.
     ///
-    /// Concurrent reapers do not fight over one stripe: a stripe another
-    /// `reap` is draining at that moment is left to it (this call does not
-    /// wait), so the connections there are closed and counted by that call.
-    /// Each call starts at its own thread's stripe.
+    /// Concurrent reapers do not fight over one stripe: each call starts at
+    /// its own thread's stripe, and a stripe is drained by one reaper at a
+    /// time. A call that finds another reaper on a stripe with something
+    /// due waits until that reaper has closed it or moved on, then closes
+    /// what is still due itself. The connections the other reaper closed are
+    /// counted by that call.
     ///
-    /// **Progress:** lock-free (one CAS per record, one swap per stripe
-    /// with something due); the per-shard lock is taken briefly for each
-    /// key entry freed.
+    /// **Progress:** lock-free towards every other call (one CAS per
+    /// record, one more per stripe with something due; the per-shard lock
+    /// is taken briefly for each key entry freed), except another `reap`
+    /// draining a stripe where this one has something due: then it waits
+    /// for that reaper, spinning then yielding. A `reap` run from a
+    /// destructor inside another `reap` of the same pool never waits.
     ///
     /// **Reclamation:** expired connections are dropped in this call; node
     /// memory is retired through crossbeam-epoch in batches of up to 64
@@ -488,27 +493,45 @@ where
     /// them, closing the connections it claims. Returns how many it closed.
     ///
     /// Starts at the caller's own stripe, so concurrent callers begin apart.
-    /// With `leave_busy`, a stripe whose head `pred` accepts is drained only
-    /// under its reaping claim, and left to the reaper holding it otherwise.
-    fn drain(&self, mut pred: impl FnMut(&Node<K, C>) -> bool, leave_busy: bool) -> usize {
+    /// With `one_reaper`, a stripe whose head `pred` accepts is drained only
+    /// under its reaping claim: while another reaper holds it, this call
+    /// waits until that reaper has drained what `pred` accepts or has let
+    /// go (then it drains the rest itself). So when the call returns,
+    /// nothing `pred` accepts is left at any stripe's head.
+    fn drain(&self, mut pred: impl FnMut(&Node<K, C>) -> bool, one_reaper: bool) -> usize {
         let mut guard = epoch::pin();
         let mut closed = 0;
         let mut steps = 0;
         let mut batch = Retired::new();
         let mask = self.fifos.len() - 1;
-        let start = thread_index();
+        let me = thread_index();
         for i in 0..self.fifos.len() {
-            let fifo = &self.fifos[(start + i) & mask];
-            let _claim = if leave_busy {
+            let fifo = &self.fifos[(me + i) & mask];
+            let mut wait = 0;
+            let _claim = loop {
+                if !one_reaper {
+                    break None;
+                }
                 if !fifo.peek(&guard).is_some_and(&mut pred) {
-                    continue; // nothing due here: no claim needed
+                    break None; // nothing (left) for us here
                 }
-                match fifo.claim_reaping() {
-                    Some(claim) => Some(claim),
-                    None => continue, // another reaper is on it
+                match fifo.claim_reaping(me) {
+                    Claim::Got(claim) => break Some(claim),
+                    // Our own reap, re-entered from a destructor: go on
+                    // under the claim we already hold.
+                    Claim::Reentrant => break None,
+                    // Re-entered from a destructor while we hold another
+                    // stripe: waiting could close a cycle with a reaper
+                    // that waits for that stripe, so pop alongside instead.
+                    Claim::Busy if self.fifos.iter().any(|f| f.reaped_by(me)) => break None,
+                    Claim::Busy => {
+                        // Let the holder work; unpin meanwhile so that what
+                        // it retires can be freed.
+                        batch.flush(&guard);
+                        guard.repin();
+                        pause(&mut wait);
+                    }
                 }
-            } else {
-                None
             };
             while let Some(node) = fifo.pop_if(&mut pred, &guard, Some(&mut batch)) {
                 // SAFETY: just popped.

@@ -27,7 +27,7 @@ use std::time::Instant;
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicBool, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
 
 const CLAIMED: usize = 1;
 const IN_FIFO: usize = 2;
@@ -897,12 +897,23 @@ impl<K, C> Drop for KeyMap<K, C> {
 }
 
 /// A reaper's claim on one FIFO stripe, from [`Fifo::claim_reaping`].
-pub(crate) struct ReapingClaim<'a>(&'a AtomicBool);
+pub(crate) struct ReapingClaim<'a>(&'a AtomicUsize);
 
 impl Drop for ReapingClaim<'_> {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.0.store(0, Ordering::Release);
     }
+}
+
+/// What [`Fifo::claim_reaping`] found.
+pub(crate) enum Claim<'a> {
+    /// The stripe is ours until the guard is dropped.
+    Got(ReapingClaim<'a>),
+    /// Another reaper holds it.
+    Busy,
+    /// This very thread holds it: a connection's destructor, run by our
+    /// own reap, is reaping again.
+    Reentrant,
 }
 
 /// One stripe of the expiry FIFO: a Michael–Scott queue threaded through
@@ -916,8 +927,9 @@ pub(crate) struct Fifo<K, C> {
     /// Records queued (claimed ones included); incremented before linking,
     /// decremented after unlinking, so it never underflows.
     len: AtomicUsize,
-    /// Set while one `reap` drains this stripe (see [`Fifo::claim_reaping`]).
-    reaping: AtomicBool,
+    /// The reaper draining this stripe (its thread index + 1), or 0 (see
+    /// [`Fifo::claim_reaping`]).
+    reaper: AtomicUsize,
 }
 
 impl<K, C> Fifo<K, C> {
@@ -929,31 +941,34 @@ impl<K, C> Fifo<K, C> {
             head: Atomic::from(sentinel),
             tail: Atomic::from(sentinel),
             len: AtomicUsize::new(0),
-            reaping: AtomicBool::new(false),
+            reaper: AtomicUsize::new(0),
         }
     }
 
-    /// Claims the stripe for one reaper; `None` if another reaper holds it.
-    /// The claim ends when the returned guard is dropped (unwinding
+    /// Claims the stripe for the reaper on thread `me` (its thread index);
+    /// the claim ends when the returned guard is dropped (unwinding
     /// included).
     ///
-    /// A hint, not a lock: every pop is still a CAS and the claim protects no
-    /// memory. It only keeps two reapers from popping the same head in turns,
-    /// each pop a cache-line transfer, which made two reapers slower than
-    /// one. Never waits.
-    pub(crate) fn claim_reaping(&self) -> Option<ReapingClaim<'_>> {
-        // A CAS rather than a swap: the same here, but loom 0.7 lets a plain
-        // store land inside a concurrent swap (tokio-rs/loom#254), which
-        // made the model fail on executions no machine can produce.
-        let free = !self.reaping.load(Ordering::Relaxed)
-            && self
-                .reaping
-                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok();
-        if !free {
-            return None;
+    /// Only reapers take it, and it protects no memory (every pop is still
+    /// a CAS): it keeps two reapers from popping the same head in turns, each
+    /// pop a cache-line transfer, which made two reapers slower than one.
+    pub(crate) fn claim_reaping(&self, me: usize) -> Claim<'_> {
+        let tag = me.wrapping_add(1).max(1);
+        // A CAS rather than a swap: loom 0.7 lets a plain store land inside
+        // a concurrent swap (tokio-rs/loom#254).
+        match self
+            .reaper
+            .compare_exchange(0, tag, Ordering::Acquire, Ordering::Relaxed)
+        {
+            Ok(_) => Claim::Got(ReapingClaim(&self.reaper)),
+            Err(holder) if holder == tag => Claim::Reentrant,
+            Err(_) => Claim::Busy,
         }
-        Some(ReapingClaim(&self.reaping))
+    }
+
+    /// Whether the reaper on thread `me` holds this stripe's claim.
+    pub(crate) fn reaped_by(&self, me: usize) -> bool {
+        self.reaper.load(Ordering::Relaxed) == me.wrapping_add(1).max(1)
     }
 
     /// Records queued (claimed ones included).

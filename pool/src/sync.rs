@@ -6,6 +6,11 @@
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::hint::spin_loop;
+
+    /// Waits a little for another thread (here: lets loom run another).
+    pub(crate) fn pause(_step: &mut u32) {
+        loom::thread::yield_now();
+    }
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
     /// A small number identifying the calling thread, for striping. Loom
@@ -42,6 +47,19 @@ mod imp {
 mod imp {
     pub(crate) use parking_lot::Mutex;
     pub(crate) use std::hint::spin_loop;
+
+    /// Waits a little for another thread: spins, doubling up to 64 spins,
+    /// then yields the CPU on every call.
+    pub(crate) fn pause(step: &mut u32) {
+        if *step < 6 {
+            for _ in 0..1u32 << *step {
+                spin_loop();
+            }
+            *step += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
     /// A small number identifying the calling thread, for striping:

@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use connmgr_pool::{IdlePool, ManualClock, PoolConfig};
+use connmgr_pool::{Clock, IdlePool, ManualClock, PoolConfig};
+use loom::sync::atomic::{AtomicU64, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -243,16 +244,15 @@ fn a_put_never_misses_a_watching_reaper() {
     });
 }
 
-/// Two reapers race over expired connections in one stripe: one may leave
-/// the stripe to the other (its reaping claim), but each connection is
+/// Two reapers race over expired connections in one stripe: one may wait
+/// for the other (the stripe's reaping claim), but each connection is
 /// closed exactly once, the two counts add up, nothing expired is left once
 /// both returned, and the claim is free again for the next reap.
 ///
-/// Broken once each (locally, then reverted): the claim's guard not
-/// releasing it on drop (the next round's reap found the stripe taken and
-/// returned 0), and the claim taken without checking (`swap` result
-/// ignored: then nothing was left to the other reaper and the model still
-/// passed, as it should: the claim is a hint, never needed for safety).
+/// Broken once (locally, then reverted): the claim's guard not releasing
+/// it on drop. Loom failed this model: the next round's reap found the
+/// stripe taken and waited forever (loom reported the livelock as a
+/// deadlock / exceeded branch limit).
 #[test]
 fn concurrent_reapers_share_the_work() {
     loom::model(|| {
@@ -269,11 +269,79 @@ fn concurrent_reapers_share_the_work() {
         assert_eq!(mine + theirs, 2);
         assert!(pool.is_empty());
         assert_eq!((t.drops(0), t.drops(1)), (1, 1));
-        // The claim was released: a later reap is not turned away.
+        // The claim was released: a later reap gets the stripe.
         pool.put(1, t.conn(2)).unwrap();
         clock.advance(Duration::from_secs(11));
         assert_eq!(pool.reap(), 1);
         drop(pool);
         assert_eq!(t.drops(2), 1);
     });
+}
+
+/// Two reapers that read different times: the earlier one may hold the
+/// stripe and stop at a connection that is due only for the later one. The
+/// later reap must not leave that connection behind: it waits for the
+/// holder to let go, then closes it itself. (A connection another reaper
+/// has already taken off the FIFO may still be closing when a reap
+/// returns; it is no longer idle.)
+///
+/// Broken once (locally, then reverted): a reaper that finds the stripe
+/// claimed skipping it instead of waiting (the first version of the claim).
+/// Loom failed this model: the later reap returned with the connection due
+/// at its time still idle.
+#[test]
+fn a_later_reaper_leaves_nothing_due_behind() {
+    loom::model(|| {
+        // A clock loom can see: `ManualClock` is a plain lock, so loom could
+        // never run the early reaper's read between two of its changes.
+        let clock = LoomClock::new();
+        let config = PoolConfig {
+            ttl: Duration::from_secs(10),
+            max_idle_per_key: 2,
+            max_idle_total: 4,
+        };
+        let pool = Arc::new(IdlePool::with_config(config, clock.clone()).unwrap());
+        let t = Tracker::new();
+        pool.put(1, t.conn(0)).unwrap(); // due at 10 s
+        clock.advance(5);
+        pool.put(2, t.conn(1)).unwrap(); // due at 15 s
+        clock.advance(6); // 11 s: the first is due
+        let p = pool.clone();
+        let early = thread::spawn(move || p.reap()); // reads 11 s or 16 s
+        clock.advance(5); // 16 s: both are due
+        let late = pool.reap();
+        let early = early.join().unwrap();
+        // Had the late reap left the stripe to an early one that stopped at
+        // the second connection, that connection would still be idle here.
+        assert_eq!(early + late, 2, "a connection due at 16 s was left idle");
+        assert_eq!((t.drops(0), t.drops(1)), (1, 1));
+        assert!(pool.is_empty());
+    });
+}
+
+/// A clock whose reads and changes are loom operations: whole seconds
+/// from a fixed origin.
+#[derive(Clone)]
+struct LoomClock {
+    origin: std::time::Instant,
+    secs: Arc<AtomicU64>,
+}
+
+impl LoomClock {
+    fn new() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            secs: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn advance(&self, secs: u64) {
+        self.secs.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+impl Clock for LoomClock {
+    fn now(&self) -> std::time::Instant {
+        self.origin + Duration::from_secs(self.secs.load(Ordering::SeqCst))
+    }
 }
