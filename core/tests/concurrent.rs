@@ -333,7 +333,9 @@ fn cycling_a_million_peers_returns_memory_to_baseline() {
     for (s, start) in stats.iter().zip(&start_stats) {
         assert_eq!(s.len, 0);
         assert_eq!(s.capacity, start.capacity, "a shard did not shrink back");
-        assert!(s.tombstones < s.capacity, "{s:?}");
+        // The array's fill limit (3/4 of its slots; all of a 2-slot array
+        // under Miri) bounds what it holds, dead entries included.
+        assert!(s.tombstones <= s.capacity - s.capacity / 4, "{s:?}");
         dead += s.tombstones;
     }
     assert_eq!(
@@ -342,11 +344,11 @@ fn cycling_a_million_peers_returns_memory_to_baseline() {
         "memory after cycling {after} B vs baseline {baseline} B + {dead} dead entries \
          of {entry_bytes} B (peak {peak} B)"
     );
-    // The bound that makes this "freed": the residue is under one entry per
-    // starting slot, independent of the million peers cycled.
+    // The bound that makes this "freed": the residue is at most one entry
+    // per starting slot, independent of the million peers cycled.
     let start_slots: usize = start_stats.iter().map(|s| s.capacity).sum();
     assert!(
-        dead < start_slots,
+        dead <= start_slots,
         "{dead} dead entries in {start_slots} slots"
     );
     assert!(after < peak, "after {after} B, peak {peak} B");
