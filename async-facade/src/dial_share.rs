@@ -1,12 +1,16 @@
 //! One dial per peer: the protocol `connect` uses to share a dial between
 //! concurrent callers, written against two small traits so that it builds
-//! without tokio and its loom model (below) checks this very code.
+//! without tokio and its loom models (below) run this very `join` and
+//! [`Leader`]. The loop around them is `connect`'s, restated in the models
+//! in a few lines (status check, follow or lead, status re-check, dial,
+//! publish); keep the two in step.
 //!
 //! The first caller for a peer registers a channel in the peer's map entry
 //! and becomes the dial's [`Leader`]; later callers subscribe to that
 //! channel and wait for its outcome. The leader takes the channel out of the
 //! map *before* it publishes (so nobody subscribes after the outcome is
-//! sent, which would miss it) and, when it is cancelled instead, drops the
+//! sent: such a waiter would see only the close, and go round again) and,
+//! when it is cancelled instead, drops the
 //! channel on the spot, which wakes every waiter with "closed": each goes
 //! round again, and one of them leads the next attempt. A cancelled waiter
 //! only drops its own receiver, which nobody else depends on. So no waiter
@@ -104,6 +108,9 @@ impl<M: DialMap> std::fmt::Debug for Leader<'_, M> {
 
 /// Loom models of the protocol above (RELIABILITY 5), run by `.ci/loom.sh`
 /// (`--cfg loom`: the facade then builds only this module, without tokio).
+/// A cancelled *follower* is not modelled: it only drops its own receiver,
+/// which nobody waits on; the deterministic test in `tests/reliability.rs`
+/// covers it.
 /// The channel here is a small model of `tokio::sync::watch` on loom's
 /// mutex and condvar with the two properties the protocol relies on: a
 /// receiver sees an outcome published after it subscribed (not one
