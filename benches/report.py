@@ -1,7 +1,11 @@
 #!/usr/bin/env python3
 """Print the latest criterion results as markdown tables with ratios.
 
-Usage: python3 benches/report.py [TARGET_DIR ...]   (default: target)
+Usage: python3 benches/report.py [--earlier DIR] [TARGET_DIR ...]   (default: target)
+
+With `--earlier DIR` (a directory holding a `criterion/` tree saved from an
+earlier full run, e.g. `cp -r target/criterion runs/a/`), the scorecard
+gets a column with that run's ratio beside this run's.
 
 Reads <target>/criterion/**/new/{benchmark,estimates}.json, as written by
 `cargo bench -p connmgr-benches`. Each row is one benchmark group and
@@ -49,7 +53,8 @@ def memory(targets, name):
 
 def scorecard(rows, targets):
     """The performance issue's targets, each measured against its baseline
-    from the same run: figure, baseline, ratio, target, verdict."""
+    from the same run: rows of (target, figure, baseline, ratio, goal,
+    verdict), as strings."""
     out = []
 
     def ns(group, func, param):
@@ -59,13 +64,11 @@ def scorecard(rows, targets):
         """A row comparing ours with a baseline: the ratio is base / mine,
         the target met when it is at least `min_ratio` (None: no target)."""
         if mine is None or base is None:
-            out.append(f"| {what} | not measured | | | {goal} | - |")
+            out.append((what, "not measured", "", "", goal, "-"))
             return
         ratio = base / mine
         verdict = "-" if min_ratio is None else "met" if ratio >= min_ratio else "**missed**"
-        out.append(
-            f"| {what} | {fmt(mine)} | {fmt(base)} ({base_name}) | {ratio:.2f} | {goal} | {verdict} |"
-        )
+        out.append((what, fmt(mine), f"{fmt(base)} ({base_name})", f"{ratio:.2f}", goal, verdict))
 
     def vs_dash(group, mine_name, t, min_ratio):
         versus(f"`{group}` {t}", ns(group, mine_name, t), ns(group, "DashMap", t),
@@ -89,11 +92,11 @@ def scorecard(rows, targets):
         ours, dash = mem["StatusTable"], mem["DashMap"]
         for i, kind in enumerate(("requested", "with malloc overhead")):
             ok = ours[i] <= dash[i] and ours[i] <= 64
-            out.append(
-                f"| bytes per peer at 1M ({kind}) | {ours[i]:.1f} B | {dash[i]:.1f} B (DashMap) | {dash[i] / ours[i]:.2f} | <= DashMap and <= 64 B | {'met' if ok else '**missed**'} |"
-            )
+            out.append((f"bytes per peer at 1M ({kind})", f"{ours[i]:.1f} B",
+                        f"{dash[i]:.1f} B (DashMap)", f"{dash[i] / ours[i]:.2f}",
+                        "<= DashMap and <= 64 B", "met" if ok else "**missed**"))
     else:
-        out.append("| bytes per peer at 1M | not measured | | | <= DashMap and <= 64 B | - |")
+        out.append(("bytes per peer at 1M", "not measured", "", "", "<= DashMap and <= 64 B", "-"))
     for t, goal, min_ratio in (("1t", "(no target at 1t)", None), ("2t", "mutex / ours >= 3", 3)):
         versus(f"`pool/put_take` {t}", ns("pool/put_take", "ours", t),
                ns("pool/put_take", "mutex_map", t), "Mutex<HashMap>", goal, min_ratio)
@@ -102,30 +105,53 @@ def scorecard(rows, targets):
         if small and big:
             per_small, per_big = small / 1e3, big / 1e6
             growth = per_big / per_small
-            out.append(
-                f"| `pool/reap_expired` per entry {t}, 1M vs 1k | {fmt(per_big)} | {fmt(per_small)} (ours at 1k) | {growth:.2f} | 1M / 1k <= 1.25 (flat) | {'met' if growth <= 1.25 else '**missed**'} |"
-            )
+            out.append((f"`pool/reap_expired` per entry {t}, 1M vs 1k", fmt(per_big),
+                        f"{fmt(per_small)} (ours at 1k)", f"{growth:.2f}",
+                        "1M / 1k <= 1.25 (flat)", "met" if growth <= 1.25 else "**missed**"))
     one, two = ns("metrics/record_message", "connmgr", "1"), ns("metrics/record_message", "connmgr", "2")
     if one:
-        out.append(f"| `metrics/record_message` 1t | {fmt(one)} | | | <= 10 ns | {'met' if one <= 10 else '**missed**'} |")
+        out.append(("`metrics/record_message` 1t", fmt(one), "", "", "<= 10 ns",
+                    "met" if one <= 10 else "**missed**"))
     if one and two:
-        out.append(
-            f"| `metrics/record_message` 2t vs 1t, per thread | {fmt(two)} | {fmt(one)} (1t) | {one / two:.2f} | 1t / 2t >= 1 (within 10% noise) | {'met' if two <= one * 1.1 else '**missed**'} |"
-        )
+        out.append(("`metrics/record_message` 2t vs 1t, per thread", fmt(two), f"{fmt(one)} (1t)",
+                    f"{one / two:.2f}", "1t / 2t >= 1 (within 10% noise)",
+                    "met" if two <= one * 1.1 else "**missed**"))
     tcp = "facade/connect_disconnect/tcp"
     versus("loopback TCP reconnect, pooled vs fresh dial", ns(tcp, "pooled", ""),
            ns(tcp, "fresh", ""), "fresh dial", "fresh / pooled >= 10", 10)
+    return out
+
+
+def print_scorecard(rows, earlier):
+    """This run's scorecard; with `earlier` (another run's rows), that run's
+    ratio beside each of ours."""
     print("\n**Targets** (performance issue; ratios are baseline / ours from the same run)\n")
-    print("| target | connmgr | baseline | ratio | goal | verdict |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for l in out:
-        print(l)
+    if earlier is None:
+        print("| target | connmgr | baseline | ratio | goal | verdict |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+        return
+    before = {r[0]: r[3] for r in earlier}
+    print("| target | connmgr | baseline | ratio | ratio, earlier full run | goal | verdict (this run) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print("| " + " | ".join(r[:4] + (before.get(r[0], ""),) + r[4:]) + " |")
 
 
 def main():
-    targets = sys.argv[1:] or ["target"]
+    args = sys.argv[1:]
+    earlier = None
+    if args[:1] == ["--earlier"]:
+        if len(args) < 2:
+            sys.exit("report.py: --earlier needs a directory holding a criterion/ tree")
+        earlier_dir, args = args[1], args[2:]
+        if not Path(earlier_dir, "criterion").is_dir():
+            sys.exit(f"report.py: no criterion/ directory in {earlier_dir}")
+        earlier = scorecard(load([earlier_dir]), [earlier_dir])
+    targets = args or ["target"]
     rows = load(targets)
-    scorecard(rows, targets)
+    print_scorecard(scorecard(rows, targets), earlier)
     families = OrderedDict()
     for (group, param), funcs in rows.items():
         family = group.split("/")[0] + "/" + group.split("/")[1]
