@@ -17,7 +17,7 @@ use loom::thread;
 mod loom_support;
 use loom_support::{Conn, Tracker};
 
-fn pool(clock: &ManualClock, per_key: usize) -> Arc<IdlePool<u8, Conn, ManualClock>> {
+fn pool<Clk: Clock + Clone>(clock: &Clk, per_key: usize) -> Arc<IdlePool<u8, Conn, Clk>> {
     let config = PoolConfig {
         ttl: Duration::from_secs(10),
         max_idle_per_key: per_key,
@@ -295,12 +295,7 @@ fn a_later_reaper_leaves_nothing_due_behind() {
         // A clock loom can see: `ManualClock` is a plain lock, so loom could
         // never run the early reaper's read between two of its changes.
         let clock = LoomClock::new();
-        let config = PoolConfig {
-            ttl: Duration::from_secs(10),
-            max_idle_per_key: 2,
-            max_idle_total: 4,
-        };
-        let pool = Arc::new(IdlePool::with_config(config, clock.clone()).unwrap());
+        let pool = pool(&clock, 2);
         let t = Tracker::new();
         pool.put(1, t.conn(0)).unwrap(); // due at 10 s
         clock.advance(5);
