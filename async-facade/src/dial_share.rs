@@ -245,6 +245,16 @@ mod loom_models {
         }
     }
 
+    /// `connect` (not cancelled) on a thread of its own.
+    fn spawn_connect(
+        map: &Arc<Map>,
+        dials: &Arc<AtomicUsize>,
+        connected: &Arc<AtomicUsize>,
+    ) -> thread::JoinHandle<Option<u32>> {
+        let (map, dials, connected) = (map.clone(), dials.clone(), connected.clone());
+        thread::spawn(move || connect(&map, &dials, &connected, false))
+    }
+
     /// Three callers race for one peer: exactly one dial is made, and every
     /// caller gets its outcome, whether it waited on the dial, arrived
     /// after it ended, or led and found the peer connected meanwhile.
@@ -260,10 +270,7 @@ mod loom_models {
             let dials = Arc::new(AtomicUsize::new(0));
             let connected = Arc::new(AtomicUsize::new(NONE));
             let others: Vec<_> = (0..2)
-                .map(|_| {
-                    let (map, dials, connected) = (map.clone(), dials.clone(), connected.clone());
-                    thread::spawn(move || connect(&map, &dials, &connected, false))
-                })
+                .map(|_| spawn_connect(&map, &dials, &connected))
                 .collect();
             let mine = connect(&map, &dials, &connected, false);
             for t in others {
@@ -287,10 +294,7 @@ mod loom_models {
             let map = Arc::new(Map(Mutex::new(HashMap::new())));
             let dials = Arc::new(AtomicUsize::new(0));
             let connected = Arc::new(AtomicUsize::new(NONE));
-            let waiter = {
-                let (map, dials, connected) = (map.clone(), dials.clone(), connected.clone());
-                thread::spawn(move || connect(&map, &dials, &connected, false))
-            };
+            let waiter = spawn_connect(&map, &dials, &connected);
             let cancelled = connect(&map, &dials, &connected, true);
             let got = waiter.join().unwrap();
             // The waiter always ends with an outcome: it led from the start,
