@@ -122,6 +122,43 @@ def scorecard(rows, targets):
     return out
 
 
+def budgets(rows):
+    """What the 2x lookup and update targets leave, one thread: the time a
+    call may take to meet them (DashMap's time / 2) beside the single-
+    threaded `HashMap::get` floor and the keyed hash alone, all from the
+    same run. An update must find its entry first, so the lookup floor and
+    the hash bound it too. Rows of strings."""
+    out = []
+    for op in ("get", "update"):
+        for n in ("100000", "1000000"):
+            ours = rows.get((f"core/{op}/{n}", "1t"), {}).get("StatusTable")
+            dash = rows.get((f"core/{op}/{n}", "1t"), {}).get("DashMap")
+            lookups = rows.get((f"core/get/{n}", "1t"), {})
+            floor, hashing = lookups.get("HashMap (floor)"), lookups.get("hash only")
+            if dash is None or floor is None or hashing is None:
+                continue
+            allowed = dash / 2
+            if allowed < hashing:
+                verdict = "less than hashing the key once"
+            elif allowed < floor:
+                verdict = "less than a single-threaded `HashMap::get`"
+            else:
+                verdict = "at or above the floor"
+            out.append((f"`core/{op}/{n}` 1t", fmt(allowed), fmt(floor), fmt(hashing),
+                        fmt(ours) if ours else "", verdict))
+    return out
+
+
+def print_budgets(rows):
+    if not rows:
+        return
+    print("\n**What the 2x targets allow** (one thread, same run; time per call)\n")
+    print("| target | allowed: DashMap / 2 | floor: `HashMap::get` | keyed hash alone | connmgr | the allowance is |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+
 def print_scorecard(rows, earlier):
     """This run's scorecard; with `earlier` (another run's rows), that run's
     ratio beside each of ours."""
@@ -152,6 +189,7 @@ def main():
     targets = args or ["target"]
     rows = load(targets)
     print_scorecard(scorecard(rows, targets), earlier)
+    print_budgets(budgets(rows))
     families = OrderedDict()
     for (group, param), funcs in rows.items():
         family = group.split("/")[0] + "/" + group.split("/")[1]

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use connmgr_pool::PoolConfig;
+
 use crate::dialer::{Dialer, NoTransport};
 use crate::{ConnectionManager, Error};
 
@@ -16,13 +18,15 @@ pub struct Config {
     pub pool_timeout: Duration,
     /// How long a dial may take.
     pub dial_timeout: Duration,
-    /// Most idle connections kept per peer.
+    /// Most idle connections kept per peer (1 to 2^30).
     pub max_idle_per_peer: usize,
-    /// Most idle connections kept in all.
+    /// Most idle connections kept in all (`max_idle_per_peer` to 2^30).
     pub max_idle_total: usize,
     /// Window of `messages_per_second` and `avg_latency`.
     pub metrics_window: Duration,
-    /// Capacity of the status event broadcast (slow subscribers lag).
+    /// Capacity of the status event broadcast (slow subscribers lag); 1 to
+    /// [`MAX_EVENT_CAPACITY`](Self::MAX_EVENT_CAPACITY). Its ring is
+    /// allocated up front, rounded up to a power of two.
     pub event_capacity: usize,
     /// Disconnected or failed peers with nothing pooled are forgotten
     /// (removed from the status table) this long after their last change.
@@ -45,8 +49,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Largest accepted `event_capacity` (2^20 events, about 100 MB of
+    /// ring): the broadcast allocates its whole ring when the manager is
+    /// built.
+    pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
+
     fn validate(&self) -> Result<(), Error> {
-        let checks: [(bool, &'static str, &'static str); 8] = [
+        let max_idle = PoolConfig::MAX_CAP;
+        let checks: [(bool, &'static str, &'static str); 10] = [
             (self.max_connections > 0, "max_connections", "at least 1"),
             (
                 !self.pool_timeout.is_zero(),
@@ -64,9 +74,19 @@ impl Config {
                 "at least 1",
             ),
             (
+                self.max_idle_per_peer <= max_idle,
+                "max_idle_per_peer",
+                "at most 2^30",
+            ),
+            (
                 self.max_idle_total >= self.max_idle_per_peer,
                 "max_idle_total",
                 "at least max_idle_per_peer",
+            ),
+            (
+                self.max_idle_total <= max_idle,
+                "max_idle_total",
+                "at most 2^30",
             ),
             (
                 !self.metrics_window.is_zero(),
@@ -74,9 +94,9 @@ impl Config {
                 "longer than zero",
             ),
             (
-                self.event_capacity > 0 && self.event_capacity <= usize::MAX / 2,
+                (1..=Self::MAX_EVENT_CAPACITY).contains(&self.event_capacity),
                 "event_capacity",
-                "from 1 to usize::MAX / 2",
+                "from 1 to 2^20",
             ),
             (
                 !self.forget_after.is_zero(),
@@ -141,13 +161,13 @@ impl<D: Dialer> Builder<D> {
         self
     }
 
-    /// Most idle connections kept per peer (default 1).
+    /// Most idle connections kept per peer (default 1, at most 2^30).
     pub fn max_idle_per_peer(mut self, n: usize) -> Self {
         self.config.max_idle_per_peer = n;
         self
     }
 
-    /// Most idle connections kept in all (default 65,536).
+    /// Most idle connections kept in all (default 65,536, at most 2^30).
     pub fn max_idle_total(mut self, n: usize) -> Self {
         self.config.max_idle_total = n;
         self
@@ -160,7 +180,8 @@ impl<D: Dialer> Builder<D> {
         self
     }
 
-    /// Capacity of the status event broadcast (default 1024).
+    /// Capacity of the status event broadcast (default 1024, at most
+    /// [`Config::MAX_EVENT_CAPACITY`]).
     pub fn event_capacity(mut self, n: usize) -> Self {
         self.config.event_capacity = n;
         self

@@ -3,10 +3,11 @@
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,14 @@ impl<V> Sharded<V> {
     }
 }
 
+/// Bytes of the status event broadcast's ring, allocated up front: tokio
+/// rounds the capacity up to a power of two, and each slot holds an event
+/// beside its lock, position and receiver count (estimated from the event's
+/// size plus three words; tokio's slot type is private).
+fn event_ring_bytes(capacity: usize) -> usize {
+    capacity.next_power_of_two() * (size_of::<Option<StatusEvent>>() + 3 * size_of::<usize>())
+}
+
 /// The result of one shared dial, as its followers see it.
 type DialResult = Option<Result<()>>;
 
@@ -105,11 +114,14 @@ struct Inner<D: Dialer> {
     live: Sharded<LiveSlot<D::Conn>>,
     dials: Sharded<watch::Sender<DialResult>>,
     events: broadcast::Sender<StatusEvent>,
-    /// Receivers handed out and possibly alive: while 0, status changes
-    /// skip the broadcast (whose `send` takes a lock even with no
-    /// receiver), keeping transitions lock-free. Reset lazily when a send
-    /// finds nobody listening.
-    subscribers: AtomicUsize,
+    /// Receivers handed out so far (only grows) and, in `silent_at`, how
+    /// many had been handed out when a send last found none of them alive.
+    /// While the two are equal, status changes skip the broadcast (whose
+    /// `send` takes a lock even with no receiver), keeping transitions
+    /// lock-free. A new subscriber makes them differ again; as neither
+    /// value ever goes back, a stale emitter cannot silence it (no ABA).
+    subscribers: AtomicU64,
+    silent_at: AtomicU64,
     watchers: Sharded<watch::Sender<Option<ConnectionStatus>>>,
     watcher_count: AtomicUsize,
     shut_down: AtomicBool,
@@ -224,7 +236,8 @@ impl<D: Dialer> ConnectionManager<D> {
                 live: Sharded::new(),
                 dials: Sharded::new(),
                 events,
-                subscribers: AtomicUsize::new(0),
+                subscribers: AtomicU64::new(0),
+                silent_at: AtomicU64::new(0),
                 watchers: Sharded::new(),
                 watcher_count: AtomicUsize::new(0),
                 shut_down: AtomicBool::new(false),
@@ -365,21 +378,31 @@ impl<D: Dialer> ConnectionManager<D> {
     pub async fn disconnect(&self, peer_id: &PeerId) {
         self.ensure_reaper();
         let inner = &*self.inner;
-        if inner
-            .table
-            .compare_and_set(
-                peer_id,
-                ConnectionStatus::Connected,
-                ConnectionStatus::Disconnected,
-            )
-            .is_ok()
-        {
+        if inner.table.get(peer_id) != Some(ConnectionStatus::Connected) {
+            return;
+        }
+        // The status change and the slot's removal happen together under
+        // the peer's live-map lock, where `go_live` installs a slot and
+        // sets Connected: a connect that completes meanwhile cannot have
+        // its new slot taken for this older Connected.
+        let slot = inner.live.with(peer_id, |live| {
+            inner
+                .table
+                .compare_and_set(
+                    peer_id,
+                    ConnectionStatus::Connected,
+                    ConnectionStatus::Disconnected,
+                )
+                .ok()
+                .map(|_| live.remove(peer_id))
+        });
+        if let Some(slot) = slot {
+            inner.retire_slot(*peer_id, slot, true);
             inner.emit(
                 *peer_id,
                 Some(ConnectionStatus::Connected),
                 Some(ConnectionStatus::Disconnected),
             );
-            inner.retire_live(peer_id, true);
         }
     }
 
@@ -454,8 +477,9 @@ impl<D: Dialer> ConnectionManager<D> {
     }
 
     /// Bytes held by the manager's own structures: the status table, the
-    /// idle pool's bookkeeping, the metrics stripes and the live, dial and
-    /// watcher maps, each computed from its capacity (the connections
+    /// idle pool's bookkeeping, the metrics stripes, the live, dial and
+    /// watcher maps and the status event ring (its per-slot bookkeeping
+    /// estimated), each computed from its capacity (the connections
     /// themselves, and allocator overhead, are not counted).
     pub fn memory_usage(&self) -> usize {
         let i = &*self.inner;
@@ -466,6 +490,7 @@ impl<D: Dialer> ConnectionManager<D> {
             + i.live.memory_usage()
             + i.dials.memory_usage()
             + i.watchers.memory_usage()
+            + event_ring_bytes(i.config.event_capacity)
     }
 
     /// Connections connecting or connected (slots in use).
@@ -497,6 +522,7 @@ impl<D: Dialer> ConnectionManager<D> {
     /// the event capacity behind gets `RecvError::Lagged` and continues.
     pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
         let rx = self.inner.events.subscribe();
+        // Release: an emitter that reads the new count finds `rx` alive.
         self.inner.subscribers.fetch_add(1, Ordering::AcqRel);
         rx
     }
@@ -507,7 +533,12 @@ impl<D: Dialer> ConnectionManager<D> {
         inner.watchers.with(peer, |w| {
             w.entry(*peer)
                 .or_insert_with(|| {
-                    inner.watcher_count.fetch_add(1, Ordering::AcqRel);
+                    inner.watcher_count.fetch_add(1, Ordering::SeqCst);
+                    // Store-buffering with `emit` (table write, fence, count
+                    // read): either that emit sees our count and publishes
+                    // under this shard's lock after us, or we read its
+                    // status here.
+                    fence(Ordering::SeqCst);
                     watch::channel(inner.table.get(peer)).0
                 })
                 .subscribe()
@@ -554,7 +585,7 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Safe, as `connect`; dropping it while it sleeps between attempts
     /// leaves nothing behind.
     pub async fn connect_with_backoff(&self, peer: PeerId, backoff: Backoff) -> Result<()> {
-        let mut delay = backoff.initial;
+        let mut delay = backoff.initial.min(backoff.max);
         let mut rng = RandomState::new().hash_one(peer) | 1;
         let mut attempt = 0;
         loop {
@@ -663,18 +694,29 @@ impl<D: Dialer> ConnectionManager<D> {
 
 impl<D: Dialer> Inner<D> {
     /// Registers a live connection and marks the peer Connected.
+    ///
+    /// The slot goes in and the status becomes Connected under the peer's
+    /// live-map lock, the lock under which `disconnect` and `set_status`
+    /// take a slot out for the status they set: so a slot is only ever
+    /// removed for the Connected status it came with.
     fn go_live(&self, peer: PeerId, conn: D::Conn, permit: Permit) {
-        let replaced = self.live.with(&peer, |live| {
-            live.insert(
+        let (replaced, before) = self.live.with(&peer, |live| {
+            let replaced = live.insert(
                 peer,
                 LiveSlot {
                     conn: Some(conn),
                     _permit: permit,
                 },
+            );
+            (
+                replaced,
+                self.table.insert(peer, ConnectionStatus::Connected),
             )
         });
-        drop(replaced); // a stale slot (should not exist): closed, freed
-        let before = self.table.insert(peer, ConnectionStatus::Connected);
+        // A stale slot (left by bookkeeping such as `update_status(p,
+        // Connecting)` over a Connected peer): closed and freed, outside
+        // the lock.
+        drop(replaced);
         self.emit(peer, before, Some(ConnectionStatus::Connected));
         if self.shut_down.load(Ordering::Acquire) {
             // `shutdown` drained the live map before this connection was
@@ -691,31 +733,43 @@ impl<D: Dialer> Inner<D> {
         if before == Some(status) {
             return;
         }
-        self.emit(peer, before, Some(status));
         // A live connection exists only for a peer that was Connected (or
         // set Connecting over Connected), and only while a slot is in use
-        // (each live connection holds one): skip the live map's lock
-        // otherwise, as for pure bookkeeping.
-        if !matches!(
+        // (each live connection holds one, taken before its status went
+        // Connected, so this read after our write sees it): skip the live
+        // map's lock otherwise, as for pure bookkeeping.
+        let retire = matches!(
+            status,
+            ConnectionStatus::Disconnected | ConnectionStatus::Failed
+        ) && matches!(
             before,
             Some(ConnectionStatus::Connected | ConnectionStatus::Connecting)
-        ) || self.admission.in_use() == 0
-        {
-            return;
+        ) && self.admission.in_use() != 0;
+        if retire {
+            // Only while our status is still the peer's: a `go_live` that
+            // ran since our write set Connected under this lock, and the
+            // slot is its own.
+            let slot = self.live.with(&peer, |live| {
+                if self.table.get(&peer) == Some(status) {
+                    live.remove(&peer)
+                } else {
+                    None
+                }
+            });
+            self.retire_slot(peer, slot, status == ConnectionStatus::Disconnected);
         }
-        match status {
-            ConnectionStatus::Disconnected => self.retire_live(&peer, true),
-            ConnectionStatus::Failed => self.retire_live(&peer, false),
-            ConnectionStatus::Connected | ConnectionStatus::Connecting => {}
-        }
+        self.emit(peer, before, Some(status));
     }
 
-    /// Takes the peer's live slot out (freeing its connection slot) and
-    /// pools its connection, or closes it.
-    fn retire_live(&self, peer: &PeerId, pool_it: bool) {
-        let slot = self.live.with(peer, |live| live.remove(peer));
-        if let Some(conn) = slot.and_then(|s| s.conn) {
-            self.idle_or_close(*peer, conn, pool_it);
+    /// Frees a live slot taken out of the live map (giving its connection
+    /// slot back) and pools its connection, or closes it. Called outside
+    /// the live map's lock, so a connection's destructor never runs under
+    /// it. A slot whose connection is leased has none: the lease puts it
+    /// back (into the pool, as the peer is no longer Connected) when it is
+    /// dropped.
+    fn retire_slot(&self, peer: PeerId, slot: Option<LiveSlot<D::Conn>>, pool_it: bool) {
+        if let Some(conn) = slot.and_then(|mut s| s.conn.take()) {
+            self.idle_or_close(peer, conn, pool_it);
         }
     }
 
@@ -737,27 +791,28 @@ impl<D: Dialer> Inner<D> {
             return;
         }
         let subscribers = self.subscribers.load(Ordering::Acquire);
-        if subscribers > 0 {
+        if subscribers != self.silent_at.load(Ordering::Relaxed) {
             let at = tokio::time::Instant::now().into_std();
             if self
                 .events
                 .send(StatusEvent { peer, from, to, at })
                 .is_err()
             {
-                // Every receiver is gone. Unless someone subscribed since we
-                // looked, stop paying for the broadcast's lock.
-                let _ = self.subscribers.compare_exchange(
-                    subscribers,
-                    0,
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                );
+                // Every receiver of the first `subscribers` is gone: stop
+                // paying for the broadcast's lock until someone subscribes.
+                self.silent_at.fetch_max(subscribers, Ordering::Relaxed);
             }
         }
-        if self.watcher_count.load(Ordering::Acquire) > 0 {
+        // Store-buffering with `watch` (count increment, fence, table read):
+        // our status write is before this fence.
+        fence(Ordering::SeqCst);
+        if self.watcher_count.load(Ordering::Relaxed) > 0 {
             self.watchers.with(&peer, |w| {
                 if let Some(tx) = w.get(&peer) {
-                    tx.send_replace(to);
+                    // The table's status now, not `to`: two changes racing
+                    // here may take this lock in either order, and the last
+                    // one in must not leave an older status behind.
+                    tx.send_replace(self.table.get(&peer));
                     if tx.receiver_count() == 0 {
                         w.remove(&peer);
                         self.watcher_count.fetch_sub(1, Ordering::AcqRel);
@@ -797,7 +852,39 @@ impl<D: Dialer> Inner<D> {
 /// goes idle, or the forget sweep is due), closes what expired, and ends
 /// when the manager is dropped or shut down. Holds the manager weakly, and
 /// no strong reference across a sleep.
-async fn reaper<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
+///
+/// If the task is dropped before it ends by itself (the runtime that ran it
+/// shut down), it clears `reaper_started` on the way out, so the next call
+/// made inside a live runtime starts a new reaper.
+/// (The guard exists from the moment the future is made, so a task dropped
+/// before its first poll clears the flag too.)
+fn reaper<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) -> impl Future<Output = ()> {
+    let restart = RestartOnDrop(Some(weak.clone()));
+    async move {
+        reap_until_gone(weak, wake).await;
+        restart.disarm();
+    }
+}
+
+/// Clears the manager's `reaper_started` when dropped armed (see
+/// [`reaper`]).
+struct RestartOnDrop<D: Dialer>(Option<Weak<Inner<D>>>);
+
+impl<D: Dialer> RestartOnDrop<D> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<D: Dialer> Drop for RestartOnDrop<D> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.take().and_then(|weak| weak.upgrade()) {
+            inner.reaper_started.store(false, Ordering::Release);
+        }
+    }
+}
+
+async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
     let mut next_sweep = tokio::time::Instant::now();
     loop {
         let Some(inner) = weak.upgrade() else { return };

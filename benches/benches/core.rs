@@ -3,13 +3,15 @@
 //! instead: `DashMap` (what the reference implementation uses) and
 //! `RwLock<HashMap>`, all with std's keyed `RandomState`, on the same keys
 //! in the same random order. Plus a single-threaded `HashMap::get` as the
-//! floor for lookups, and bytes per entry at 1M keys.
+//! floor for lookups, the keyed hash alone (a lower bound for every
+//! contender), and bytes per entry at 1M keys.
 //!
 //! `cargo bench -p connmgr-benches --bench core`; times are per operation
 //! as each thread sees it (see `run_threads`).
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
+use std::hash::BuildHasher;
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -97,6 +99,16 @@ fn bench_size(c: &mut Criterion, n: usize) {
     bench_threads(&mut g, "HashMap (floor)", 1, |t, iters| {
         w.walk(t, 1, &cur, iters, |k, _| {
             black_box(fx.plain.get(k).copied());
+        })
+    });
+    // The keyed hash alone, on the same walk: every contender above hashes
+    // the key once per call with std's SipHash, so no lookup or update of
+    // any of them can take less than this (`report.py` sets it against the
+    // time the 2x targets allow).
+    let cur = Cursor::default();
+    bench_threads(&mut g, "hash only", 1, |t, iters| {
+        w.walk(t, 1, &cur, iters, |k, _| {
+            black_box(fx.plain.hasher().hash_one(k));
         })
     });
     g.finish();

@@ -9,9 +9,11 @@ pub struct PoolConfig {
     /// How long a connection may stay idle before it expires. Must be
     /// greater than zero.
     pub ttl: Duration,
-    /// Most idle connections kept for one key. Must be at least 1.
+    /// Most idle connections kept for one key. From 1 to
+    /// [`MAX_CAP`](Self::MAX_CAP).
     pub max_idle_per_key: usize,
-    /// Most idle connections kept in the whole pool. Must be at least 1.
+    /// Most idle connections kept in the whole pool. From 1 to
+    /// [`MAX_CAP`](Self::MAX_CAP).
     pub max_idle_total: usize,
 }
 
@@ -26,10 +28,11 @@ impl Default for PoolConfig {
     }
 }
 
-/// Largest accepted cap: per-key counts are packed into 32-bit fields.
-pub(crate) const MAX_CAP: usize = 1 << 30;
-
 impl PoolConfig {
+    /// Largest accepted cap (2^30): per-key counts are packed into 32-bit
+    /// fields.
+    pub const MAX_CAP: usize = 1 << 30;
+
     pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.ttl.is_zero() {
             return Err(Error::InvalidConfig {
@@ -47,7 +50,7 @@ impl PoolConfig {
                     reason: "must be at least 1",
                 });
             }
-            if value > MAX_CAP {
+            if value > Self::MAX_CAP {
                 return Err(Error::InvalidConfig {
                     setting,
                     reason: "must be at most 2^30",

@@ -1,0 +1,279 @@
+#![cfg(not(loom))]
+//! Races between calls on one peer, each made deterministic where it can
+//! be: a broadcast subscriber whose waker blocks the thread that sends the
+//! next status event parks that call inside its `emit`, at a known point,
+//! while another call runs. Plus the reaper's restart after its runtime
+//! goes away, and settings the builder must refuse.
+mod common;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
+use std::time::Duration;
+
+use common::*;
+use connmgr::{Config, ConnectionManager, ConnectionStatus::*, Dialer, Error, PeerId};
+
+/// Parks the thread that wakes it (the next `emit` of a status event)
+/// until `go` is sent; reports through `entered` that it is parked.
+struct Pause {
+    entered: Mutex<Option<mpsc::Sender<()>>>,
+    go: Mutex<Option<mpsc::Receiver<()>>>,
+}
+
+impl Wake for Pause {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref()
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(tx) = self.entered.lock().unwrap().take() {
+            tx.send(()).unwrap();
+            self.go.lock().unwrap().take().unwrap().recv().unwrap();
+        }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Arms a pause on the next status event `m` emits: returns the channel
+/// that reports the emitting thread parked, and the one that lets it go.
+fn pause_next_event<D: Dialer>(m: &ConnectionManager<D>) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
+    let mut events = m.subscribe();
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel();
+    let waker = Waker::from(Arc::new(Pause {
+        entered: Mutex::new(Some(entered_tx)),
+        go: Mutex::new(Some(go_rx)),
+    }));
+    let mut recv = Box::pin(async move { events.recv().await });
+    assert!(recv
+        .as_mut()
+        .poll(&mut Context::from_waker(&waker))
+        .is_pending());
+    // Keep the receiver and its registered waker alive for the test.
+    std::mem::forget(recv);
+    (entered_rx, go_tx)
+}
+
+/// A connect that completes while a disconnect of the same peer is
+/// announcing itself keeps its connection and its slot; with a limit of 1
+/// it is not refused either (the old slot is free by then).
+#[test]
+fn a_connect_during_a_disconnect_keeps_its_connection_and_slot() {
+    for max in [1, 2] {
+        let dialer = TestDialer::default();
+        let m = ConnectionManager::builder()
+            .max_connections(max)
+            .dialer(dialer.clone())
+            .build()
+            .unwrap();
+        let p = peer(OK, 1);
+        let main_rt = rt();
+        main_rt.block_on(m.connect(p)).unwrap();
+        let (entered, go) = pause_next_event(&m);
+        let m2 = m.clone();
+        let disconnecter = std::thread::spawn(move || rt().block_on(m2.disconnect(&p)));
+        entered.recv().unwrap(); // parked in disconnect's emit
+        assert_eq!(main_rt.block_on(m.get_status(&p)), Some(Disconnected));
+        main_rt
+            .block_on(m.connect(p))
+            .unwrap_or_else(|e| panic!("max {max}: connect in the window: {e}"));
+        go.send(()).unwrap();
+        disconnecter.join().unwrap();
+
+        assert_eq!(main_rt.block_on(m.get_status(&p)), Some(Connected));
+        assert_eq!(
+            m.active(),
+            1,
+            "max {max}: the Connected peer holds one slot"
+        );
+        assert!(m.lease(&p).is_ok(), "max {max}: and its live connection");
+        assert_eq!(m.count(Connected), 1);
+        // The limit still holds.
+        let more: Vec<_> = (2..5)
+            .map(|i| main_rt.block_on(m.connect(peer(OK, i))))
+            .collect();
+        assert!(
+            m.count(Connected) <= max,
+            "{} Connected, max {max}",
+            m.count(Connected)
+        );
+        assert_eq!(more.iter().filter(|r| r.is_ok()).count(), max - 1);
+    }
+}
+
+/// `disconnect` and `connect` of one peer racing on two workers, many
+/// times: at rest, the peer is Connected exactly when it has a live
+/// connection, and every Connected peer holds exactly one slot.
+#[test]
+fn disconnect_racing_connect_leaves_status_slots_and_connections_agreeing() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let m = ConnectionManager::builder()
+            .max_connections(1000)
+            .dialer(TestDialer::default())
+            .build()
+            .unwrap();
+        for round in 0..500u32 {
+            let p = peer(OK, round);
+            m.connect(p).await.unwrap();
+            let stop = Arc::new(AtomicBool::new(false));
+            let connects = {
+                let (m, stop) = (m.clone(), stop.clone());
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        let _ = m.connect(p).await;
+                        tokio::task::yield_now().await;
+                    }
+                    stop.store(true, Ordering::Release);
+                })
+            };
+            let disconnects = {
+                let (m, stop) = (m.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Acquire) {
+                        m.disconnect(&p).await;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            };
+            connects.await.unwrap();
+            disconnects.await.unwrap();
+            let connected = m.get_status(&p).await == Some(Connected);
+            assert_eq!(connected, m.lease(&p).is_ok(), "round {round}");
+            assert_eq!(m.active(), m.count(Connected), "round {round}");
+            m.disconnect(&p).await;
+        }
+    });
+}
+
+/// Two status changes of one peer on two threads, the first parked in its
+/// `emit` while the second completes: the peer's watch ends on the status
+/// the table holds, not on the change that announced itself last.
+#[test]
+fn a_watch_ends_on_the_current_status() {
+    let m = ConnectionManager::new(4);
+    let p = PeerId::random();
+    let main_rt = rt();
+    main_rt.block_on(m.update_status(p, Connected));
+    let watch = m.watch(&p);
+    let (entered, go) = pause_next_event(&m);
+    let m2 = m.clone();
+    let failer = std::thread::spawn(move || rt().block_on(m2.update_status(p, Failed)));
+    entered.recv().unwrap(); // the table says Failed; its watch update is not out
+    main_rt.block_on(m.update_status(p, Disconnected));
+    go.send(()).unwrap();
+    failer.join().unwrap();
+    assert_eq!(main_rt.block_on(m.get_status(&p)), Some(Disconnected));
+    assert_eq!(*watch.borrow(), Some(Disconnected));
+}
+
+/// The reaper runs on the runtime of the first call. When that runtime is
+/// dropped (a setup runtime, one per test), the next call on a live one
+/// starts a new reaper, so idle connections still expire by themselves.
+#[test]
+fn the_reaper_restarts_after_its_runtime_is_gone() {
+    let dialer = TestDialer::default();
+    let m = ConnectionManager::builder()
+        .pool_timeout(Duration::from_secs(5))
+        .dialer(dialer.clone())
+        .build()
+        .unwrap();
+    let setup = rt();
+    setup.block_on(m.connect(peer(OK, 0))).unwrap();
+    drop(setup);
+
+    let paused = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    paused.block_on(async {
+        for i in 1..4 {
+            m.connect(peer(OK, i)).await.unwrap();
+            m.disconnect(&peer(OK, i)).await;
+        }
+        assert_eq!(m.idle(), 3);
+        // Twelve TTLs with no call into the manager.
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(m.idle(), 0, "expired connections were not reaped");
+        assert_eq!(dialer.closed(), 3);
+    });
+}
+
+/// Settings the pool or the event ring cannot hold are refused by `build`
+/// with the setting's name, never by a panic or an abort later.
+#[test]
+fn out_of_range_settings_are_refused_by_build() {
+    type Build = fn() -> Result<(), Error>;
+    let cases: [(&str, Build); 4] = [
+        ("max_idle_total", || {
+            ConnectionManager::builder()
+                .max_idle_total(usize::MAX)
+                .build()
+                .map(drop)
+        }),
+        ("max_idle_per_peer", || {
+            ConnectionManager::builder()
+                .max_idle_per_peer((1 << 30) + 1)
+                .max_idle_total(usize::MAX)
+                .build()
+                .map(drop)
+        }),
+        ("event_capacity", || {
+            ConnectionManager::builder()
+                .event_capacity(1 << 40)
+                .build()
+                .map(drop)
+        }),
+        ("event_capacity", || {
+            ConnectionManager::builder()
+                .event_capacity(Config::MAX_EVENT_CAPACITY + 1)
+                .build()
+                .map(drop)
+        }),
+    ];
+    for (setting, build) in cases {
+        match build() {
+            Err(Error::InvalidConfig { setting: s, .. }) => assert_eq!(s, setting),
+            other => panic!("{setting}: expected InvalidConfig, got {other:?}"),
+        }
+    }
+    // The largest accepted values build.
+    ConnectionManager::builder()
+        .max_idle_per_peer(1 << 30)
+        .max_idle_total(1 << 30)
+        .event_capacity(1)
+        .build()
+        .unwrap();
+}
+
+/// `memory_usage` counts the event ring, which is allocated up front.
+#[test]
+fn memory_usage_counts_the_event_ring() {
+    let small = ConnectionManager::builder()
+        .event_capacity(1)
+        .build()
+        .unwrap();
+    let big = ConnectionManager::builder()
+        .event_capacity(1 << 16)
+        .build()
+        .unwrap();
+    let ring = big.memory_usage() - small.memory_usage();
+    let per_event = std::mem::size_of::<connmgr::StatusEvent>();
+    assert!(
+        ring >= ((1 << 16) - 1) * per_event,
+        "{ring} bytes for 65,536 events of {per_event} bytes"
+    );
+}
