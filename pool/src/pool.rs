@@ -115,7 +115,10 @@ where
     /// # Errors
     ///
     /// Gives `conn` back untouched if `max_idle_per_key` connections are
-    /// already idle for `key` or `max_idle_total` in the pool. Caps hold
+    /// already idle for `key` or `max_idle_total` in the pool. Expired
+    /// connections count until they are reaped (by [`reap`](Self::reap),
+    /// or a `take` of their key): a pool nobody reaps can refuse puts while
+    /// everything in it has expired. Caps hold
     /// exactly under any concurrency. With no concurrent call a refusal
     /// means a cap is reached; near a cap, a concurrent put that is itself
     /// refused can make another one fail too (the reservation is taken then
@@ -147,18 +150,21 @@ where
     /// by the eviction above is dropped here.
     pub fn put(&self, key: K, conn: C) -> Result<(), C> {
         let stripe = thread_index() & (self.fifos.len() - 1);
+        // The clock is user code: read it before reserving anything, so a
+        // panicking clock leaves no reservation behind.
+        let deadline = self.clock.now().checked_add(self.config.ttl);
         if !self.total.reserve(stripe) {
             return Err(conn);
         }
+        // `K::hash`, `K::eq` and `K::clone` run in the lookup: if one
+        // panics, the unwinding gives the total-cap unit back.
+        let total = TotalUnit { pool: self, stripe };
         let guard = epoch::pin();
         let entry = loop {
             if let Some(entry) = self.map.get(&key, &guard) {
                 match entry.reserve(self.config.max_idle_per_key) {
                     Reserve::Ok => break entry,
-                    Reserve::Full => {
-                        self.total.release(stripe);
-                        return Err(conn);
-                    }
+                    Reserve::Full => return Err(conn), // `total` gives the unit back
                     Reserve::Closed => {}
                 }
             }
@@ -168,7 +174,9 @@ where
                 break entry;
             }
         };
-        let deadline = self.clock.now().checked_add(self.config.ttl);
+        // No user code from here to the push: the reservations are the
+        // node's now.
+        std::mem::forget(total);
         let fifo = &self.fifos[stripe];
         let node = raw::new_node(conn, deadline, entry, &guard);
         // SAFETY: we hold a reservation on `entry` for this fresh node.
@@ -242,10 +250,13 @@ where
     /// Walks each stripe of the expiry FIFO from its head and stops at the
     /// first live record that has not expired: O(expired + records of
     /// connections already taken + stripes), never a scan of the pool.
-    /// Records are ordered by expiry within a stripe. With a clock that goes
-    /// backwards, or puts racing within the same instant, a connection can
-    /// sit behind a younger one and be reaped on a later call; `take` never
-    /// returns an expired connection either way.
+    /// Records are ordered by expiry within a stripe, except that two puts
+    /// from threads sharing a stripe (more threads than stripes) append in
+    /// the order they reach the FIFO, not the order they read the clock: a
+    /// put delayed (descheduled, say) between the two can sit behind a
+    /// younger connection and be reaped late, by at most that delay, when
+    /// the younger one is due. The same holds with a clock that goes
+    /// backwards. `take` never returns an expired connection either way.
     ///
     /// Records of connections already taken are unlinked on the way, and a
     /// key whose last record leaves while it has no idle connection has its
@@ -313,7 +324,8 @@ where
     /// that put's `take_wake_request` returns `true` (or both). A reaper with
     /// a deadline needs no wake-up for later puts: one TTL for all means a
     /// new connection never expires before the connections already idle
-    /// (with a clock that does not go backwards).
+    /// (with a clock that does not go backwards, and up to the lateness
+    /// described under [`reap`](Self::reap)).
     ///
     /// **Progress:** as [`next_expiry`](Self::next_expiry), plus one store
     /// and one `SeqCst` fence.
@@ -568,6 +580,21 @@ where
                 None => break,
             };
         }
+    }
+}
+
+/// One unit of the total cap reserved by a `put` that has not placed its
+/// node yet: given back when dropped (the put refused, or unwinding from a
+/// panic in the key's `Hash`, `Eq` or `Clone`); forgotten once the node
+/// holds it.
+struct TotalUnit<'a, K, C, Clk: Clock> {
+    pool: &'a IdlePool<K, C, Clk>,
+    stripe: usize,
+}
+
+impl<K, C, Clk: Clock> Drop for TotalUnit<'_, K, C, Clk> {
+    fn drop(&mut self) {
+        self.pool.total.release(self.stripe);
     }
 }
 

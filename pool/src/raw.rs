@@ -1078,19 +1078,46 @@ impl<K, C> Drop for Fifo<K, C> {
         // remaining connection.
         // SAFETY: `&mut self`: exclusive; `unprotected` frees at once.
         let guard = unsafe { epoch::unprotected() };
-        let mut cur = self.head.load(Ordering::Relaxed, guard);
-        while !cur.is_null() {
-            // SAFETY: linked, hence alive; read `next` before releasing.
-            let node = unsafe { cur.deref() };
-            let next = node.next.load(Ordering::Relaxed, guard);
-            if node.claim() {
-                // SAFETY: we just won the claim.
-                drop(unsafe { node.take_conn() });
-            }
-            // SAFETY: exclusive owner, each record released once.
-            unsafe { release(cur, IN_FIFO, guard, None) };
-            cur = next;
+        let mut rest = Closer {
+            cur: self.head.load(Ordering::Relaxed, guard),
+            guard,
+        };
+        rest.close_all();
+    }
+}
+
+/// The records of a stripe being dropped, from `cur` on. If a connection's
+/// destructor panics, the unwinding drops this and the rest are closed all
+/// the same (a second panic aborts, as in `Vec`'s drop), so one bad
+/// destructor does not leak the sockets behind it.
+struct Closer<'g, K, C> {
+    cur: Shared<'g, Node<K, C>>,
+    guard: &'g Guard,
+}
+
+impl<K, C> Closer<'_, K, C> {
+    fn close_all(&mut self) {
+        while !self.cur.is_null() {
+            // SAFETY: the stripe is being dropped, so we own its records
+            // exclusively; `cur` is linked, hence alive. Read `next` before
+            // releasing.
+            let node = unsafe { self.cur.deref() };
+            let next = node.next.load(Ordering::Relaxed, self.guard);
+            // SAFETY: we just won the claim (if we did).
+            let conn = node.claim().then(|| unsafe { node.take_conn() });
+            // SAFETY: exclusive owner, each record released once; the
+            // connection is already out of the node.
+            unsafe { release(self.cur, IN_FIFO, self.guard, None) };
+            self.cur = next;
+            drop(conn); // may panic: `cur` already points past this record
         }
+    }
+}
+
+impl<K, C> Drop for Closer<'_, K, C> {
+    fn drop(&mut self) {
+        // Reached with records left only when a destructor panicked.
+        self.close_all();
     }
 }
 

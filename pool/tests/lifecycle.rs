@@ -230,6 +230,65 @@ fn panicking_destructor_during_reap_keeps_counts_consistent() {
     assert!(pool.is_empty());
 }
 
+/// RELIABILITY 9: a destructor that panics while the pool is dropped does
+/// not leak the connections queued behind it in the same FIFO stripe.
+#[test]
+fn a_panicking_destructor_at_pool_drop_leaves_no_connection_open() {
+    /// Holds a tracked connection (closed when the bomb drops); the flag
+    /// makes its destructor panic.
+    #[derive(Debug)]
+    struct Bomb(#[allow(dead_code)] Conn, bool);
+    impl Drop for Bomb {
+        fn drop(&mut self) {
+            if self.1 && !thread::panicking() {
+                panic!("close failed");
+            }
+        }
+    }
+    let tracker = Tracker::new(6);
+    let pool = IdlePool::new(Duration::from_secs(60));
+    // One thread, so one stripe; the bomb is its oldest record.
+    for id in 0..6 {
+        pool.put(id as u8, Bomb(tracker.conn(id), id == 0)).unwrap();
+    }
+    let r = panic::catch_unwind(AssertUnwindSafe(move || drop(pool)));
+    assert!(r.is_err(), "the destructor's panic reaches the caller");
+    tracker.assert_each_dropped_once(6);
+}
+
+/// A key whose `Hash` panics inside `put` leaves no cap reserved: the pool
+/// stays empty and takes the next put (here with a total cap of 1).
+#[test]
+fn a_panicking_key_hash_in_put_gives_its_cap_back() {
+    use std::hash::{Hash, Hasher};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Equal by its number; the flag arms one panicking `hash`.
+    #[derive(Clone, Debug)]
+    struct Key(u8, Arc<AtomicBool>);
+    impl PartialEq for Key {
+        fn eq(&self, other: &Self) -> bool {
+            self.0 == other.0
+        }
+    }
+    impl Eq for Key {}
+    impl Hash for Key {
+        fn hash<H: Hasher>(&self, h: &mut H) {
+            if self.1.swap(false, Ordering::SeqCst) {
+                panic!("hash");
+            }
+            self.0.hash(h);
+        }
+    }
+    let armed = Arc::new(AtomicBool::new(true));
+    let pool =
+        IdlePool::with_config(config(Duration::from_secs(60), 1, 1), ManualClock::new()).unwrap();
+    let r = panic::catch_unwind(AssertUnwindSafe(|| pool.put(Key(1, armed.clone()), 1u32)));
+    assert!(r.is_err());
+    assert_eq!(pool.len(), 0);
+    assert_eq!(pool.put(Key(2, armed.clone()), 2), Ok(()));
+    assert_eq!(pool.take(&Key(2, armed)), Some(2));
+}
+
 #[test]
 fn debug_output_is_useful() {
     let pool: IdlePool<u8, ()> = IdlePool::new(Duration::from_secs(1));
