@@ -428,8 +428,8 @@ impl<D: Dialer> ConnectionManager<D> {
         self.inner.table.get(peer_id)
     }
 
-    /// Current metrics: `connections` is the exact number of Connected
-    /// peers, `messages_per_second` and `avg_latency` come from
+    /// Current metrics: `connections` is the number of Connected peers
+    /// (exact once status changes stop; see `StatusTable::count`), `messages_per_second` and `avg_latency` come from
     /// [`record_message`](Self::record_message) over the metrics window, and
     /// `memory_usage` is [`memory_usage`](Self::memory_usage).
     pub async fn get_metrics(&self) -> NetworkMetrics {

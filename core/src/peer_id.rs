@@ -109,8 +109,13 @@ impl FromStr for PeerId {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let len = s.chars().count();
-        if s.len() != 64 || len != 64 {
+        if len != 64 {
             return Err(Error::PeerIdLength { found: len });
+        }
+        // By character, so a non-ASCII character is named as the bad digit
+        // it is (at its character index), not miscounted as a length error.
+        if let Some((index, found)) = s.chars().enumerate().find(|(_, c)| !c.is_ascii_hexdigit()) {
+            return Err(Error::PeerIdDigit { index, found });
         }
         let mut out = [0u8; 32];
         for (i, pair) in s.as_bytes().chunks_exact(2).enumerate() {
@@ -183,6 +188,17 @@ mod tests {
         assert_eq!(
             s.parse::<PeerId>().unwrap_err(),
             Error::PeerIdLength { found: 63 }
+        );
+        // 64 characters, one of them not ASCII: a bad digit at its
+        // character index, not a length error saying "got 64".
+        let s = format!("{}é{}", "0".repeat(5), "0".repeat(58));
+        assert_eq!(s.chars().count(), 64);
+        assert_eq!(
+            s.parse::<PeerId>().unwrap_err(),
+            Error::PeerIdDigit {
+                index: 5,
+                found: 'é'
+            }
         );
     }
 

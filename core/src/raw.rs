@@ -68,12 +68,16 @@ const SHRINK_BELOW: usize = if cfg!(any(loom, miri)) { 4 } else { 16 };
 const MOVED: usize = 0b1;
 /// Low pointer bit marking the entry of a removed key.
 const DEAD: usize = 0b10;
-/// Pointer bits that are neither tag nor flag.
-#[cfg(target_pointer_width = "64")]
+/// Pointer bits that are neither tag nor flag. Tags live in the top 16
+/// bits only on x86-64, where user-space heap addresses fit in 47 bits
+/// (Linux hands out higher ones only to `mmap` calls that ask for them);
+/// elsewhere (arm64 with top-byte tags or MTE, say) the top bits may be
+/// part of the address, so no tag is stored and every probe compares keys.
+#[cfg(all(target_pointer_width = "64", target_arch = "x86_64"))]
 const ADDR_MASK: usize = ((1 << 48) - 1) & !0b111;
-#[cfg(not(target_pointer_width = "64"))]
+#[cfg(not(all(target_pointer_width = "64", target_arch = "x86_64")))]
 const ADDR_MASK: usize = !0b111;
-#[cfg(target_pointer_width = "64")]
+#[cfg(all(target_pointer_width = "64", target_arch = "x86_64"))]
 const TAG_SHIFT: u32 = 48;
 
 /// One tracked key and its state word.
@@ -141,11 +145,11 @@ impl<K> Slot<K> {
     /// The stored tag (0: unknown).
     #[inline]
     fn tag(self) -> usize {
-        #[cfg(target_pointer_width = "64")]
+        #[cfg(all(target_pointer_width = "64", target_arch = "x86_64"))]
         {
             self.bits() >> TAG_SHIFT
         }
-        #[cfg(not(target_pointer_width = "64"))]
+        #[cfg(not(all(target_pointer_width = "64", target_arch = "x86_64")))]
         {
             0
         }
@@ -154,12 +158,12 @@ impl<K> Slot<K> {
     /// True when the slot may hold a key with this tag (tag 0 means unknown).
     #[inline]
     fn tag_may_match(self, tag: usize) -> bool {
-        #[cfg(target_pointer_width = "64")]
+        #[cfg(all(target_pointer_width = "64", target_arch = "x86_64"))]
         {
             let stored = self.bits() >> TAG_SHIFT;
             stored == 0 || stored == tag
         }
-        #[cfg(not(target_pointer_width = "64"))]
+        #[cfg(not(all(target_pointer_width = "64", target_arch = "x86_64")))]
         {
             let _ = tag;
             true
@@ -182,7 +186,7 @@ impl<K> Slot<K> {
 /// Tags `ptr` with the hash's 16-bit tag when the address leaves room for it.
 #[inline]
 fn tagged<K>(ptr: *mut Entry<K>, tag: usize) -> *mut Entry<K> {
-    #[cfg(target_pointer_width = "64")]
+    #[cfg(all(target_pointer_width = "64", target_arch = "x86_64"))]
     if ptr.addr() >> TAG_SHIFT == 0 {
         return ptr.map_addr(|a| a | tag << TAG_SHIFT);
     }
@@ -499,7 +503,7 @@ impl<K, S> Raw<K, S> {
 
 impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     /// The keyed hash of `key`: shard from its top byte, home slot from its
-    /// low bits, tag from bits 32..48.
+    /// low bits, tag from its low 16 bits (see [`tag_of`]).
     #[inline]
     pub(crate) fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
         self.hasher.hash_one(key)
@@ -856,6 +860,11 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             }
             entries += usize::from(slot.is_entry());
         }
+        // The copy may call the key's `Hash`, which may panic: then the
+        // old array is unfrozen again (before the grow lock is released),
+        // so the shard's inserters and removers go on instead of waiting
+        // for a successor that never comes.
+        let unfreeze = Unfreeze(Some(old));
         let new = Table::new(capacity_for(entries));
         let mut dead = Vec::new();
         for cell in old.slots.iter() {
@@ -886,6 +895,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             new.slots[i].store(slot.0, Ordering::Relaxed);
         }
         new.used.store(entries, Ordering::Relaxed);
+        unfreeze.disarm();
         shard.table.store(Owned::new(new), Ordering::Release);
         // SAFETY: the old array is unreachable for new readers now that the
         // new one is published; the collector waits for the others.
@@ -899,6 +909,30 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             // reader can reach it, and the collector waits for the guards
             // that already might; 3. each was allocated by `Box::into_raw`.
             unsafe { guard.defer_unchecked(move || drop(dead)) };
+        }
+    }
+}
+
+/// Undoes a rehash's freeze if the copy unwinds (see `rehash`). Sound
+/// because a frozen slot cannot change (every CAS on it fails), so clearing
+/// its MOVED bit restores exactly what it held; the half-filled new array
+/// owns no entry (entries are freed by the shard, never by a `Table`) and
+/// is simply dropped.
+struct Unfreeze<'a, K>(Option<&'a Table<K>>);
+
+impl<K> Unfreeze<'_, K> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<K> Drop for Unfreeze<'_, K> {
+    fn drop(&mut self) {
+        if let Some(old) = self.0 {
+            for cell in old.slots.iter() {
+                let slot = Slot(cell.load(Ordering::Acquire));
+                cell.store(slot.without_moved().0, Ordering::Release);
+            }
         }
     }
 }

@@ -53,9 +53,12 @@ pub struct EntryInfo {
     /// shard's clock, every status change adds one, and a removal moves the
     /// clock past the removed entry's stamp, so a key inserted again starts
     /// beyond every stamp its removed entry had. A stale view (even of a key
-    /// removed and inserted again) therefore never matches a newer entry
-    /// until the key has changed 2^24 times (the stamp is 24 bits and
-    /// wraps). Compare it only for equality.
+    /// removed and inserted again) therefore does not match a newer entry,
+    /// within the limits of a 24-bit stamp that wraps: a stale view can
+    /// match again once the key has changed about 2^23 times, or once its
+    /// shard's clock (one tick per insert of any key in the shard) has run
+    /// 2^24 ticks between the view and a re-insert. Compare it only for
+    /// equality.
     pub generation: u32,
     /// When the status last changed, to the resolution of the coarse
     /// monotonic clock (1-4 ms on Linux, where reading it costs a few ns

@@ -24,16 +24,19 @@ pub const MAX_SHARDS: usize = 256;
 ///
 /// # Progress
 ///
-/// * [`get`](Self::get), [`info`](Self::info) and every status transition of
+/// * [`get`](Self::get), [`info`](Self::info) and the status transitions of
 ///   a key that is present ([`compare_and_set`](Self::compare_and_set),
-///   [`set`](Self::set), [`insert`](Self::insert) of a present key) take no
-///   lock and never wait for another thread: a lookup is wait-free, a
-///   transition is one CAS on the entry's state word, retried only when
+///   [`set`](Self::set), [`set_if_generation`](Self::set_if_generation))
+///   take no lock and never wait for another thread: a lookup is wait-free,
+///   a transition is one CAS on the entry's state word, retried only when
 ///   another transition of the same key won.
-/// * [`insert`](Self::insert) of a new key and [`remove`](Self::remove) are
-///   lock-free, except while their shard is being rehashed (it grows, or
-///   shrinks after removals): then they wait for that shard's rehash, which
-///   copies pointers only. Readers never wait on it.
+/// * [`insert`](Self::insert) and [`remove`](Self::remove) are lock-free
+///   (an insert of a present key is one CAS, as `set`), except while their
+///   shard is being rehashed (it grows, or shrinks after removals): then
+///   they wait for that shard's rehash, which copies pointers only (and
+///   hashes keys whose tag is unknown). Readers and `set` never wait on it.
+///   If the key's `Hash` panics in a rehash, the rehash is undone and the
+///   panic reaches the call that started it.
 ///
 /// # Reclamation
 ///
@@ -98,8 +101,15 @@ impl<K: Hash + Eq + Send + Sync + 'static> StatusTable<K> {
         Self::with_capacity(0)
     }
 
-    /// An empty table with room for `capacity` keys before its shards first
-    /// grow.
+    /// An empty table with room for about `capacity` keys before its
+    /// shards first grow (each shard gets room for its even share; keys
+    /// never split exactly evenly, so a shard may grow a little earlier).
+    ///
+    /// # Panics
+    ///
+    /// If the slot arrays for `capacity` keys cannot be sized
+    /// (`capacity` near `usize::MAX`: "capacity overflow"); allocating them
+    /// may also abort the process when memory runs out.
     pub fn with_capacity(capacity: usize) -> Self {
         Self::with_capacity_and_hasher(capacity, RandomState::new())
     }
@@ -145,6 +155,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     /// The status of `key`, if present.
     ///
     /// **Progress:** wait-free; takes no lock and never waits for a writer.
+    /// Like every call here it pins crossbeam-epoch, and a pin now and then
+    /// runs deferred frees of other calls' removals (dropping their keys)
+    /// on this thread.
     #[inline]
     pub fn get<Q>(&self, key: &Q) -> Option<ConnectionStatus>
     where
@@ -197,8 +210,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     /// generation nor its `since`).
     ///
     /// **Progress:** for a present key, one CAS as for
-    /// [`set`](Self::set); for a new key, lock-free except while its shard
-    /// is being rehashed. **Reclamation:** may retire a removed entry of the
+    /// [`set`](Self::set); lock-free except while its shard is being
+    /// rehashed, when it waits for the rehash (a new key, and also a present
+    /// one whose slot the rehash has frozen). **Reclamation:** may retire a removed entry of the
     /// same key that it replaces.
     pub fn insert(&self, key: K, status: ConnectionStatus) -> Option<ConnectionStatus> {
         let hash = self.raw.hash(&key);
@@ -358,8 +372,10 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
 
     /// Number of keys present.
     ///
-    /// **Progress:** wait-free, O(shards). Exact when no update is in flight;
-    /// during updates it may be off by the number in flight, never negative.
+    /// **Progress:** wait-free, O(shards). Exact once updates stop. While
+    /// they run, the shards' counters are read one at a time, so the sum can
+    /// be off by as many inserts and removals as complete during the call
+    /// (clamped at 0, never negative).
     pub fn len(&self) -> usize {
         clamp(self.raw.shards.iter().map(|s| s.len()).sum())
     }
@@ -373,8 +389,11 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     ///
     /// **Progress:** wait-free, O(shards + stripes): inserts and removals
     /// are counted per shard, status transitions per thread stripe (4 per
-    /// CPU), never a scan. Exact when no update is in flight, never
-    /// negative.
+    /// CPU), never a scan. Exact once updates stop. While they run, the
+    /// counters are read one at a time, and one key's insert, transitions
+    /// and removal land in different counters, so the sum can be off by as
+    /// many updates as complete during the call (clamped at 0, never
+    /// negative).
     pub fn count(&self, status: ConnectionStatus) -> usize {
         clamp(self.raw.count(status))
     }

@@ -36,3 +36,79 @@ fn stale_generation_of_a_reinserted_key_never_matches() {
     );
     assert_eq!(table.get(&peer), Some(Connecting));
 }
+
+/// Found in review: a rehash freezes every slot of the old array, then
+/// hashes keys whose tag is unknown (low hash bits 0) to place them. A panic
+/// in the key's `Hash` there left the shard frozen with no successor, so
+/// every later insert or remove on it waited forever. Now the freeze is
+/// undone on unwind: the panic reaches the caller, and the shard goes on.
+#[test]
+fn a_hash_panic_during_a_rehash_leaves_the_shard_usable() {
+    use std::hash::{BuildHasherDefault, Hash, Hasher};
+    use std::panic::{catch_unwind, AssertUnwindSafe};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    /// Key 0's `Hash` panics while `ARMED`.
+    #[derive(PartialEq, Eq, Debug, Clone, Copy)]
+    struct Key(u64);
+    impl Hash for Key {
+        fn hash<H: Hasher>(&self, h: &mut H) {
+            assert!(!(self.0 == 0 && ARMED.load(SeqCst)), "hash panics");
+            h.write_u64(self.0);
+        }
+    }
+    /// A hasher whose low 16 bits are always 0: no tags, so a rehash hashes.
+    #[derive(Default)]
+    struct NoTag(u64);
+    impl Hasher for NoTag {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, _: &[u8]) {
+            unreachable!("keys write one u64")
+        }
+        fn write_u64(&mut self, x: u64) {
+            self.0 = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) << 16;
+        }
+    }
+
+    let table =
+        Arc::new(StatusTable::with_shards(1, 0, BuildHasherDefault::<NoTag>::default()).unwrap());
+    table.insert(Key(0), Connected);
+    ARMED.store(true, SeqCst);
+    // New keys until one grows the shard: its rehash hashes key 0.
+    let mut next = 1;
+    let panicked = loop {
+        assert!(next < 1000, "the shard never grew");
+        let k = Key(next);
+        next += 1;
+        if catch_unwind(AssertUnwindSafe(|| table.insert(k, Connecting))).is_err() {
+            break k;
+        }
+    };
+    ARMED.store(false, SeqCst);
+    assert_eq!(table.get(&Key(0)), Some(Connected), "readers go on");
+
+    // Off this thread, so a frozen shard fails the test instead of hanging it.
+    let (done, finished) = mpsc::channel();
+    let t = Arc::clone(&table);
+    std::thread::spawn(move || {
+        // The insert that panicked did not happen; this one does.
+        t.insert(panicked, Connecting);
+        for k in next..next + 100 {
+            t.insert(Key(k), Connecting);
+        }
+        assert_eq!(t.remove(&Key(1)), Some(Connecting));
+        done.send(()).unwrap();
+    });
+    finished
+        .recv_timeout(Duration::from_secs(60))
+        .expect("inserts and removes on the shard finished");
+    assert_eq!(table.get(&Key(0)), Some(Connected));
+    assert_eq!(table.get(&panicked), Some(Connecting));
+    assert_eq!(table.get(&Key(1)), None);
+    assert_eq!(table.len() as u64, next + 100 - 1);
+}
