@@ -641,12 +641,19 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                     self.rehash(shard, shared, guard);
                     continue 'retry;
                 }
-                let slot = table.load(i);
-                if slot.is_moved() {
-                    shard.wait_for_growth();
-                    continue 'retry;
-                }
+                // A frozen slot (a rehash is copying this array) can still
+                // lead to the key's live entry, which is shared with the new
+                // array: a transition on it needs no wait. Only a write to
+                // the array (a new key, or one that takes a dead slot) waits
+                // for the rehash.
+                let raw_slot = table.load(i);
+                let frozen = raw_slot.is_moved();
+                let slot = raw_slot.without_moved();
                 if slot.is_empty() {
+                    if frozen {
+                        shard.wait_for_growth();
+                        continue 'retry;
+                    }
                     let Some(to) = decide(None) else {
                         return (None, None);
                     };
@@ -688,7 +695,11 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                     }
                 }
                 // A removed entry of the same key (marked dead or about to
-                // be): take its slot.
+                // be): take its slot, once the array may be written again.
+                if frozen {
+                    shard.wait_for_growth();
+                    continue 'retry;
+                }
                 let Some(to) = decide(None) else {
                     return (None, None);
                 };

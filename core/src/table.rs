@@ -24,19 +24,19 @@ pub const MAX_SHARDS: usize = 256;
 ///
 /// # Progress
 ///
-/// * [`get`](Self::get), [`info`](Self::info) and the status transitions of
+/// * [`get`](Self::get), [`info`](Self::info) and every status transition of
 ///   a key that is present ([`compare_and_set`](Self::compare_and_set),
-///   [`set`](Self::set), [`set_if_generation`](Self::set_if_generation))
-///   take no lock and never wait for another thread: a lookup is wait-free,
-///   a transition is one CAS on the entry's state word, retried only when
-///   another transition of the same key won.
-/// * [`insert`](Self::insert) and [`remove`](Self::remove) are lock-free
-///   (an insert of a present key is one CAS, as `set`), except while their
-///   shard is being rehashed (it grows, or shrinks after removals): then
-///   they wait for that shard's rehash, which copies pointers only (and
-///   hashes keys whose tag is unknown). Readers and `set` never wait on it.
-///   If the key's `Hash` panics in a rehash, the rehash is undone and the
-///   panic reaches the call that started it.
+///   [`set`](Self::set), [`set_if_generation`](Self::set_if_generation),
+///   [`insert`](Self::insert) of a present key) take no lock and never wait
+///   for another thread, not even for a rehash of their shard: a lookup is
+///   wait-free, a transition is one CAS on the entry's state word, retried
+///   only when another transition of the same key won.
+/// * [`insert`](Self::insert) of a new key and [`remove`](Self::remove) are
+///   lock-free, except while their shard is being rehashed (it grows, or
+///   shrinks after removals): then they wait for that shard's rehash, which
+///   copies pointers (and hashes keys whose tag is unknown). Readers and
+///   transitions never wait on it. If the key's `Hash` panics in a rehash,
+///   the rehash is undone and the panic reaches the call that started it.
 ///
 /// # Reclamation
 ///
@@ -210,9 +210,8 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     /// generation nor its `since`).
     ///
     /// **Progress:** for a present key, one CAS as for
-    /// [`set`](Self::set); lock-free except while its shard is being
-    /// rehashed, when it waits for the rehash (a new key, and also a present
-    /// one whose slot the rehash has frozen). **Reclamation:** may retire a removed entry of the
+    /// [`set`](Self::set), never waiting; for a new key, lock-free except
+    /// while its shard is being rehashed. **Reclamation:** may retire a removed entry of the
     /// same key that it replaces.
     pub fn insert(&self, key: K, status: ConnectionStatus) -> Option<ConnectionStatus> {
         let hash = self.raw.hash(&key);

@@ -84,6 +84,37 @@ fn growth_loses_nothing() {
     });
 }
 
+/// An insert of a present key, then a removal and a re-insert of it, while
+/// the other thread grows the shard: the insert of the present key is a
+/// transition even when its slot is frozen (the entry is shared with the new
+/// array), the re-insert waits for the rehash only if it meets a frozen dead
+/// slot, and nothing is lost or counted twice.
+///
+/// Checked to fail: with the re-insert not waiting on a frozen dead slot
+/// (its CAS on the frozen slot can never succeed), loom reports the model
+/// exceeding its branch limit: the insert spins on the old array forever.
+#[test]
+fn present_key_transitions_through_a_frozen_slot() {
+    loom::model(|| {
+        let table = one_shard::<u32>();
+        table.insert(1, Connecting);
+        let t = table.clone();
+        let writer = thread::spawn(move || {
+            assert_eq!(t.insert(2, Connected), None);
+            assert_eq!(t.insert(3, Failed), None);
+        });
+        assert_eq!(table.insert(1, Connected), Some(Connecting));
+        assert_eq!(table.remove(&1), Some(Connected));
+        assert_eq!(table.insert(1, Failed), None);
+        writer.join().unwrap();
+        assert_eq!(table.get(&1), Some(Failed));
+        assert_eq!(table.len(), 3);
+        assert_eq!(table.count(Connected), 1);
+        assert_eq!(table.count(Failed), 2);
+        assert_eq!(table.count(Connecting), 0);
+    });
+}
+
 /// Two threads insert the same new key: exactly one insert sees it absent,
 /// and the table holds one entry for it.
 ///

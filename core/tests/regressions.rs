@@ -112,3 +112,79 @@ fn a_hash_panic_during_a_rehash_leaves_the_shard_usable() {
     assert_eq!(table.get(&Key(1)), None);
     assert_eq!(table.len() as u64, next + 100 - 1);
 }
+
+/// Found in review: `insert` of a key that is present waited for a rehash
+/// of its shard (it met the frozen slot and queued on the grow lock), though
+/// a transition of a present key must never wait. Here a rehash is held
+/// open inside the key's `Hash` while another thread inserts a present key.
+#[cfg(not(miri))]
+#[test]
+fn insert_of_a_present_key_does_not_wait_for_a_rehash() {
+    use std::hash::{BuildHasherDefault, Hash, Hasher};
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
+    use std::sync::{mpsc, Arc};
+    use std::time::Duration;
+
+    /// 0: plain; 1: key 0's `Hash` blocks until 2.
+    static MODE: AtomicU8 = AtomicU8::new(0);
+    static ENTERED: AtomicBool = AtomicBool::new(false);
+    #[derive(PartialEq, Eq, Debug, Clone, Copy)]
+    struct Key(u64);
+    impl Hash for Key {
+        fn hash<H: Hasher>(&self, h: &mut H) {
+            if self.0 == 0 && MODE.load(SeqCst) == 1 {
+                ENTERED.store(true, SeqCst);
+                while MODE.load(SeqCst) == 1 {
+                    std::thread::yield_now();
+                }
+            }
+            h.write_u64(self.0);
+        }
+    }
+    /// Low 16 bits always 0: no tags, so a rehash hashes every key.
+    #[derive(Default)]
+    struct NoTag(u64);
+    impl Hasher for NoTag {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, _: &[u8]) {
+            unreachable!("keys write one u64")
+        }
+        fn write_u64(&mut self, x: u64) {
+            self.0 = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) << 16;
+        }
+    }
+
+    let table =
+        Arc::new(StatusTable::with_shards(1, 0, BuildHasherDefault::<NoTag>::default()).unwrap());
+    table.insert(Key(0), Connected);
+    table.insert(Key(1), Connecting); // the present key
+    MODE.store(1, SeqCst);
+    let grower = {
+        let t = Arc::clone(&table);
+        std::thread::spawn(move || {
+            // New keys until one grows the shard; that rehash blocks in
+            // key 0's `Hash` until released.
+            let mut k = 2;
+            while !ENTERED.load(SeqCst) {
+                t.insert(Key(k), Connecting);
+                k += 1;
+            }
+        })
+    };
+    while !ENTERED.load(SeqCst) {
+        std::thread::yield_now();
+    }
+    let (done, finished) = mpsc::channel();
+    let t = Arc::clone(&table);
+    std::thread::spawn(move || done.send(t.insert(Key(1), Failed)).unwrap());
+    let before = finished.recv_timeout(Duration::from_secs(30));
+    MODE.store(2, SeqCst); // let the rehash finish either way
+    grower.join().unwrap();
+    assert_eq!(
+        before.expect("the insert of a present key finished during the rehash"),
+        Some(Connecting)
+    );
+    assert_eq!(table.get(&Key(1)), Some(Failed));
+}
