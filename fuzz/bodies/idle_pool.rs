@@ -108,7 +108,21 @@ impl Model {
     }
 
     /// `put`: `Ok(())` or `Err(())` when a cap is full.
-    fn put(&mut self, k: u8, id: usize) -> Result<(), ()> {
+    /// `put` as the pool does it: refused at a full cap, unless something
+    /// is due, in which case the pool is reaped first and the put tried
+    /// once more. Returns the outcome and the ids the reap closed (sorted).
+    fn put(&mut self, k: u8, id: usize) -> (Result<(), ()>, Vec<usize>) {
+        if self.try_put(k, id).is_ok() {
+            return (Ok(()), Vec::new());
+        }
+        if self.next_expiry().is_none_or(|at| at > self.now) {
+            return (Err(()), Vec::new());
+        }
+        let reaped = sorted(self.reap());
+        (self.try_put(k, id), reaped)
+    }
+
+    fn try_put(&mut self, k: u8, id: usize) -> Result<(), ()> {
         if self.len() >= self.total || self.len_for(k) >= self.per_key {
             return Err(());
         }
@@ -408,17 +422,29 @@ fn apply(h: &mut Harness, m: &mut Model, op: Op) {
 fn put(h: &mut Harness, m: &mut Model, k: u8) {
     let conn = h.conn();
     let id = conn.id;
-    match (h.pool.put(k, conn), m.put(k, id)) {
-        (Ok(()), Ok(())) => {
-            let evicted = h.dropped();
-            m.evicted(&evicted);
-        }
+    let got = h.pool.put(k, conn);
+    let (want, reaped) = m.put(k, id);
+    // What the put closed: the expired connections its reap closed (if a
+    // cap was full while something was due), then any it evicted.
+    let dropped = h.dropped();
+    let evicted: Vec<usize> = dropped
+        .iter()
+        .copied()
+        .filter(|d| !reaped.contains(d))
+        .collect();
+    assert_eq!(
+        dropped.len() - evicted.len(),
+        reaped.len(),
+        "put({k}) reaped {dropped:?}, the model {reaped:?}"
+    );
+    match (got, want) {
+        (Ok(()), Ok(())) => m.evicted(&evicted),
         (Err(back), Err(())) => {
             assert_eq!(back.id, id, "put hands back the same connection");
             assert_eq!(
-                h.dropped(),
+                evicted,
                 Vec::<usize>::new(),
-                "a refused put drops nothing"
+                "a refused put drops nothing but what its reap closed"
             );
             h.close(back);
         }

@@ -116,9 +116,9 @@ where
     ///
     /// Gives `conn` back untouched if `max_idle_per_key` connections are
     /// already idle for `key` or `max_idle_total` in the pool. Expired
-    /// connections count until they are reaped (by [`reap`](Self::reap),
-    /// or a `take` of their key): a pool nobody reaps can refuse puts while
-    /// everything in it has expired. Caps hold
+    /// connections count until they are reaped, so before refusing, a put
+    /// that finds a cap full while something is due reaps the pool (as
+    /// [`reap`](Self::reap)) and tries once more. Caps hold
     /// exactly under any concurrency. With no concurrent call a refusal
     /// means a cap is reached; near a cap, a concurrent put that is itself
     /// refused can make another one fail too (the reservation is taken then
@@ -143,16 +143,36 @@ where
     /// under a short per-shard lock (held for a bucket insert, or a
     /// bucket-array copy when the shard grows), never while a connection is
     /// touched. The housekeeping above may free key entries (same lock).
+    /// A put that finds a cap full while something is due reaps first,
+    /// with [`reap`](Self::reap)'s progress (it may wait for another
+    /// reaper).
     ///
     /// **Reclamation:** allocates one node; a taken connection's node
     /// found in the chosen slot, and FIFO records unlinked on the way, are
     /// retired through crossbeam-epoch (memory only). A connection closed
-    /// by the eviction above is dropped here.
+    /// by the eviction above, or by the reap before a retry, is dropped
+    /// here.
     pub fn put(&self, key: K, conn: C) -> Result<(), C> {
+        let now = self.clock.now();
+        match self.try_put(&key, conn, now) {
+            Ok(()) => Ok(()),
+            // Expired connections that nobody reaped yet still count against
+            // the caps: if any is due, close what is due and try once more.
+            Err(conn) if self.next_expiry().is_some_and(|at| at <= now) => {
+                self.reap();
+                self.try_put(&key, conn, now)
+            }
+            Err(conn) => Err(conn),
+        }
+    }
+
+    /// One attempt of [`put`](Self::put) with the deadline counted from
+    /// `now`.
+    fn try_put(&self, key: &K, conn: C, now: Instant) -> Result<(), C> {
         let stripe = thread_index() & (self.fifos.len() - 1);
-        // The clock is user code: read it before reserving anything, so a
+        // The clock (user code) was read before anything is reserved, so a
         // panicking clock leaves no reservation behind.
-        let deadline = self.clock.now().checked_add(self.config.ttl);
+        let deadline = now.checked_add(self.config.ttl);
         if !self.total.reserve(stripe) {
             return Err(conn);
         }
@@ -161,7 +181,7 @@ where
         let total = TotalUnit { pool: self, stripe };
         let guard = epoch::pin();
         let entry = loop {
-            if let Some(entry) = self.map.get(&key, &guard) {
+            if let Some(entry) = self.map.get(key, &guard) {
                 match entry.reserve(self.config.max_idle_per_key) {
                     Reserve::Ok => break entry,
                     Reserve::Full => return Err(conn), // `total` gives the unit back
@@ -170,7 +190,7 @@ where
             }
             // Absent or closed: create (born with our reservation), or
             // loop to reserve on an open entry someone else just made.
-            if let Some(entry) = self.map.insert(&key, &guard) {
+            if let Some(entry) = self.map.insert(key, &guard) {
                 break entry;
             }
         };

@@ -289,6 +289,32 @@ fn a_panicking_key_hash_in_put_gives_its_cap_back() {
     assert_eq!(pool.take(&Key(2, armed)), Some(2));
 }
 
+/// Expired connections nobody reaped still count against the caps; a put
+/// that meets a full cap while something is due reaps it and goes in,
+/// closing the expired connection.
+#[test]
+fn a_full_pool_of_expired_connections_takes_a_put() {
+    let clock = ManualClock::new();
+    let tracker = Tracker::new(4);
+    let pool = IdlePool::with_config(config(Duration::from_secs(1), 1, 1), clock.clone()).unwrap();
+    pool.put(1u8, tracker.conn(0)).unwrap();
+    // Full, nothing due: refused, handed back.
+    let back = pool.put(2u8, tracker.conn(1)).unwrap_err();
+    assert_eq!(back.id, 1);
+    drop(back);
+    clock.advance(Duration::from_secs(10));
+    // The total cap is full of an expired connection.
+    pool.put(2u8, tracker.conn(2)).unwrap();
+    assert_eq!(tracker.drops(0), 1, "the expired connection was closed");
+    // The per-key cap likewise.
+    clock.advance(Duration::from_secs(10));
+    pool.put(2u8, tracker.conn(3)).unwrap();
+    assert_eq!(tracker.drops(2), 1);
+    assert_eq!(pool.len(), 1);
+    assert_eq!(pool.take(&2).map(|c| c.id), Some(3));
+    tracker.assert_each_dropped_once(4);
+}
+
 #[test]
 fn debug_output_is_useful() {
     let pool: IdlePool<u8, ()> = IdlePool::new(Duration::from_secs(1));

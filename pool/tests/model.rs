@@ -112,7 +112,13 @@ proptest! {
             let now = clock.now();
             match *op {
                 Op::Put(k) => {
-                    let full = model.len() >= TOTAL || model.len_for(k) >= PER_KEY;
+                    let mut full = model.len() >= TOTAL || model.len_for(k) >= PER_KEY;
+                    // A put at a full cap reaps first if anything is due.
+                    let due = model.keys.values().flatten().any(|&(_, d)| now >= d);
+                    if full && due {
+                        model.reap(now);
+                        full = model.len() >= TOTAL || model.len_for(k) >= PER_KEY;
+                    }
                     match pool.put(k, tracker.conn(id)) {
                         Ok(()) => {
                             prop_assert!(!full, "put accepted over a cap");
