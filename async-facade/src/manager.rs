@@ -38,6 +38,9 @@ impl connmgr_core::Clock for TokioClock {
 /// A connection slot in the live map: the connection (absent while leased)
 /// and the admission permit it holds.
 struct LiveSlot<C> {
+    /// Unique per connection made live, so a lease acts only on the slot
+    /// its connection came from, never on a newer connection to the peer.
+    id: u64,
     conn: Option<C>,
     _permit: Permit,
 }
@@ -125,6 +128,8 @@ struct Inner<D: Dialer> {
     watchers: Sharded<watch::Sender<Option<ConnectionStatus>>>,
     watcher_count: AtomicUsize,
     shut_down: AtomicBool,
+    /// Source of [`LiveSlot::id`]s.
+    next_slot_id: AtomicU64,
     reaper_started: AtomicBool,
     reaper_wake: Arc<Notify>,
 }
@@ -241,6 +246,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 watchers: Sharded::new(),
                 watcher_count: AtomicUsize::new(0),
                 shut_down: AtomicBool::new(false),
+                next_slot_id: AtomicU64::new(0),
                 reaper_started: AtomicBool::new(false),
                 reaper_wake: Arc::new(Notify::new()),
                 config,
@@ -264,6 +270,7 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | the peer is | what happens |
     /// | --- | --- |
     /// | Connected | nothing; `Ok` |
+    /// | not Connected, but its live connection is still held (bookkeeping moved the status, e.g. `update_status(p, Connecting)`) | it is taken back: Connected, no dial |
     /// | Disconnected, with a live idle connection pooled | it is reused: Connected, no dial |
     /// | unknown, Disconnected or Failed | a slot is reserved, the peer is Connecting, then Connected |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
@@ -314,6 +321,17 @@ impl<D: Dialer> ConnectionManager<D> {
     async fn dial_as_leader(&self, peer: PeerId) -> Result<()> {
         let inner = &*self.inner;
         if inner.table.get(&peer) == Some(ConnectionStatus::Connected) {
+            return Ok(());
+        }
+        // A live connection whose status bookkeeping moved off Connected
+        // (`update_status(p, Connecting)`, say) is still this peer's: mark
+        // it Connected again instead of dialing a second one.
+        let revived = inner.live.with(&peer, |live| {
+            live.contains_key(&peer)
+                .then(|| inner.table.insert(peer, ConnectionStatus::Connected))
+        });
+        if let Some(before) = revived {
+            inner.emit(peer, before, Some(ConnectionStatus::Connected));
             return Ok(());
         }
         let permit = inner.admission.try_acquire().ok_or(Error::LimitReached {
@@ -557,16 +575,21 @@ impl<D: Dialer> ConnectionManager<D> {
         if self.inner.shut_down.load(Ordering::Acquire) {
             return Err(Error::ShutDown);
         }
-        let conn = self
+        let (slot, conn) = self
             .inner
             .live
             .with(peer, |live| match live.get_mut(peer) {
-                Some(slot) => slot.conn.take().ok_or(Error::Busy { peer: *peer }),
+                Some(slot) => slot
+                    .conn
+                    .take()
+                    .map(|conn| (slot.id, conn))
+                    .ok_or(Error::Busy { peer: *peer }),
                 None => Err(Error::NotConnected { peer: *peer }),
             })?;
         Ok(Lease {
             inner: Arc::clone(&self.inner),
             peer: *peer,
+            slot,
             conn: Some(conn),
         })
     }
@@ -704,6 +727,7 @@ impl<D: Dialer> Inner<D> {
             let replaced = live.insert(
                 peer,
                 LiveSlot {
+                    id: self.next_slot_id.fetch_add(1, Ordering::Relaxed),
                     conn: Some(conn),
                     _permit: permit,
                 },
@@ -759,6 +783,26 @@ impl<D: Dialer> Inner<D> {
             self.retire_slot(peer, slot, status == ConnectionStatus::Disconnected);
         }
         self.emit(peer, before, Some(status));
+    }
+
+    /// A leased connection broke (its lease was discarded, or dropped while
+    /// its thread panicked): if its slot is still the peer's live slot, the
+    /// slot goes (freeing its connection slot) and the peer is marked
+    /// Failed, together under the live map's lock; a newer connection to
+    /// the peer is left alone.
+    fn fail_slot(&self, peer: PeerId, id: u64) {
+        let failed = self.live.with(&peer, |live| {
+            if live.get(&peer).is_some_and(|slot| slot.id == id) {
+                let slot = live.remove(&peer);
+                Some((slot, self.table.insert(peer, ConnectionStatus::Failed)))
+            } else {
+                None
+            }
+        });
+        if let Some((slot, before)) = failed {
+            drop(slot); // leased: no connection in it; frees the permit
+            self.emit(peer, before, Some(ConnectionStatus::Failed));
+        }
     }
 
     /// Frees a live slot taken out of the live map (giving its connection
@@ -990,6 +1034,8 @@ impl<D: Dialer> Drop for RestoreOnDrop<'_, D> {
 pub struct Lease<D: Dialer> {
     inner: Arc<Inner<D>>,
     peer: PeerId,
+    /// The id of the live slot the connection came from.
+    slot: u64,
     conn: Option<D::Conn>,
 }
 
@@ -999,10 +1045,12 @@ impl<D: Dialer> Lease<D> {
         &self.peer
     }
 
-    /// The connection is broken: close it and mark the peer Failed.
+    /// The connection is broken: close it and mark the peer Failed (if
+    /// this connection is still the peer's: after a disconnect and a new
+    /// connect, the newer connection and its status are left alone).
     pub fn discard(mut self) {
         drop(self.conn.take());
-        self.inner.set_status(self.peer, ConnectionStatus::Failed);
+        self.inner.fail_slot(self.peer, self.slot);
     }
 }
 
@@ -1029,18 +1077,19 @@ impl<D: Dialer> Drop for Lease<D> {
         let inner = &*self.inner;
         if std::thread::panicking() {
             drop(conn);
-            inner.set_status(self.peer, ConnectionStatus::Failed);
+            inner.fail_slot(self.peer, self.slot);
             return;
         }
         if inner.shut_down.load(Ordering::Acquire) {
             return; // `conn` is closed as it goes out of scope
         }
-        // Back into its slot if the peer is still connected; otherwise the
-        // peer was disconnected while leased, and the connection idles.
+        // Back into its slot if the peer is still connected by it;
+        // otherwise the peer was disconnected while leased (and maybe
+        // connected anew), and the connection idles.
         let homeless = inner
             .live
             .with(&self.peer, |live| match live.get_mut(&self.peer) {
-                Some(slot) if slot.conn.is_none() => {
+                Some(slot) if slot.id == self.slot && slot.conn.is_none() => {
                     slot.conn = Some(conn);
                     None
                 }

@@ -277,3 +277,62 @@ fn memory_usage_counts_the_event_ring() {
         "{ring} bytes for 65,536 events of {per_event} bytes"
     );
 }
+
+/// Bookkeeping that moves a Connected peer to Connecting leaves its live
+/// connection in place; a `connect` then takes that connection back (no
+/// second dial, no second slot, the first connection not closed).
+#[test]
+fn connect_after_bookkeeping_reuses_the_live_connection() {
+    let dialer = TestDialer::default();
+    let m = ConnectionManager::builder()
+        .max_connections(1)
+        .dialer(dialer.clone())
+        .build()
+        .unwrap();
+    let p = peer(OK, 1);
+    let rt = rt();
+    rt.block_on(async {
+        m.connect(p).await.unwrap();
+        m.update_status(p, Connecting).await;
+        m.connect(p).await.unwrap();
+        assert_eq!(m.get_status(&p).await, Some(Connected));
+    });
+    assert_eq!(dialer.opened(), 1);
+    assert_eq!(dialer.closed(), 0);
+    assert_eq!(m.active(), 1);
+    assert!(m.lease(&p).is_ok());
+}
+
+/// A lease of an old connection, discarded after the peer was disconnected
+/// and connected anew, closes only its own connection: the newer one, its
+/// slot and the peer's Connected status stay.
+#[test]
+fn discarding_an_old_lease_leaves_a_newer_connection_alone() {
+    let dialer = TestDialer::default();
+    let m = ConnectionManager::builder()
+        .dialer(dialer.clone())
+        .build()
+        .unwrap();
+    let p = peer(OK, 1);
+    let rt = rt();
+    rt.block_on(m.connect(p)).unwrap();
+    let old = m.lease(&p).unwrap();
+    rt.block_on(m.disconnect(&p));
+    rt.block_on(m.connect(p)).unwrap();
+    assert_eq!(
+        dialer.opened(),
+        2,
+        "the leased connection could not be pooled"
+    );
+    old.discard();
+    assert_eq!(dialer.closed(), 1, "only the old connection closed");
+    assert_eq!(rt.block_on(m.get_status(&p)), Some(Connected));
+    assert_eq!(m.active(), 1);
+    let new = m.lease(&p).expect("the newer connection is live");
+    drop(new);
+    // Discarding a lease of the current connection still fails the peer.
+    m.lease(&p).unwrap().discard();
+    assert_eq!(rt.block_on(m.get_status(&p)), Some(Failed));
+    assert_eq!(m.active(), 0);
+    assert_eq!(dialer.closed(), 2);
+}

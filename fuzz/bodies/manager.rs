@@ -117,6 +117,12 @@ impl Model {
         if self.status.get(&k) == Some(&ConnectionStatus::Connected) {
             return Ok(());
         }
+        // A live connection left in place by bookkeeping (Connecting set
+        // over Connected) is taken back: no dial, no new slot.
+        if self.live.contains(&k) {
+            self.set(k, ConnectionStatus::Connected);
+            return Ok(());
+        }
         if self.live.len() >= self.max {
             return Err("LimitReached");
         }
@@ -129,7 +135,7 @@ impl Model {
                 self.dials_ok += 1;
             }
         }
-        self.live.insert(k); // replaces a slot it may hold already
+        self.live.insert(k);
         self.set(k, ConnectionStatus::Connected);
         Ok(())
     }
