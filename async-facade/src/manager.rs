@@ -425,6 +425,8 @@ impl<D: Dialer> ConnectionManager<D> {
     }
 
     /// Sets a peer's status as given (bookkeeping, as in the reference).
+    /// A dial in flight for the peer still completes and sets it Connected
+    /// (or Failed) afterwards: the last word is the dial's.
     ///
     /// Moving a peer to Disconnected pools its live connection, to Failed
     /// closes it; either frees its slot. Setting Connected or Connecting
@@ -656,24 +658,29 @@ impl<D: Dialer> ConnectionManager<D> {
         if inner.shut_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        for (peer, slot) in inner.live.drain() {
+        for (_, slot) in inner.live.drain() {
             drop(slot); // closes the connection, frees the slot
-            if inner
-                .table
-                .compare_and_set(
-                    &peer,
-                    ConnectionStatus::Connected,
-                    ConnectionStatus::Disconnected,
-                )
-                .is_ok()
+        }
+        // Every Connected peer, including those marked so by bookkeeping
+        // alone (`update_status`), is Disconnected now. O(peers), once.
+        inner.table.for_each(|peer, info| {
+            if info.status == ConnectionStatus::Connected
+                && inner
+                    .table
+                    .compare_and_set(
+                        peer,
+                        ConnectionStatus::Connected,
+                        ConnectionStatus::Disconnected,
+                    )
+                    .is_ok()
             {
                 inner.emit(
-                    peer,
+                    *peer,
                     Some(ConnectionStatus::Connected),
                     Some(ConnectionStatus::Disconnected),
                 );
             }
-        }
+        });
         inner.pool.clear();
         inner.reaper_wake.notify_one();
     }

@@ -336,3 +336,23 @@ fn discarding_an_old_lease_leaves_a_newer_connection_alone() {
     assert_eq!(m.active(), 0);
     assert_eq!(dialer.closed(), 2);
 }
+
+/// `shutdown` leaves no peer Connected, including one marked Connected by
+/// bookkeeping alone.
+#[test]
+fn shutdown_disconnects_bookkept_peers_too() {
+    let m = ConnectionManager::builder()
+        .dialer(TestDialer::default())
+        .build()
+        .unwrap();
+    let rt = rt();
+    rt.block_on(async {
+        m.connect(peer(OK, 1)).await.unwrap();
+        m.update_status(peer(OK, 2), Connected).await;
+        assert_eq!(m.count(Connected), 2);
+        m.shutdown().await;
+        assert_eq!(m.count(Connected), 0);
+        assert_eq!(m.get_status(&peer(OK, 2)).await, Some(Disconnected));
+        assert_eq!(m.active(), 0);
+    });
+}

@@ -116,3 +116,33 @@ impl fmt::Debug for ManualClock {
             .finish()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// RELIABILITY 8: moving a manual clock by any amount, either way, never
+    /// panics; an advance that would overflow leaves it where it was.
+    #[test]
+    fn a_manual_clock_never_panics_on_extreme_moves() {
+        let clock = ManualClock::new();
+        let start = clock.now();
+        clock.advance(Duration::MAX);
+        assert_eq!(clock.now(), start, "an overflowing advance is ignored");
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(clock.now(), start + Duration::from_secs(5));
+        let earlier = start
+            .checked_sub(Duration::from_secs(3600))
+            .unwrap_or(start);
+        clock.set(earlier);
+        assert_eq!(clock.now(), earlier);
+        assert_eq!(clock.now().saturating_duration_since(start), Duration::ZERO);
+        let copy = clock.clone();
+        copy.advance(Duration::from_millis(1));
+        assert_eq!(
+            clock.now(),
+            earlier + Duration::from_millis(1),
+            "clones share one time"
+        );
+    }
+}

@@ -173,19 +173,35 @@ mod tests {
         // RELIABILITY 8: instant arithmetic never panics, whatever the order
         // of the instants and however far apart they are.
         #[test]
-        fn time_encoding_never_panics(back in 0u64..u64::MAX / 4, fwd in 0u64..u64::MAX / 4, gen in any::<u32>()) {
+        fn time_encoding_never_panics(
+            back in 0u64..u64::MAX / 4,
+            fwd in 0u64..u64::MAX / 4,
+            gen in any::<u32>(),
+            stamp in prop_oneof![0..=TIME_MAX, Just(TIME_MAX), TIME_MAX..=u64::MAX],
+        ) {
             let origin = Instant::now();
             let later = origin.checked_add(Duration::from_millis(fwd)).unwrap_or(origin);
             let earlier = origin.checked_sub(Duration::from_millis(back)).unwrap_or(origin);
-            let _ = (earlier, later);
             // An origin in the future gives 0; any origin gives at most TIME_MAX.
             prop_assert_eq!(millis_since_origin(u64::MAX - back), 0);
-            let ms = millis_since_origin(fwd % 1_000);
-            prop_assert!(ms <= TIME_MAX);
-            let info = decode(origin, pack(ConnectionStatus::Failed, gen, ms));
-            prop_assert!(info.since >= origin);
-            prop_assert_eq!(info.generation, gen & GEN_MASK);
-            prop_assert_eq!(info.status, ConnectionStatus::Failed);
+            prop_assert!(millis_since_origin(fwd % 1_000) <= TIME_MAX);
+            // Any stamp (over-large ones saturate when packed) decodes
+            // against an origin far in the past, now or far ahead, and the
+            // result compares with instants on either side.
+            for base in [earlier, origin, later] {
+                let info = decode(base, pack(ConnectionStatus::Failed, gen, stamp));
+                prop_assert!(info.since >= base);
+                prop_assert!(
+                    info.since.saturating_duration_since(base)
+                        <= Duration::from_millis(stamp.min(TIME_MAX))
+                );
+                prop_assert_eq!(info.generation, gen & GEN_MASK);
+                prop_assert_eq!(info.status, ConnectionStatus::Failed);
+                let _ = (
+                    info.since.saturating_duration_since(earlier),
+                    later.saturating_duration_since(info.since),
+                );
+            }
         }
     }
 }

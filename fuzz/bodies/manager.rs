@@ -303,12 +303,17 @@ async fn apply(mgr: &ConnectionManager, m: &mut Model, op: Op) {
             }
             if !m.shut {
                 m.shut = true;
-                let mut live: Vec<u8> = m.live.drain().collect();
-                live.sort_unstable();
-                for k in live {
-                    if m.status.get(&k) == Some(&ConnectionStatus::Connected) {
-                        m.set(k, ConnectionStatus::Disconnected);
-                    }
+                m.live.clear();
+                // Every Connected peer, live or marked so by bookkeeping.
+                let mut connected: Vec<u8> = m
+                    .status
+                    .iter()
+                    .filter(|&(_, &s)| s == ConnectionStatus::Connected)
+                    .map(|(&k, _)| k)
+                    .collect();
+                connected.sort_unstable();
+                for k in connected {
+                    m.set(k, ConnectionStatus::Disconnected);
                 }
                 m.pool.clear();
             }
@@ -405,7 +410,7 @@ async fn check(
         .map(|(k, f, t)| (peer(k), f, t))
         .collect();
     if let Op::Shutdown(_) = op {
-        // Shutdown visits peers in map order.
+        // Shutdown visits peers in table order.
         got.sort_by_key(|e| *e.0.as_bytes());
         want.sort_by_key(|e| *e.0.as_bytes());
     }

@@ -233,7 +233,10 @@ where
     /// goes on with the next older one. Use it to skip dead connections.
     ///
     /// `f` runs with the candidate already owned by this call (removed from
-    /// the pool), outside any lock.
+    /// the pool), outside any lock, but while this call holds an epoch pin:
+    /// a slow `f` (or a slow close of a rejected candidate) blocks no other
+    /// call, yet holds back the freeing of retired memory process-wide
+    /// until it returns.
     ///
     /// **Progress:** lock-free, plus whatever `f` does.
     ///
