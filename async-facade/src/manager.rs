@@ -540,6 +540,9 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// Every status change from now on. A subscriber that falls more than
     /// the event capacity behind gets `RecvError::Lagged` and continues.
+    /// Events of changes racing on one peer from two threads may arrive in
+    /// either order; [`watch`](Self::watch) always ends on the current
+    /// status.
     pub fn subscribe(&self) -> broadcast::Receiver<StatusEvent> {
         let rx = self.inner.events.subscribe();
         // Release: an emitter that reads the new count finds `rx` alive.
