@@ -26,6 +26,16 @@ fn one_shard<K: Hash + Eq + Send + Sync + 'static>() -> Arc<StatusTable<K, Fixed
     Arc::new(StatusTable::with_shards(1, 0, Fixed::default()).unwrap())
 }
 
+/// Inserts keys 2 (Connected) and 3 (Failed) on another thread: with key 1
+/// present, the second insert grows the shard.
+fn spawn_grower(table: &Arc<StatusTable<u32, Fixed>>) -> thread::JoinHandle<()> {
+    let t = table.clone();
+    thread::spawn(move || {
+        assert_eq!(t.insert(2, Connected), None);
+        assert_eq!(t.insert(3, Failed), None);
+    })
+}
+
 /// A key that counts its drops, to catch double frees and use after free of
 /// keys (a second drop would push the count past the number made).
 struct Tracked {
@@ -66,11 +76,7 @@ fn growth_loses_nothing() {
     loom::model(|| {
         let table = one_shard::<u32>();
         table.insert(1, Connecting);
-        let t = table.clone();
-        let writer = thread::spawn(move || {
-            assert_eq!(t.insert(2, Connected), None);
-            assert_eq!(t.insert(3, Failed), None);
-        });
+        let writer = spawn_grower(&table);
         assert_eq!(table.insert(4, Failed), None);
         assert!(table.compare_and_set(&1, Connecting, Connected).is_ok());
         assert_eq!(table.get(&1), Some(Connected));
@@ -98,11 +104,7 @@ fn present_key_transitions_through_a_frozen_slot() {
     loom::model(|| {
         let table = one_shard::<u32>();
         table.insert(1, Connecting);
-        let t = table.clone();
-        let writer = thread::spawn(move || {
-            assert_eq!(t.insert(2, Connected), None);
-            assert_eq!(t.insert(3, Failed), None);
-        });
+        let writer = spawn_grower(&table);
         assert_eq!(table.insert(1, Connected), Some(Connecting));
         assert_eq!(table.remove(&1), Some(Connected));
         assert_eq!(table.insert(1, Failed), None);

@@ -5,6 +5,25 @@ use std::collections::hash_map::RandomState;
 
 use connmgr_core::{ConnectionStatus::*, StatusTable};
 
+/// A hasher for keys that write one `u64`, whose low 16 bits are always 0:
+/// entries get no tag, so a rehash must call the key's `Hash` to place them.
+#[derive(Default)]
+struct NoTag(u64);
+
+impl std::hash::Hasher for NoTag {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("keys write one u64")
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.0 = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) << 16;
+    }
+}
+
+type NoTags = std::hash::BuildHasherDefault<NoTag>;
+
 /// Found by `fuzz/fuzz_targets/status_table.rs`: a new entry's generation
 /// seed comes from a per-shard counter that advances by one per insert,
 /// while a status change also advances the entry's generation by one. A key
@@ -44,7 +63,7 @@ fn stale_generation_of_a_reinserted_key_never_matches() {
 /// undone on unwind: the panic reaches the caller, and the shard goes on.
 #[test]
 fn a_hash_panic_during_a_rehash_leaves_the_shard_usable() {
-    use std::hash::{BuildHasherDefault, Hash, Hasher};
+    use std::hash::{Hash, Hasher};
     use std::panic::{catch_unwind, AssertUnwindSafe};
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     use std::sync::{mpsc, Arc};
@@ -60,23 +79,8 @@ fn a_hash_panic_during_a_rehash_leaves_the_shard_usable() {
             h.write_u64(self.0);
         }
     }
-    /// A hasher whose low 16 bits are always 0: no tags, so a rehash hashes.
-    #[derive(Default)]
-    struct NoTag(u64);
-    impl Hasher for NoTag {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, _: &[u8]) {
-            unreachable!("keys write one u64")
-        }
-        fn write_u64(&mut self, x: u64) {
-            self.0 = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) << 16;
-        }
-    }
 
-    let table =
-        Arc::new(StatusTable::with_shards(1, 0, BuildHasherDefault::<NoTag>::default()).unwrap());
+    let table = Arc::new(StatusTable::with_shards(1, 0, NoTags::default()).unwrap());
     table.insert(Key(0), Connected);
     ARMED.store(true, SeqCst);
     // New keys until one grows the shard: its rehash hashes key 0.
@@ -120,7 +124,7 @@ fn a_hash_panic_during_a_rehash_leaves_the_shard_usable() {
 #[cfg(not(miri))]
 #[test]
 fn insert_of_a_present_key_does_not_wait_for_a_rehash() {
-    use std::hash::{BuildHasherDefault, Hash, Hasher};
+    use std::hash::{Hash, Hasher};
     use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
     use std::sync::{mpsc, Arc};
     use std::time::Duration;
@@ -141,23 +145,8 @@ fn insert_of_a_present_key_does_not_wait_for_a_rehash() {
             h.write_u64(self.0);
         }
     }
-    /// Low 16 bits always 0: no tags, so a rehash hashes every key.
-    #[derive(Default)]
-    struct NoTag(u64);
-    impl Hasher for NoTag {
-        fn finish(&self) -> u64 {
-            self.0
-        }
-        fn write(&mut self, _: &[u8]) {
-            unreachable!("keys write one u64")
-        }
-        fn write_u64(&mut self, x: u64) {
-            self.0 = x.wrapping_mul(0x9e37_79b9_7f4a_7c15) << 16;
-        }
-    }
 
-    let table =
-        Arc::new(StatusTable::with_shards(1, 0, BuildHasherDefault::<NoTag>::default()).unwrap());
+    let table = Arc::new(StatusTable::with_shards(1, 0, NoTags::default()).unwrap());
     table.insert(Key(0), Connected);
     table.insert(Key(1), Connecting); // the present key
     MODE.store(1, SeqCst);
