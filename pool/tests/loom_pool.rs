@@ -180,6 +180,42 @@ fn puts_race_for_index_slots() {
 /// Fix removed once (locally, then reverted): `quota::take_one` as a load
 /// followed by a store instead of one CAS. Loom found both puts taking the
 /// one unit and failed this model on the cap assertion.
+/// Two puts meet a total cap held by an expired connection nobody reaped:
+/// each reaps before giving up, so at least one goes in; the cap still
+/// holds, and every connection is dropped exactly once.
+///
+/// Checked to fail: with `put`'s reap-and-retry removed (refusing at once),
+/// both puts are refused (`accepted` is 0).
+#[test]
+fn puts_at_a_cap_held_by_an_expired_connection() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let config = PoolConfig {
+            ttl: Duration::from_secs(10),
+            max_idle_per_key: 2,
+            max_idle_total: 1,
+        };
+        let pool = Arc::new(IdlePool::with_config(config, clock.clone()).unwrap());
+        let t = Tracker::new();
+        pool.put(1, t.conn(2)).unwrap();
+        // Set before the threads start: they only read the clock.
+        clock.advance(Duration::from_secs(20));
+        let p1 = pool.clone();
+        let t1 = t.clone();
+        let a = thread::spawn(move || p1.put(1, t1.conn(0)).is_ok());
+        let b = pool.put(2, t.conn(1)).is_ok();
+        let a = a.join().unwrap();
+        let accepted = usize::from(a) + usize::from(b);
+        assert_eq!(accepted, 1, "one put goes in, the cap holds");
+        assert_eq!(t.drops(2), 1, "the expired connection was closed");
+        assert_eq!(pool.len(), 1);
+        drop(pool);
+        for id in 0..3 {
+            assert_eq!(t.drops(id), 1);
+        }
+    });
+}
+
 #[test]
 fn total_cap_holds_across_stripes() {
     loom::model(|| {
