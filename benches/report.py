@@ -5,7 +5,10 @@ Usage: python3 benches/report.py [--earlier DIR] [TARGET_DIR ...]   (default: ta
 
 With `--earlier DIR` (a directory holding a `criterion/` tree saved from an
 earlier full run, e.g. `cp -r target/criterion runs/a/`), the scorecard
-gets a column with that run's ratio beside this run's.
+gets a column with that run's ratio beside this run's, and its verdict
+covers both runs: a target is met only if both runs meet it ("split" when
+one run meets it and the other does not, as 2-thread rows on a shared
+2-vCPU machine can).
 
 Reads <target>/criterion/**/new/{benchmark,estimates}.json, as written by
 `cargo bench -p connmgr-benches`. Each row is one benchmark group and
@@ -169,11 +172,24 @@ def print_scorecard(rows, earlier):
         for r in rows:
             print("| " + " | ".join(r) + " |")
         return
-    before = {r[0]: r[3] for r in earlier}
-    print("| target | connmgr | baseline | ratio | ratio, earlier full run | goal | verdict (this run) |")
+    before = {r[0]: r for r in earlier}
+
+    def both(now, then):
+        """The verdict over the two runs: a target counts as met only if
+        both runs meet it."""
+        if then is None or now == "-" or then == "-":
+            return now
+        if now == then:
+            return now
+        return "split: **missed** in one run"
+
+    print("| target | connmgr | baseline | ratio | ratio, earlier full run | goal | verdict, both runs |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print("| " + " | ".join(r[:4] + (before.get(r[0], ""),) + r[4:]) + " |")
+        prev = before.get(r[0])
+        earlier_ratio = prev[3] if prev else ""
+        verdict = both(r[5], prev[5] if prev else None)
+        print("| " + " | ".join(r[:4] + (earlier_ratio, r[4], verdict)) + " |")
 
 
 def main():
