@@ -114,7 +114,12 @@ fn cycling_a_million_peers_frees_every_retired_byte() {
         usage_after - usage_before,
         peak - heap_before
     );
-    assert!(peak - heap_before > 64 * 1024, "the windows did allocate");
+    // Each peer of a window holds at least its 32-byte id on the heap.
+    assert!(
+        peak - heap_before >= window as isize * 32,
+        "the windows did allocate: peak +{} B",
+        peak - heap_before
+    );
     eprintln!(
         "heap +{} B, memory_usage +{} B, unexplained {unexplained} B, peak +{} B",
         heap_after - heap_before,
