@@ -54,6 +54,11 @@ def memory(targets, name):
     return None
 
 
+def median(rows, group, func, param):
+    """The median time of one contender in one benchmark, or None."""
+    return rows.get((group, param), {}).get(func)
+
+
 def scorecard(rows, targets):
     """The performance issue's targets, each measured against its baseline
     from the same run: rows of (target, figure, baseline, ratio, goal,
@@ -61,7 +66,7 @@ def scorecard(rows, targets):
     out = []
 
     def ns(group, func, param):
-        return rows.get((group, param), {}).get(func)
+        return median(rows, group, func, param)
 
     def versus(what, mine, base, base_name, goal, min_ratio):
         """A row comparing ours with a baseline: the ratio is base / mine,
@@ -134,10 +139,10 @@ def budgets(rows):
     out = []
     for op in ("get", "update"):
         for n in ("100000", "1000000"):
-            ours = rows.get((f"core/{op}/{n}", "1t"), {}).get("StatusTable")
-            dash = rows.get((f"core/{op}/{n}", "1t"), {}).get("DashMap")
-            lookups = rows.get((f"core/get/{n}", "1t"), {})
-            floor, hashing = lookups.get("HashMap (floor)"), lookups.get("hash only")
+            ours = median(rows, f"core/{op}/{n}", "StatusTable", "1t")
+            dash = median(rows, f"core/{op}/{n}", "DashMap", "1t")
+            floor = median(rows, f"core/get/{n}", "HashMap (floor)", "1t")
+            hashing = median(rows, f"core/get/{n}", "hash only", "1t")
             if dash is None or floor is None or hashing is None:
                 continue
             allowed = dash / 2

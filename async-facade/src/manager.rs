@@ -449,7 +449,8 @@ impl<D: Dialer> ConnectionManager<D> {
     }
 
     /// Current metrics: `connections` is the number of Connected peers
-    /// (exact once status changes stop; see `StatusTable::count`), `messages_per_second` and `avg_latency` come from
+    /// (exact once status changes stop; see `StatusTable::count`),
+    /// `messages_per_second` and `avg_latency` come from
     /// [`record_message`](Self::record_message) over the metrics window, and
     /// `memory_usage` is [`memory_usage`](Self::memory_usage).
     pub async fn get_metrics(&self) -> NetworkMetrics {
@@ -729,9 +730,9 @@ impl<D: Dialer> Inner<D> {
     /// Registers a live connection and marks the peer Connected.
     ///
     /// The slot goes in and the status becomes Connected under the peer's
-    /// live-map lock, the lock under which `disconnect` and `set_status`
-    /// take a slot out for the status they set: so a slot is only ever
-    /// removed for the Connected status it came with.
+    /// live-map lock, the lock under which `disconnect`, `set_status` and
+    /// `fail_slot` take a slot out: so a slot is only ever removed for the
+    /// Connected status it came with.
     fn go_live(&self, peer: PeerId, conn: D::Conn, permit: Permit) {
         let (replaced, before) = self.live.with(&peer, |live| {
             let replaced = live.insert(
@@ -822,7 +823,7 @@ impl<D: Dialer> Inner<D> {
     /// back (into the pool, as the peer is no longer Connected) when it is
     /// dropped.
     fn retire_slot(&self, peer: PeerId, slot: Option<LiveSlot<D::Conn>>, pool_it: bool) {
-        if let Some(conn) = slot.and_then(|mut s| s.conn.take()) {
+        if let Some(conn) = slot.and_then(|s| s.conn) {
             self.idle_or_close(peer, conn, pool_it);
         }
     }

@@ -17,11 +17,16 @@ use loom::thread;
 mod loom_support;
 use loom_support::{Conn, Tracker};
 
-fn pool<Clk: Clock + Clone>(clock: &Clk, per_key: usize) -> Arc<IdlePool<u8, Conn, Clk>> {
+/// A pool with a 10 s TTL and the given caps, on `clock`.
+fn pool<Clk: Clock + Clone>(
+    clock: &Clk,
+    per_key: usize,
+    total: usize,
+) -> Arc<IdlePool<u8, Conn, Clk>> {
     let config = PoolConfig {
         ttl: Duration::from_secs(10),
         max_idle_per_key: per_key,
-        max_idle_total: 4,
+        max_idle_total: total,
     };
     Arc::new(IdlePool::with_config(config, clock.clone()).unwrap())
 }
@@ -40,7 +45,7 @@ fn pool<Clk: Clock + Clone>(clock: &Clk, per_key: usize) -> Arc<IdlePool<u8, Con
 fn put_vs_take() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let pool = pool(&clock, 2);
+        let pool = pool(&clock, 2, 4);
         let t = Tracker::new();
         let p = pool.clone();
         let t2 = t.clone();
@@ -74,7 +79,7 @@ fn put_vs_take() {
 fn take_vs_take_vs_put_never_hands_out_twice() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let pool = pool(&clock, 2);
+        let pool = pool(&clock, 2, 4);
         let t = Tracker::new();
         pool.put(1, t.conn(0)).unwrap();
         let p1 = pool.clone();
@@ -111,7 +116,7 @@ fn take_vs_take_vs_put_never_hands_out_twice() {
 fn reap_vs_take_vs_put() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let pool = pool(&clock, 2);
+        let pool = pool(&clock, 2, 4);
         let t = Tracker::new();
         pool.put(1, t.conn(0)).unwrap();
         clock.advance(Duration::from_secs(10)); // conn 0 expired
@@ -152,7 +157,7 @@ fn reap_vs_take_vs_put() {
 fn puts_race_for_index_slots() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let pool = pool(&clock, 2);
+        let pool = pool(&clock, 2, 4);
         let t = Tracker::new();
         let p1 = pool.clone();
         let t1 = t.clone();
@@ -190,12 +195,7 @@ fn puts_race_for_index_slots() {
 fn puts_at_a_cap_held_by_an_expired_connection() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let config = PoolConfig {
-            ttl: Duration::from_secs(10),
-            max_idle_per_key: 2,
-            max_idle_total: 1,
-        };
-        let pool = Arc::new(IdlePool::with_config(config, clock.clone()).unwrap());
+        let pool = pool(&clock, 2, 1);
         let t = Tracker::new();
         pool.put(1, t.conn(2)).unwrap();
         // Set before the threads start: they only read the clock.
@@ -220,12 +220,7 @@ fn puts_at_a_cap_held_by_an_expired_connection() {
 fn total_cap_holds_across_stripes() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let config = PoolConfig {
-            ttl: Duration::from_secs(10),
-            max_idle_per_key: 2,
-            max_idle_total: 1,
-        };
-        let pool = Arc::new(IdlePool::with_config(config, clock.clone()).unwrap());
+        let pool = pool(&clock, 2, 1);
         let t = Tracker::new();
         pool.put(1, t.conn(2)).unwrap();
         assert_eq!(pool.take(&1).map(|c| c.0), Some(2));
@@ -258,7 +253,7 @@ fn total_cap_holds_across_stripes() {
 fn a_put_never_misses_a_watching_reaper() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let pool = pool(&clock, 2);
+        let pool = pool(&clock, 2, 4);
         let t = Tracker::new();
         let p = pool.clone();
         let t2 = t.clone();
@@ -293,7 +288,7 @@ fn a_put_never_misses_a_watching_reaper() {
 fn concurrent_reapers_share_the_work() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let pool = pool(&clock, 2);
+        let pool = pool(&clock, 2, 4);
         let t = Tracker::new();
         pool.put(1, t.conn(0)).unwrap();
         pool.put(2, t.conn(1)).unwrap();
@@ -331,7 +326,7 @@ fn a_later_reaper_leaves_nothing_due_behind() {
         // A clock loom can see: `ManualClock` is a plain lock, so loom could
         // never run the early reaper's read between two of its changes.
         let clock = LoomClock::new();
-        let pool = pool(&clock, 2);
+        let pool = pool(&clock, 2, 4);
         let t = Tracker::new();
         pool.put(1, t.conn(0)).unwrap(); // due at 10 s
         clock.advance(5);
