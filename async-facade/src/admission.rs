@@ -1,8 +1,8 @@
 //! Connection slots: an atomic counter and the RAII permit that holds one.
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+
+use crate::sync::{Arc, AtomicUsize, Ordering};
 
 /// Counts slots in use (connecting + connected) against the limit.
 pub(crate) struct Admission {

@@ -2,10 +2,11 @@
 
 use std::fmt;
 use std::io;
-use std::sync::Arc;
 use std::time::Duration;
 
 use connmgr_core::PeerId;
+
+use crate::sync::Arc;
 
 /// Everything a [`ConnectionManager`](crate::ConnectionManager) call can fail
 /// with. Cloneable, so the outcome of one shared dial reaches every caller

@@ -79,6 +79,8 @@ mod error;
 mod event;
 #[cfg(not(loom))]
 mod manager;
+#[cfg(not(loom))]
+mod sync;
 
 #[cfg(not(loom))]
 pub use config::{Builder, Config};

@@ -7,8 +7,6 @@ use std::future::Future;
 use std::hash::BuildHasher;
 use std::mem::size_of;
 use std::ops::{Deref, DerefMut};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
@@ -22,6 +20,7 @@ use crate::admission::{Admission, Permit};
 use crate::config::{Builder, Config};
 use crate::dial_share::{self, Channel, DialMap, Join};
 use crate::dialer::{Dialer, NoTransport};
+use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Weak};
 use crate::{Error, Result, StatusEvent};
 
 /// The pool's and the metrics' clock: tokio's, so that paused time in
