@@ -109,10 +109,23 @@ async fn main() -> ExitCode {
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loopback: {e}");
+            eprintln!("loopback: {}", chain(&*e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, `: `-separated (connmgr's errors print only
+/// themselves and hand their cause out as `source`).
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
@@ -238,7 +251,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Err(e) => step(
             start,
             format_args!(
-                "refusing peer: {e} (status {:?})",
+                "refusing peer: {} (status {:?})",
+                chain(&e),
                 manager.get_status(&refusing).await
             ),
         ),

@@ -22,7 +22,11 @@ pub struct Config {
     pub max_idle_per_peer: usize,
     /// Most idle connections kept in all (`max_idle_per_peer` to 2^30).
     pub max_idle_total: usize,
-    /// Window of `messages_per_second` and `avg_latency`.
+    /// Window of `messages_per_second` and `avg_latency`. The window is
+    /// cut at the metrics snapshots (each `get_metrics` or `snapshot` call
+    /// takes one), so when they are further apart than this, the figures
+    /// cover the time since the previous one instead; `Snapshot::window`
+    /// has the exact span.
     pub metrics_window: Duration,
     /// Capacity of the status event broadcast (slow subscribers lag); 1 to
     /// [`MAX_EVENT_CAPACITY`](Self::MAX_EVENT_CAPACITY). Its ring is
@@ -30,6 +34,9 @@ pub struct Config {
     pub event_capacity: usize,
     /// Disconnected or failed peers with nothing pooled are forgotten
     /// (removed from the status table) this long after their last change.
+    /// Measured on real (monotonic) time, the clock of the status table's
+    /// change stamps, not on tokio's: under tokio's paused test time it
+    /// does not advance, unlike the pool's TTL.
     pub forget_after: Duration,
 }
 
@@ -174,7 +181,8 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// Window over which `messages_per_second` and `avg_latency` are
-    /// computed (default 10 s).
+    /// computed (default 10 s; see [`Config::metrics_window`] for how
+    /// snapshots further apart stretch it).
     pub fn metrics_window(mut self, window: Duration) -> Self {
         self.config.metrics_window = window;
         self
@@ -188,7 +196,8 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// How long a disconnected or failed peer with nothing pooled is
-    /// remembered before the reaper removes it from the table (default 1 h).
+    /// remembered before the reaper removes it from the table (default 1 h;
+    /// real time, see [`Config::forget_after`]).
     pub fn forget_after(mut self, after: Duration) -> Self {
         self.config.forget_after = after;
         self

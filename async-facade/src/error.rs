@@ -11,6 +11,11 @@ use crate::sync::Arc;
 /// Everything a [`ConnectionManager`](crate::ConnectionManager) call can fail
 /// with. Cloneable, so the outcome of one shared dial reaches every caller
 /// that waited on it.
+///
+/// `Display` describes this error alone; the error that caused it (the
+/// dialer's, or the last attempt's) is its
+/// [`source`](std::error::Error::source), so a reporter that prints the
+/// chain (anyhow's `{:#}`, say) shows each cause once.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Error {
@@ -70,7 +75,7 @@ impl fmt::Display for Error {
                     "connection limit reached: {max} connections are connecting or connected"
                 )
             }
-            Error::Dial { peer, source } => write!(f, "dialing peer {peer} failed: {source}"),
+            Error::Dial { peer, .. } => write!(f, "dialing peer {peer} failed"),
             Error::Timeout { peer, after } => {
                 write!(f, "dialing peer {peer} timed out after {after:?}")
             }
@@ -82,8 +87,9 @@ impl fmt::Display for Error {
             Error::InvalidConfig { setting, expected } => {
                 write!(f, "invalid `{setting}`: it must be {expected}")
             }
-            Error::GaveUp { attempts, last } => {
-                write!(f, "gave up after {attempts} attempts; last error: {last}")
+            Error::GaveUp { attempts, .. } => {
+                let s = if *attempts == 1 { "" } else { "s" };
+                write!(f, "gave up connecting after {attempts} attempt{s}")
             }
         }
     }

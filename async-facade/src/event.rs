@@ -12,7 +12,8 @@ pub struct StatusEvent {
     pub peer: PeerId,
     /// Its status before (`None`: the manager did not know the peer).
     pub from: Option<ConnectionStatus>,
-    /// Its status after (`None`: the manager forgot the peer).
+    /// Its status after (`None`: the manager forgot the peer, or a
+    /// cancelled first `connect` removed the entry it had created).
     pub to: Option<ConnectionStatus>,
     /// When the change was made (the runtime's clock, so paused time in
     /// tests shows here).

@@ -270,8 +270,8 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | --- | --- |
     /// | Connected | nothing; `Ok` |
     /// | not Connected, but its live connection is still held (bookkeeping moved the status, e.g. `update_status(p, Connecting)`) | it is taken back: Connected, no dial |
-    /// | Disconnected, with a live idle connection pooled | it is reused: Connected, no dial |
-    /// | unknown, Disconnected or Failed | a slot is reserved, the peer is Connecting, then Connected |
+    /// | not Failed (unknown, or Disconnected), with a live idle connection pooled | it is reused: Connected, no dial |
+    /// | unknown or Disconnected with nothing alive pooled, or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
     ///
     /// # Errors
@@ -337,7 +337,15 @@ impl<D: Dialer> ConnectionManager<D> {
             max: inner.admission.max(),
         })?;
         let dialer = &inner.dialer;
-        if let Some(conn) = inner.pool.take_if(&peer, |c| dialer.is_alive(c)) {
+        // A Failed peer's pooled connections were closed when it failed
+        // (`set_status`); one pooled since (a lease returned just then)
+        // is not trusted either: it idles out.
+        let pooled = if inner.table.get(&peer) == Some(ConnectionStatus::Failed) {
+            None
+        } else {
+            inner.pool.take_if(&peer, |c| dialer.is_alive(c))
+        };
+        if let Some(conn) = pooled {
             inner.metrics.record_dial(DialOutcome::PoolHit);
             inner.go_live(peer, conn, permit);
             return Ok(());
@@ -428,7 +436,8 @@ impl<D: Dialer> ConnectionManager<D> {
     /// (or Failed) afterwards: the last word is the dial's.
     ///
     /// Moving a peer to Disconnected pools its live connection, to Failed
-    /// closes it; either frees its slot. Setting Connected or Connecting
+    /// closes it, and the peer's idle pooled connections too (a leased one
+    /// is closed when its lease is dropped); either frees its slot. Setting Connected or Connecting
     /// opens nothing and takes no slot: limits apply to
     /// [`connect`](Self::connect). Counts stay exact either way.
     ///
@@ -442,7 +451,8 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// The peer's status, if the manager knows it.
     ///
-    /// Lock-free and wait-free (one hash and one atomic load).
+    /// Lock-free and wait-free: one hash, an epoch pin and one atomic load
+    /// of the peer's state word (see `StatusTable::get`).
     pub async fn get_status(&self, peer_id: &PeerId) -> Option<ConnectionStatus> {
         self.inner.table.get(peer_id)
     }
@@ -450,8 +460,11 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Current metrics: `connections` is the number of Connected peers
     /// (exact once status changes stop; see `StatusTable::count`),
     /// `messages_per_second` and `avg_latency` come from
-    /// [`record_message`](Self::record_message) over the metrics window, and
-    /// `memory_usage` is [`memory_usage`](Self::memory_usage).
+    /// [`record_message`](Self::record_message) over the metrics window
+    /// (which this call cuts: called less often than
+    /// [`Config::metrics_window`], they cover the time since the previous
+    /// call; [`snapshot`](Self::snapshot)`().window` has the exact span),
+    /// and `memory_usage` is [`memory_usage`](Self::memory_usage).
     pub async fn get_metrics(&self) -> NetworkMetrics {
         let snapshot = self.inner.metrics.snapshot();
         snapshot.network_metrics(
@@ -533,7 +546,8 @@ impl<D: Dialer> ConnectionManager<D> {
         self.inner.table.len()
     }
 
-    /// Peers with the given status (O(shards), never a scan).
+    /// Peers with the given status (O(shards + stripes) atomic loads,
+    /// never a scan; exact once status changes stop).
     pub fn count(&self, status: ConnectionStatus) -> usize {
         self.inner.table.count(status)
     }
@@ -569,8 +583,10 @@ impl<D: Dialer> ConnectionManager<D> {
     }
 
     /// Exclusive use of a Connected peer's live connection until the lease
-    /// is dropped, when it goes back (or to the pool, if the peer was
-    /// disconnected meanwhile). Not async: it never waits.
+    /// is dropped, when it goes back; if the peer was disconnected
+    /// meanwhile, it goes to the idle pool instead, unless the peer has
+    /// failed or been forgotten since (or the manager shut down): then it
+    /// is closed. Not async: it never waits.
     ///
     /// # Errors
     ///
@@ -651,7 +667,8 @@ impl<D: Dialer> ConnectionManager<D> {
     /// that would open or lease a connection fails with
     /// [`Error::ShutDown`]; statuses and metrics stay readable. Connected
     /// peers become Disconnected; dials in flight are dropped when they
-    /// complete. Idempotent.
+    /// complete; a leased connection is closed when its lease is dropped
+    /// (the lease keeps it usable until then). Idempotent.
     ///
     /// # Cancellation safety
     ///
@@ -792,7 +809,22 @@ impl<D: Dialer> Inner<D> {
             });
             self.retire_slot(peer, slot, status == ConnectionStatus::Disconnected);
         }
+        if status == ConnectionStatus::Failed {
+            self.close_idle(peer);
+        }
         self.emit(peer, before, Some(status));
+    }
+
+    /// Closes the idle pooled connections of a peer that failed: none of
+    /// them is to be handed out again. Bounded by the per-key cap (plus
+    /// one), so puts racing with it cannot keep it going.
+    fn close_idle(&self, peer: PeerId) {
+        for _ in 0..=self.pool.config().max_idle_per_key {
+            match self.pool.take(&peer) {
+                Some(conn) => drop(conn),
+                None => return,
+            }
+        }
     }
 
     /// A leased connection broke (its lease was discarded, or dropped while
@@ -811,6 +843,7 @@ impl<D: Dialer> Inner<D> {
         });
         if let Some((slot, before)) = failed {
             drop(slot); // leased: no connection in it; frees the permit
+            self.close_idle(peer);
             self.emit(peer, before, Some(ConnectionStatus::Failed));
         }
     }
@@ -818,9 +851,9 @@ impl<D: Dialer> Inner<D> {
     /// Frees a live slot taken out of the live map (giving its connection
     /// slot back) and pools its connection, or closes it. Called outside
     /// the live map's lock, so a connection's destructor never runs under
-    /// it. A slot whose connection is leased has none: the lease puts it
-    /// back (into the pool, as the peer is no longer Connected) when it is
-    /// dropped.
+    /// it. A slot whose connection is leased has none: the lease disposes
+    /// of it when dropped (pools it, or closes it if the peer has failed or
+    /// been forgotten by then).
     fn retire_slot(&self, peer: PeerId, slot: Option<LiveSlot<D::Conn>>, pool_it: bool) {
         if let Some(conn) = slot.and_then(|s| s.conn) {
             self.idle_or_close(peer, conn, pool_it);
@@ -1094,8 +1127,8 @@ impl<D: Dialer> Drop for Lease<D> {
             return; // `conn` is closed as it goes out of scope
         }
         // Back into its slot if the peer is still connected by it;
-        // otherwise the peer was disconnected while leased (and maybe
-        // connected anew), and the connection idles.
+        // otherwise the peer was disconnected while leased: the connection
+        // idles, unless the peer has failed or been forgotten since.
         let homeless = inner
             .live
             .with(&self.peer, |live| match live.get_mut(&self.peer) {
@@ -1106,7 +1139,11 @@ impl<D: Dialer> Drop for Lease<D> {
                 _ => Some(conn),
             });
         if let Some(conn) = homeless {
-            inner.idle_or_close(self.peer, conn, true);
+            let pool_it = !matches!(
+                inner.table.get(&self.peer),
+                None | Some(ConnectionStatus::Failed)
+            );
+            inner.idle_or_close(self.peer, conn, pool_it);
         }
     }
 }
@@ -1141,7 +1178,7 @@ pub struct Backoff {
     pub max: Duration,
     /// Each delay is the previous one times this (at least 1).
     pub multiplier: u32,
-    /// Attempts in all, the first included (at least 1).
+    /// Attempts in all, the first included; 0 counts as 1.
     pub max_attempts: u32,
     /// Randomize each delay within its upper half.
     pub jitter: bool,

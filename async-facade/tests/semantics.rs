@@ -58,11 +58,80 @@ async fn fresh_dial_goes_connecting_then_connected() {
     assert!(m.connect(f).await.is_err());
     assert_eq!(m.get_status(&f).await, Some(Failed));
     m.update_status(p, Disconnected).await; // pools the connection
-    m.update_status(p, Failed).await; // bookkeeping only now
+    assert_eq!((m.idle(), d.closed()), (1, 0));
+    m.update_status(p, Failed).await; // closes the pooled connection
+    assert_eq!(
+        (m.idle(), d.closed()),
+        (0, 1),
+        "a Failed peer's idle connection is closed"
+    );
+    drain(&mut events);
+    m.connect(p).await.unwrap();
+    assert_eq!(d.dials(), 3, "from Failed: a fresh dial");
+    assert_eq!(
+        drain(&mut events),
+        vec![
+            (Some(Failed), Some(Connecting)),
+            (Some(Connecting), Some(Connected))
+        ]
+    );
     let q = peer(OK, 2);
     m.update_status(q, Disconnected).await;
     m.connect(q).await.unwrap();
     assert_eq!(m.get_status(&q).await, Some(Connected));
+    assert_eq!(
+        d.dials(),
+        4,
+        "from Disconnected with nothing pooled: a fresh dial"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_leased_when_its_peer_fails_is_closed_not_pooled() {
+    let (m, d) = manager(4);
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    let lease = m.lease(&p).unwrap();
+    m.update_status(p, Failed).await;
+    assert_eq!((m.active(), d.closed()), (0, 0), "leased: still open");
+    drop(lease);
+    assert_eq!((m.idle(), d.closed()), (0, 1), "closed when the lease ends");
+    m.connect(p).await.unwrap();
+    assert_eq!(d.dials(), 2, "reconnecting dials afresh");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_leased_across_a_reconnect_idles_when_the_lease_ends() {
+    let (m, d) = manager(4);
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    let lease = m.lease(&p).unwrap();
+    m.disconnect(&p).await;
+    m.connect(p).await.unwrap(); // nothing pooled (the old one is leased): dials
+    assert_eq!((d.dials(), m.active()), (2, 1));
+    drop(lease);
+    assert_eq!(
+        (m.idle(), d.closed(), m.active()),
+        (1, 0, 1),
+        "the peer has a newer connection: the leased one idles"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_discarded_lease_fails_its_peer_and_the_next_connect_dials() {
+    let (m, d) = manager(4);
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    m.disconnect(&p).await;
+    m.connect(p).await.unwrap();
+    assert_eq!(d.dials(), 1, "pool hit");
+    m.lease(&p).unwrap().discard();
+    assert_eq!(
+        (m.get_status(&p).await, m.active(), d.closed()),
+        (Some(Failed), 0, 1)
+    );
+    m.connect(p).await.unwrap();
+    assert_eq!(d.dials(), 2, "from Failed: dialed");
 }
 
 #[tokio::test(start_paused = true)]
@@ -115,7 +184,9 @@ async fn failed_and_timed_out_dials_end_failed_with_typed_errors() {
         matches!(err, Error::Dial { peer, .. } if peer == f),
         "{err}"
     );
-    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(err.to_string(), format!("dialing peer {f} failed"));
+    let source = std::error::Error::source(&err).expect("the dialer's error");
+    assert!(source.to_string().contains("refused"), "{source}");
     assert_eq!(m.get_status(&f).await, Some(Failed));
 
     let h = peer(HANG, 1);
@@ -308,6 +379,9 @@ async fn reconnect_helper_backs_off_then_gives_up() {
         .without_jitter();
     let err = m.connect_with_backoff(f, backoff).await.unwrap_err();
     assert!(matches!(err, Error::GaveUp { attempts: 4, .. }), "{err}");
+    assert_eq!(err.to_string(), "gave up connecting after 4 attempts");
+    let last = std::error::Error::source(&err).expect("the last attempt's error");
+    assert_eq!(last.to_string(), format!("dialing peer {f} failed"));
     assert_eq!(d.dials(), 4);
     // Delays 100 + 200 + 250 ms between the four attempts.
     assert_eq!(start.elapsed(), Duration::from_millis(550));

@@ -126,8 +126,15 @@ impl Model {
         if self.live.len() >= self.max {
             return Err("LimitReached");
         }
-        // `take_if` drops an expired idle connection and hands out a live one.
-        match self.pool.remove(&k) {
+        // `take_if` drops an expired idle connection and hands out a live
+        // one; a Failed peer is always dialed (it has nothing pooled: its
+        // idle connection was closed when it failed).
+        let pooled = if self.status.get(&k) == Some(&ConnectionStatus::Failed) {
+            None
+        } else {
+            self.pool.remove(&k)
+        };
+        match pooled {
             Some(deadline) if now() < deadline => self.pool_hits += 1,
             _ => {
                 self.pool_misses += 1;
@@ -215,7 +222,11 @@ async fn apply(mgr: &ConnectionManager, m: &mut Model, op: Op) {
             m.set(k, s);
             match s {
                 ConnectionStatus::Disconnected => m.retire(k, true),
-                ConnectionStatus::Failed => m.retire(k, false),
+                ConnectionStatus::Failed => {
+                    // Closes the live connection and the idle one (if any).
+                    m.retire(k, false);
+                    m.pool.remove(&k);
+                }
                 ConnectionStatus::Connected | ConnectionStatus::Connecting => {}
             }
             mgr.update_status(peer(k), s).await;
