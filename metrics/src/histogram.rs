@@ -12,8 +12,8 @@ use crate::raw::buckets::{self, BUCKETS, K, MAX_VALUE};
 /// bucket holding the sample of that rank, hence within
 /// [`RELATIVE_ERROR`](Self::RELATIVE_ERROR) (1/32, about 3.1 %) of that
 /// sample's true value. Latencies of [`MAX_TRACKED`](Self::MAX_TRACKED)
-/// (2^40 ns, about 18.3 minutes) or more are counted as that value, in the
-/// histogram and in every latency sum.
+/// (2^40 ns, about 18.3 minutes) or more are counted as just below it
+/// (2^40 - 1 ns), in the histogram and in every latency sum.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Histogram {
     counts: Box<[u64]>,
@@ -25,6 +25,16 @@ impl Histogram {
     pub const RELATIVE_ERROR: f64 = 1.0 / (2u64 << K) as f64;
 
     /// Latencies from this value up are counted as just below it.
+    ///
+    /// ```
+    /// use connmgr_metrics::{Histogram, Metrics};
+    /// use std::time::Duration;
+    ///
+    /// let metrics = Metrics::new();
+    /// metrics.record_message(Duration::MAX);
+    /// let snapshot = metrics.snapshot();
+    /// assert_eq!(snapshot.latency_sum, Histogram::MAX_TRACKED - Duration::from_nanos(1));
+    /// ```
     pub const MAX_TRACKED: Duration = Duration::from_nanos(MAX_VALUE + 1);
 
     pub(crate) fn from_counts(counts: Box<[u64]>) -> Self {
@@ -81,8 +91,9 @@ impl Histogram {
     /// Number of latencies strictly below `bound`.
     ///
     /// Exact when `bound` is a bucket edge: every power of two of
-    /// nanoseconds is one, which is what the Prometheus export uses.
-    /// Otherwise the bucket holding `bound` is left out.
+    /// nanoseconds is one, which is what the Prometheus export uses (as the
+    /// inclusive bound `le` = `bound - 1 ns`). Otherwise the bucket holding
+    /// `bound` is left out.
     ///
     /// **Progress:** wait-free, O(buckets).
     pub fn count_below(&self, bound: Duration) -> u64 {

@@ -68,9 +68,13 @@
 //!
 //! [`snapshot`](Metrics::snapshot) reads the clock once, sums the stripes
 //! (O(stripes × buckets)) and widens the wrapping `u64` stripe counters
-//! into saturating totals. It also keeps a small ring of at most
+//! into saturating totals: exact while fewer than 2^64 units arrive between
+//! two snapshots, and for the latency sum (where 2^24 clamped latencies make
+//! 2^64 ns) while less than 2^68 ns arrives, the histogram telling how many
+//! times its `u64` wrapped. It also keeps a small ring of at most
 //! [`MetricsConfig::history`] samples `(instant, cumulative totals,
-//! histogram)`, adding one at most every `window / (history - 1)`.
+//! histogram)`, adding one at most every `window / (history - 1)` (rounded
+//! up to a whole nanosecond, so that `history` samples span the window).
 //!
 //! **Window definition.** For a snapshot taken at `now` with configured
 //! window `W`, the baseline is the newest stored sample taken at or before
@@ -96,8 +100,8 @@
 //! Log-linear buckets: 16 sub-buckets per power of two of nanoseconds, so
 //! every reported quantile is within [`Histogram::RELATIVE_ERROR`] = 1/32
 //! (≈ 3.1 %) of the true sample of that rank, for latencies below
-//! [`Histogram::MAX_TRACKED`] (2^40 ns ≈ 18.3 min; larger ones are counted
-//! as that). 592 buckets, 4.6 KiB per stripe.
+//! [`Histogram::MAX_TRACKED`] (2^40 ns ≈ 18.3 min; longer ones are counted
+//! as 2^40 - 1 ns). 592 buckets, 4.6 KiB per stripe.
 //!
 //! # Memory
 //!

@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use crate::{DialOutcome, Gauges, Snapshot};
 
-/// Upper bounds of the exported latency buckets: powers of four of
-/// nanoseconds from 2^10 ns (1.024 µs) to 2^36 ns (about 68.7 s). Each is
-/// an exact edge of the internal histogram, so the exported cumulative
-/// counts are exact.
+/// The exported latency buckets end just below powers of four of
+/// nanoseconds, from 2^10 ns (1.024 µs) to 2^36 ns (about 68.7 s). Each
+/// power is an exact edge of the internal histogram, and latencies are whole
+/// nanoseconds, so "at most `2^p - 1` ns" (the inclusive bound `le` means)
+/// is exactly "below `2^p` ns": the exported cumulative counts are exact.
 const LE_POWERS: [u32; 14] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36];
 
 /// Renders `snapshot` and the owner's `gauges` in the Prometheus text
@@ -27,7 +28,7 @@ const LE_POWERS: [u32; 14] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34
 /// | `connmgr_messages_total` | counter | [`Snapshot::messages`] |
 /// | `connmgr_messages_per_second` | gauge | [`Snapshot::messages_per_second`] |
 /// | `connmgr_message_window_seconds` | gauge | [`Snapshot::window`] |
-/// | `connmgr_message_latency_seconds` | histogram | [`Snapshot::latency`], buckets `le` = 4^k ns for 2^10..=2^36 ns, and `+Inf` |
+/// | `connmgr_message_latency_seconds` | histogram | [`Snapshot::latency`], buckets `le` = 4^k ns - 1 ns for 4^k from 2^10 to 2^36 ns, and `+Inf` |
 /// | `connmgr_bytes_sent_total` | counter | [`Snapshot::bytes_sent`] |
 /// | `connmgr_bytes_received_total` | counter | [`Snapshot::bytes_received`] |
 /// | `connmgr_dials_total{outcome="ok\|failed\|timed_out"}` | counter | [`Snapshot::dials`] |
@@ -36,8 +37,10 @@ const LE_POWERS: [u32; 14] = [10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34
 ///
 /// The histogram's `_count` and `+Inf` bucket are the histogram's own
 /// count (equal to `connmgr_messages_total` once recording has stopped);
-/// `_sum` is [`Snapshot::latency_sum`]. A latency exactly equal to a bucket
-/// bound is counted in the next bucket (bounds are 1 ns inclusive-exact).
+/// `_sum` is [`Snapshot::latency_sum`]. Each bucket's `le` is, as the
+/// format defines it, an inclusive upper bound: `le="0.000001023"` counts
+/// the latencies of at most 1023 ns, i.e. those below 2^10 ns, so every
+/// exported count is exact (a latency of exactly 2^10 ns is in the next).
 ///
 /// **Progress:** wait-free (allocates the string).
 pub fn prometheus_text(snapshot: &Snapshot, gauges: &Gauges) -> String {
@@ -114,9 +117,10 @@ fn write_text(out: &mut String, s: &Snapshot, g: &Gauges) -> std::fmt::Result {
     let name = "connmgr_message_latency_seconds";
     header(out, name, "histogram", "Message latency.")?;
     for power in LE_POWERS {
-        let bound = Duration::from_nanos(1 << power);
-        let count = s.latency.count_below(bound);
-        writeln!(out, "{name}_bucket{{le=\"{}\"}} {count}", seconds(bound))?;
+        let edge: u64 = 1 << power;
+        let count = s.latency.count_below(Duration::from_nanos(edge));
+        let le = seconds(Duration::from_nanos(edge - 1));
+        writeln!(out, "{name}_bucket{{le=\"{le}\"}} {count}")?;
     }
     let count = s.latency.count();
     writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}")?;

@@ -50,10 +50,12 @@ impl DialCounts {
 /// Totals count everything recorded since the aggregator was created; they
 /// are exact once recording has stopped (every recording that
 /// happened-before the `snapshot()` call is counted). While threads are
-/// still recording, each total is some value the counter really had during
-/// the call, but different totals may be read at slightly different
-/// moments (e.g. `messages` may include a message whose latency bucket is
-/// not yet in `latency`).
+/// still recording, each total lies between its values at the start and at
+/// the end of the call, and never decreases from one snapshot to the next;
+/// but the stripes are read one after another, so it need not be a value
+/// the total ever had at one instant, and different totals may be read at
+/// slightly different moments (e.g. `messages` may include a message whose
+/// latency bucket is not yet in `latency`).
 ///
 /// The **window** fields cover the span from a stored sample of the totals
 /// up to [`taken_at`](Self::taken_at); see [`window`](Self::window) for
@@ -61,16 +63,19 @@ impl DialCounts {
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Snapshot {
-    /// When the snapshot was taken: the clock's reading, or the previous
-    /// snapshot's `taken_at` if the clock went backwards (so it never
-    /// decreases).
+    /// When the snapshot was taken: the clock's reading, or, if the clock
+    /// went back behind it, the newest instant seen before (the previous
+    /// snapshot's `taken_at`, or the aggregator's creation), so it never
+    /// decreases.
     pub taken_at: Instant,
     /// Time since the aggregator was created.
     pub uptime: Duration,
     /// Messages recorded.
     pub messages: u64,
-    /// Sum of the recorded message latencies (each clamped to
-    /// [`Histogram::MAX_TRACKED`]), saturating.
+    /// Sum of the recorded message latencies (each clamped to just below
+    /// [`Histogram::MAX_TRACKED`]), saturating at [`Duration::MAX`]. Exact
+    /// while less than 2^68 ns of latency arrives between two snapshots
+    /// (see the [crate docs](crate#snapshots-and-the-sliding-window)).
     pub latency_sum: Duration,
     /// Bytes sent.
     pub bytes_sent: u64,
@@ -125,11 +130,16 @@ impl Snapshot {
 /// The metrics the connection manager's documented API returns.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct NetworkMetrics {
-    /// Message throughput over the sliding window.
+    /// Message throughput over the sliding window: the aggregator's
+    /// [`MetricsConfig::window`](crate::MetricsConfig::window) (10 s by
+    /// default), stretched by at most one sample spacing and the gap between
+    /// snapshots; [`Snapshot::window`] has the exact span.
     pub messages_per_second: f64,
     /// Active (Connected) connection count.
     pub connections: usize,
-    /// Mean message latency over the sliding window.
+    /// Mean message latency over the same window as
+    /// [`messages_per_second`](Self::messages_per_second) (zero when no
+    /// message was recorded in it).
     pub avg_latency: Duration,
     /// Bytes held by the manager's own structures.
     pub memory_usage: usize,

@@ -1,5 +1,9 @@
 //! The `metrics` crate facade, checked with a tiny recorder.
-#![cfg(feature = "metrics")]
+//!
+//! Deliberately not `#![cfg(feature = "metrics")]`: the crate's
+//! dev-dependency on itself turns the feature on for every test build, so
+//! `cargo test --workspace` (CI) runs this file; it used to compile to
+//! nothing there, since no workspace member enables the feature.
 
 use connmgr_metrics::{DialOutcome, FacadeExporter, Gauges, ManualClock, Metrics, MetricsConfig};
 use metrics::{

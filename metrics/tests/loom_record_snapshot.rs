@@ -1,5 +1,5 @@
-//! Loom models of recording against snapshots, stripe sharing and slot
-//! recycling.
+//! Loom models of recording against snapshots, stripe sharing, slot
+//! recycling and concurrent snapshots.
 //!
 //! Tiny configuration: one owned stripe, one shared stripe, history 2, and
 //! under `cfg(loom)` the crate shrinks the histogram to 8 buckets and the
@@ -25,6 +25,19 @@
 //!   `src/raw/slot.rs` always handing out 0, so two live threads "own" one
 //!   stripe and both use load + store): all three models fail with lost
 //!   adds, `recycled_slot_keeps_the_previous_owners_counts` among them.
+//!
+//! * The slot handoff without happens-before: `release` publishing the
+//!   number through a relaxed atomic bitmask that `acquire` drains (instead
+//!   of the registry mutex): the first three models fail, a thread that
+//!   reuses an exited thread's slot loading its owned stripe's stale 0. With
+//!   Release/Acquire on the same bitmask they pass again. (`a` and `b` of
+//!   `recycled_slot_keeps_the_previous_owners_counts` overlap, so the
+//!   handoff is exercised there even though the join orders `c` after `a`.)
+//! * `snapshot` summing the stripes before taking its mutex (instead of
+//!   under it): `concurrent_snapshots_never_wrap_the_totals` fails, the
+//!   snapshot that locks second widening an older reading into a delta of
+//!   about 2^64 (a latency sum of 2^64 ns + 1 ns). The other three models
+//!   pass, as their snapshots all run on one thread.
 //!
 //! (The first weakening leaves `record_vs_snapshot` passing, as expected:
 //! with one owned and one shared stripe its two threads never share one.)
@@ -65,9 +78,9 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 }
 
 /// Two recording threads against two concurrent snapshots: every total a
-/// snapshot reads is one the counter really had (never above the final
-/// value, never decreasing between snapshots), and once both threads are
-/// joined the totals are exact.
+/// snapshot reads is within what was recorded (never above the final value,
+/// never decreasing between snapshots), and once both threads are joined
+/// the totals are exact.
 #[test]
 fn record_vs_snapshot() {
     model(|| {
@@ -130,5 +143,33 @@ fn recycled_slot_keeps_the_previous_owners_counts() {
         b.join().unwrap();
         c.join().unwrap();
         assert_eq!(m.snapshot().bytes_sent, 3);
+    });
+}
+
+/// Two threads snapshot while a third records. The snapshot mutex orders
+/// the two sums: the one that takes it second must not read a stripe older
+/// than the first did, or the wrapping delta it widens would be about 2^64
+/// and every total would saturate at `u64::MAX` for good.
+#[test]
+fn concurrent_snapshots_never_wrap_the_totals() {
+    model(|| {
+        let m = tiny();
+        let recorder = worker(&m, |m| m.record_message(Duration::from_nanos(1)));
+        let snapshotters: Vec<_> = (0..2)
+            .map(|_| {
+                let m = m.clone();
+                thread::spawn(move || {
+                    let s = m.snapshot();
+                    assert!(s.messages <= 1, "{} messages", s.messages);
+                })
+            })
+            .collect();
+        recorder.join().unwrap();
+        for s in snapshotters {
+            s.join().unwrap();
+        }
+        let last = m.snapshot();
+        assert_eq!(last.messages, 1);
+        assert_eq!(last.latency_sum, Duration::from_nanos(1));
     });
 }

@@ -203,7 +203,7 @@ fn export_is_valid_and_carries_the_snapshot() {
             m.record_message(Duration::from_millis(*ms));
         }
     }
-    m.record_message(Duration::from_nanos(1024)); // exactly on a bound: next bucket
+    m.record_message(Duration::from_nanos(1024)); // just above le="0.000001023"
     m.record_bytes(100, 2_000);
     for outcome in DialOutcome::ALL {
         m.record_dial(outcome);
@@ -252,24 +252,25 @@ fn export_is_valid_and_carries_the_snapshot() {
     let h = "connmgr_message_latency_seconds";
     assert_eq!(value(&families, &format!("{h}_count"), None), 22.0);
     assert_eq!(
-        value(&families, &format!("{h}_bucket"), Some("0.000001024")),
+        value(&families, &format!("{h}_bucket"), Some("0.000001023")),
         0.0
     );
     assert_eq!(
-        value(&families, &format!("{h}_bucket"), Some("0.000004096")),
+        value(&families, &format!("{h}_bucket"), Some("0.000004095")),
         1.0
     );
-    // 1 ms < 2^20 ns = 1.048576 ms; 2 ms, 3 ms below 2^22 ns = 4.194304 ms.
+    // 1 ms < 2^20 ns = 1.048576 ms; 2 ms, 3 ms below 2^22 ns = 4.194304 ms
+    // (each `le` is the inclusive bound one nanosecond below the power).
     assert_eq!(
-        value(&families, &format!("{h}_bucket"), Some("0.001048576")),
+        value(&families, &format!("{h}_bucket"), Some("0.001048575")),
         2.0
     );
     assert_eq!(
-        value(&families, &format!("{h}_bucket"), Some("0.004194304")),
+        value(&families, &format!("{h}_bucket"), Some("0.004194303")),
         7.0
     );
     assert_eq!(
-        value(&families, &format!("{h}_bucket"), Some("1.073741824")),
+        value(&families, &format!("{h}_bucket"), Some("1.073741823")),
         16.0
     );
     let sum = value(&families, &format!("{h}_sum"), None);
@@ -306,4 +307,49 @@ fn the_validator_rejects_what_it_should() {
             "accepted {text:?}"
         );
     }
+}
+
+/// Decimal seconds as written by the export (`0.000001023`), in whole
+/// nanoseconds, exactly.
+fn nanos_of(le: &str) -> u128 {
+    let (secs, frac) = le.split_once('.').unwrap_or((le, ""));
+    assert!(frac.len() <= 9, "{le}: finer than a nanosecond");
+    let frac = format!("{frac:0<9}");
+    secs.parse::<u128>().unwrap() * 1_000_000_000 + frac.parse::<u128>().unwrap()
+}
+
+/// `le` is an inclusive upper bound: each bucket counts the latencies at or
+/// below it. Latencies on and next to every power of two of nanoseconds
+/// (the internal bucket edges) must land on the right side of every bound;
+/// a latency of exactly 2^10 ns used to be left out of `le="0.000001024"`.
+#[test]
+fn every_le_bucket_counts_the_latencies_at_or_below_its_bound() {
+    let m = Metrics::with_config(MetricsConfig::default(), ManualClock::new()).unwrap();
+    let mut latencies = Vec::new();
+    for power in 8..=38u32 {
+        let edge = 1u64 << power;
+        latencies.extend([edge - 1, edge, edge + 1]);
+    }
+    for &ns in &latencies {
+        m.record_message(Duration::from_nanos(ns));
+    }
+    let text = prometheus_text(&m.snapshot(), &Gauges::default());
+    let families = parse(&text);
+    let (_, samples) = &families["connmgr_message_latency_seconds"];
+    let mut finite = 0;
+    for bucket in samples.iter().filter(|s| s.name.ends_with("_bucket")) {
+        let le = &bucket.labels[0].1;
+        if le == "+Inf" {
+            assert_eq!(bucket.value, latencies.len() as f64);
+            continue;
+        }
+        let bound = nanos_of(le);
+        let at_or_below = latencies
+            .iter()
+            .filter(|&&ns| u128::from(ns) <= bound)
+            .count();
+        assert_eq!(bucket.value, at_or_below as f64, "le=\"{le}\"");
+        finite += 1;
+    }
+    assert_eq!(finite, 14);
 }

@@ -2,7 +2,7 @@
 //! that exit so their slots are recycled, and more threads than stripes so
 //! the shared fallback is used.
 
-use connmgr_metrics::{DialOutcome, ManualClock, Metrics, MetricsConfig};
+use connmgr_metrics::{DialOutcome, Histogram, ManualClock, Metrics, MetricsConfig};
 use std::sync::Barrier;
 use std::time::Duration;
 
@@ -136,4 +136,33 @@ fn snapshots_during_recording_never_go_backwards() {
         }
     });
     assert_eq!(m.snapshot().messages, 100_000);
+}
+
+/// A stripe's latency sum is a wrapping `u64` of nanoseconds: 2^24 latencies
+/// at the clamp (`Duration::MAX`, ~18.3 min each) wrap it between two
+/// snapshots. The snapshot must still widen it exactly (it used to report
+/// a sum 2^64 ns short, and a mean latency of a few hundred microseconds).
+#[test]
+fn latency_sum_past_two_to_the_64_ns_between_snapshots_stays_exact() {
+    let clock = ManualClock::new();
+    let m = Metrics::with_config(MetricsConfig::default(), clock.clone()).unwrap();
+    let clamped = Histogram::MAX_TRACKED - Duration::from_nanos(1);
+    let n: u32 = (1 << 24) + 5; // (2^24 + 5) * (2^40 - 1) ns > 2^64 ns
+    for _ in 0..n {
+        m.record_message(Duration::MAX);
+    }
+    clock.advance(Duration::from_secs(1));
+    let s = m.snapshot();
+    assert_eq!(s.messages, u64::from(n));
+    assert_eq!(s.latency_sum, clamped * n);
+    assert_eq!(s.mean_latency, clamped);
+    // And once more, on top of the widened total.
+    for _ in 0..n {
+        m.record_message(Duration::MAX);
+    }
+    m.record_message(Duration::from_nanos(7));
+    clock.advance(Duration::from_secs(1));
+    let s = m.snapshot();
+    assert_eq!(s.latency_sum, clamped * n * 2 + Duration::from_nanos(7));
+    assert_eq!(s.window_messages, 2 * u64::from(n) + 1);
 }

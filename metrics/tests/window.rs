@@ -215,3 +215,35 @@ fn default_metrics_is_send_sync_and_debug() {
     m.record_message(MS);
     assert_eq!(m.snapshot().messages, 1);
 }
+
+/// The documented bound `W <= window < W + W / (history - 1) + d` with a
+/// window the spacing does not divide (7 ns over 4 gaps). The spacing used
+/// to be rounded down (1 ns), so the full ring spanned only 4 ns of the 7 ns
+/// window, new samples waited for old ones to leave, and windows of 10 ns
+/// came out of snapshots taken every nanosecond (bound: 9.75 ns).
+#[test]
+fn window_bound_holds_when_the_history_does_not_divide_the_window() {
+    let clock = ManualClock::new();
+    let w: u32 = 7;
+    let gaps: u32 = 4; // history 5
+    let config = MetricsConfig {
+        window: Duration::from_nanos(w.into()),
+        history: gaps as usize + 1,
+        ..MetricsConfig::default()
+    };
+    let m = Metrics::with_config(config, clock.clone()).unwrap();
+    let d = Duration::from_nanos(1);
+    for step in 1..=200u32 {
+        clock.advance(d);
+        let s = m.snapshot();
+        if step >= w {
+            let window = s.window.as_nanos();
+            assert!(window >= u128::from(w), "step {step}: {window} ns");
+            // window < W + W / gaps + d, multiplied through by `gaps`.
+            assert!(
+                window * u128::from(gaps) < u128::from(w * gaps + w + gaps),
+                "step {step}: {window} ns"
+            );
+        }
+    }
+}
