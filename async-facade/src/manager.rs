@@ -274,6 +274,11 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | unknown or Disconnected with nothing alive pooled, or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
     ///
+    /// The status is what decides: a peer marked Connected by bookkeeping
+    /// alone (`update_status(p, Connected)`) counts as connected, so this
+    /// returns `Ok` without dialing, and [`lease`](Self::lease) then fails
+    /// with [`Error::NotConnected`].
+    ///
     /// # Errors
     ///
     /// [`Error::LimitReached`] (status unchanged) when `max_connections`
@@ -395,7 +400,10 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Disconnects a Connected peer: its status becomes Disconnected and its
     /// live connection goes to the idle pool (closed instead if the pool is
     /// full). Does nothing for a peer that is not Connected, so calling it
-    /// twice, or for an unknown peer, is harmless.
+    /// twice, or for an unknown peer, is harmless. That includes a peer
+    /// moved off Connected by bookkeeping (`update_status(p, Connecting)`)
+    /// whose live connection is still held, with its slot: `connect` takes
+    /// it back, `update_status` to Disconnected or Failed retires it.
     ///
     /// # Cancellation safety
     ///
