@@ -4,7 +4,9 @@
 //! `RwLock<HashMap>`, all with std's keyed `RandomState`, on the same keys
 //! in the same random order. Plus a single-threaded `HashMap::get` as the
 //! floor for lookups, the keyed hash alone (a lower bound for every
-//! contender), and bytes per entry at 1M keys.
+//! contender), and bytes per entry at 1M keys, as built and under churn.
+//! Churn is a never-seen peer inserted and removed; reconnect is one of
+//! 65,536 recurring peers inserted and removed.
 //!
 //! `cargo bench -p connmgr-benches --bench core`; times are per operation
 //! as each thread sees it (see `run_threads`).
@@ -16,8 +18,8 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use connmgr_benches::{
-    bench_op, bench_threads, bytes_per_entry, peer_ids, shuffled_indices, CountingAlloc, Cursor,
-    KeyWalk,
+    bench_op, bench_threads, bytes_per_entry, flush_epoch, peer_ids, shuffled_indices,
+    CountingAlloc, Cursor, KeyWalk,
 };
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -142,7 +144,9 @@ fn bench_size(c: &mut Criterion, n: usize) {
     }
     g.finish();
 
-    let mut g = c.benchmark_group(format!("core/churn/{n}"));
+    // A peer that reconnects: 65,536 recurring ids, each inserted and
+    // removed again (ours reuses the key's own removed entry).
+    let mut g = c.benchmark_group(format!("core/reconnect/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
         bench_op(&mut g, "StatusTable", threads, |t, i| {
@@ -162,6 +166,99 @@ fn bench_size(c: &mut Criterion, n: usize) {
         });
     }
     g.finish();
+
+    // Churn, as the performance issue defines it: a new peer connected,
+    // then removed; every call uses a peer id never seen before (the
+    // cursor keeps counting across samples), so removed entries pile up
+    // and the tables' cleanup (our rehash, hashbrown's tombstone reuse)
+    // is part of the cost.
+    let mut g = c.benchmark_group(format!("core/churn/{n}"));
+    g.throughput(Throughput::Elements(1));
+    for threads in THREADS {
+        let cur = Cursor::default();
+        bench_threads(&mut g, "StatusTable", threads, |t, iters| {
+            let start = cur.advance(t, iters);
+            for i in start..start + iters {
+                let k = new_peer(t, i);
+                fx.ours.insert(k, ConnectionStatus::Connecting);
+                black_box(fx.ours.remove(&k));
+            }
+        });
+        let cur = Cursor::default();
+        bench_threads(&mut g, "DashMap", threads, |t, iters| {
+            let start = cur.advance(t, iters);
+            for i in start..start + iters {
+                let k = new_peer(t, i);
+                fx.dash.insert(k, ConnectionStatus::Connecting);
+                black_box(fx.dash.remove(&k));
+            }
+        });
+        let cur = Cursor::default();
+        bench_threads(&mut g, "RwLock<HashMap>", threads, |t, iters| {
+            let start = cur.advance(t, iters);
+            for i in start..start + iters {
+                let k = new_peer(t, i);
+                fx.locked.write().insert(k, ConnectionStatus::Connecting);
+                black_box(fx.locked.write().remove(&k));
+            }
+        });
+    }
+    g.finish();
+}
+
+/// Peer id number `i` of thread `t`'s never-seen stream: distinct from
+/// every other `(t, i)` and from the fixture's ids (`peer_ids` writes its
+/// seed, a small number, where this writes a marker).
+#[inline]
+fn new_peer(t: usize, i: u64) -> PeerId {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&i.to_le_bytes());
+    b[8..16].copy_from_slice(&(u64::MAX - t as u64).to_le_bytes());
+    PeerId::from_bytes(b)
+}
+
+/// Bytes per live peer while new peers replace old ones, `n` live
+/// throughout: the table is built with `n` peers, then `3n` times the
+/// oldest peer is removed and a never-seen one inserted. Removed entries
+/// stay allocated until their shard is next rehashed, so the figure is a
+/// sawtooth: returns `(peak, end)`, each `(requested, with overhead)`,
+/// sampled every `n / 8` replacements (after flushing the epoch
+/// collector, so garbage awaiting collection is not counted).
+fn churned_bytes_per_peer<M>(
+    n: usize,
+    build: impl FnOnce() -> M,
+    insert: impl Fn(&M, PeerId),
+    remove: impl Fn(&M, &PeerId),
+) -> ((f64, f64), (f64, f64)) {
+    let mut live = std::collections::VecDeque::with_capacity(n + 1);
+    flush_epoch();
+    CountingAlloc::counting(true);
+    let base = (CountingAlloc::live(), CountingAlloc::live_with_overhead());
+    let map = build();
+    for i in 0..n as u64 {
+        let k = new_peer(0, i);
+        insert(&map, k);
+        live.push_back(k);
+    }
+    let mut peak = (0f64, 0f64);
+    let mut now = (0f64, 0f64);
+    for i in n as u64..4 * n as u64 {
+        remove(&map, &live.pop_front().expect("n live peers"));
+        let k = new_peer(0, i);
+        insert(&map, k);
+        live.push_back(k);
+        if (i - n as u64 + 1) % (n as u64 / 8) == 0 {
+            flush_epoch();
+            now = (
+                (CountingAlloc::live() - base.0) as f64 / n as f64,
+                (CountingAlloc::live_with_overhead() - base.1) as f64 / n as f64,
+            );
+            peak = (peak.0.max(now.0), peak.1.max(now.1));
+        }
+    }
+    CountingAlloc::counting(false);
+    drop(map);
+    (peak, now)
 }
 
 fn memory(n: usize) {
@@ -196,6 +293,52 @@ fn memory(n: usize) {
         ours.1 / dash.1
     );
     println!("  RwLock<HashMap>  {:6.1} / {:6.1}", locked.0, locked.1);
+    let churned_ours = churned_bytes_per_peer(
+        n,
+        StatusTable::<PeerId>::new,
+        |t, k| {
+            t.insert(k, ConnectionStatus::Connected);
+        },
+        |t, k| {
+            t.remove(k);
+        },
+    );
+    let churned_dash = churned_bytes_per_peer(
+        n,
+        || DashMap::with_hasher(RandomState::new()),
+        |m, k| {
+            m.insert(k, ConnectionStatus::Connected);
+        },
+        |m, k| {
+            m.remove(k);
+        },
+    );
+    println!("core/memory/{n} under churn (3n new peers replace old ones), peak / end:");
+    println!(
+        "  StatusTable      {:6.1} / {:6.1} requested, {:6.1} / {:6.1} with overhead",
+        churned_ours.0 .0, churned_ours.1 .0, churned_ours.0 .1, churned_ours.1 .1
+    );
+    println!(
+        "  DashMap          {:6.1} / {:6.1} requested, {:6.1} / {:6.1} with overhead",
+        churned_dash.0 .0, churned_dash.1 .0, churned_dash.0 .1, churned_dash.1 .1
+    );
+    save_json(
+        &format!("core_memory_churn_{n}"),
+        &format!(
+            "{{\"peers\": {n}, \"ours_peak\": {:.2}, \"ours_peak_with_overhead\": {:.2}, \
+             \"ours_end\": {:.2}, \"ours_end_with_overhead\": {:.2}, \
+             \"dashmap_peak\": {:.2}, \"dashmap_peak_with_overhead\": {:.2}, \
+             \"dashmap_end\": {:.2}, \"dashmap_end_with_overhead\": {:.2}}}\n",
+            churned_ours.0 .0,
+            churned_ours.0 .1,
+            churned_ours.1 .0,
+            churned_ours.1 .1,
+            churned_dash.0 .0,
+            churned_dash.0 .1,
+            churned_dash.1 .0,
+            churned_dash.1 .1,
+        ),
+    );
     save_memory(
         &format!("core_memory_{n}"),
         &[
@@ -211,6 +354,16 @@ fn memory(n: usize) {
 /// the target dir is found from this executable's path
 /// (`<target>/release/deps/core-*`).
 fn save_memory(name: &str, figures: &[(&str, (f64, f64))]) {
+    let body: Vec<String> = figures
+        .iter()
+        .map(|(k, (req, with))| format!("\"{k}\": [{req:.2}, {with:.2}]"))
+        .collect();
+    save_json(name, &format!("{{{}}}\n", body.join(", ")));
+}
+
+/// Writes `json` to `<target>/criterion/<name>.json`; the target dir is
+/// found from this executable's path (`<target>/release/deps/core-*`).
+fn save_json(name: &str, json: &str) {
     let Some(target) = std::env::current_exe()
         .ok()
         .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.to_path_buf()))
@@ -218,11 +371,6 @@ fn save_memory(name: &str, figures: &[(&str, (f64, f64))]) {
         return;
     };
     let dir = target.join("criterion");
-    let body: Vec<String> = figures
-        .iter()
-        .map(|(k, (req, with))| format!("\"{k}\": [{req:.2}, {with:.2}]"))
-        .collect();
-    let json = format!("{{{}}}\n", body.join(", "));
     if std::fs::create_dir_all(&dir).is_ok() {
         let _ = std::fs::write(dir.join(format!("{name}.json")), json);
     }

@@ -7,11 +7,13 @@
 //! * `dashmap_retain`: the reference's approach, `DashMap<K, (C, Instant)>`
 //!   with a `retain` scan of every entry on every return.
 //!
-//! Groups: put+take round trip and take miss (with 1k other peers idle),
-//! and reaping N expired entries (N = 1k and 1M; per-entry cost reported
-//! as throughput), each at 1 and 2 threads; plus a reap pass when nothing
-//! is due among 1M idle entries (a periodic reaper's usual wake-up). Under `cargo test --benches`
-//! (no `--bench` flag) only the small sizes run, once each.
+//! Groups: put+take round trip and take miss (with 1k other peers idle,
+//! put from another thread), and reaping N expired entries (N = 1k and 1M,
+//! one per key and 16 per key; per-entry cost reported as throughput, the
+//! reclamation of freed memory included), each at 1 and 2 threads; plus a
+//! reap pass when nothing is due among 1M idle entries (a periodic
+//! reaper's usual wake-up). Under `cargo test --benches` (no `--bench`
+//! flag) only the small sizes run, once each.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -35,6 +37,14 @@ trait Contender: Sync {
     fn put(&self, key: u64, conn: u64);
     fn take(&self, key: u64) -> Option<u64>;
     fn reap(&self) -> usize;
+    /// Idle connections held (expired or not).
+    fn idle(&self) -> usize;
+    /// Finishes the memory reclamation a reap of `n` connections started:
+    /// ours retires node and key-entry memory to crossbeam-epoch, which
+    /// frees it later on whichever thread collects; the baselines free
+    /// inside `reap`. Timed with the reap, so every contender pays for its
+    /// frees.
+    fn reclaim(&self, _n: u64) {}
 }
 
 /// Ours, on any clock: the system clock for the hot-path benches, a manual
@@ -48,6 +58,17 @@ impl<Clk: Clock> Contender for IdlePool<u64, u64, Clk> {
     }
     fn reap(&self) -> usize {
         IdlePool::reap(self)
+    }
+    fn idle(&self) -> usize {
+        IdlePool::len(self)
+    }
+    fn reclaim(&self, n: u64) {
+        // One deferred call per key entry freed and per 64 nodes, 64 calls
+        // per epoch bag, up to 8 bags per collection: about n / 512 + 3
+        // collections free it all; twice that, plus slack, to be sure.
+        for _ in 0..n / 256 + 16 {
+            crossbeam_epoch::pin().flush();
+        }
     }
 }
 
@@ -94,6 +115,9 @@ impl Contender for MutexMap {
         });
         n
     }
+    fn idle(&self) -> usize {
+        self.0.lock().values().map(Vec::len).sum()
+    }
 }
 
 /// The reference (qudag-network 0.3.1): one `(C, Instant)` per key and a
@@ -118,6 +142,26 @@ impl Contender for DashRetain {
             .retain(|_, (_, at)| now.saturating_duration_since(*at) < TTL);
         before - self.0.len()
     }
+    fn idle(&self) -> usize {
+        self.0.len()
+    }
+}
+
+/// Puts the `IDLE_PEERS` other peers' connections from a thread of their
+/// own: ours keeps an expiry FIFO per thread stripe, and a connection that
+/// stays idle at the head of the benchmark thread's stripe would hold the
+/// records of every connection put and taken behind it until the stripe's
+/// record limit closed it early. Parked elsewhere, they stay idle
+/// throughout, as in the baselines.
+fn preload(pool: &dyn Contender) {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for k in 0..IDLE_PEERS {
+                pool.put(1_000_000 + k, k);
+            }
+        });
+    });
+    assert_eq!(pool.idle(), IDLE_PEERS as usize);
 }
 
 fn contenders() -> Vec<(&'static str, Box<dyn Contender>)> {
@@ -132,14 +176,17 @@ fn round_trip(c: &mut Criterion) {
     let mut group = c.benchmark_group("pool/put_take");
     for threads in [1, 2] {
         for (name, pool) in contenders() {
-            for k in 0..IDLE_PEERS {
-                pool.put(1_000_000 + k, k);
-            }
+            preload(&*pool);
             bench_op(&mut group, name, threads, |t, i| {
                 let key = t as u64 * 64 + (i % 64);
                 pool.put(key, i);
                 black_box(pool.take(key));
             });
+            assert_eq!(
+                pool.idle(),
+                IDLE_PEERS as usize,
+                "{name}: the other peers stay idle"
+            );
         }
     }
     group.finish();
@@ -149,9 +196,7 @@ fn take_miss(c: &mut Criterion) {
     let mut group = c.benchmark_group("pool/take_miss");
     for threads in [1, 2] {
         for (name, pool) in contenders() {
-            for k in 0..IDLE_PEERS {
-                pool.put(1_000_000 + k, k);
-            }
+            preload(&*pool);
             bench_op(&mut group, name, threads, |t, i| {
                 black_box(pool.take(t as u64 * 1_000 + (i % 1_000)));
             });
@@ -168,54 +213,73 @@ fn reap(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("pool/reap_expired");
     group.sample_size(10);
-    for &n in sizes {
-        group.throughput(Throughput::Elements(n));
-        for threads in [1, 2] {
-            for name in ["ours", "mutex_map", "dashmap_retain"] {
-                let id = BenchmarkId::new(name, format!("{n}/{threads}t"));
-                group.bench_function(id, |b| {
-                    b.iter_custom(|iters| {
-                        let mut total = Duration::ZERO;
-                        for _ in 0..iters {
-                            // Fill (untimed), expire everything, time the reap.
-                            let pool: Box<dyn Contender> = match name {
-                                "ours" => {
-                                    let (ours, clock) = manual_pool(16, 1 << 21);
-                                    for i in 0..n {
-                                        let _ = ours.put(i % 65_536, i);
-                                    }
-                                    clock.advance(TTL);
-                                    Box::new(ours)
-                                }
-                                "mutex_map" => {
-                                    let m = MutexMap(Mutex::new(HashMap::new()));
-                                    for i in 0..n {
-                                        m.put(i % 65_536, i);
-                                    }
-                                    Box::new(m)
-                                }
-                                _ => {
-                                    // Bulk fill without the per-put scan.
-                                    let d = DashRetain(DashMap::new());
-                                    let now = Instant::now();
-                                    for i in 0..n {
-                                        d.0.insert(i, (i, now));
-                                    }
-                                    Box::new(d)
-                                }
-                            };
-                            total += run_threads(threads, 1, |_, _| {
-                                black_box(pool.reap());
-                            });
-                            drop(pool);
-                        }
-                        total
-                    })
-                });
+    // Two shapes at each size: one connection per peer (the facade's
+    // default `max_idle_per_peer`), and 16 per peer (`dense_`), so the
+    // 1k and 1M figures compare like with like. The reference's
+    // one-per-key `DashMap` holds distinct keys in both.
+    for (dense, per_key) in [(false, 1), (true, 16)] {
+        for &n in sizes {
+            group.throughput(Throughput::Elements(n));
+            let keys = n.div_ceil(per_key);
+            for threads in [1, 2] {
+                for name in ["ours", "mutex_map", "dashmap_retain"] {
+                    let param = if dense {
+                        format!("dense_{n}/{threads}t")
+                    } else {
+                        format!("{n}/{threads}t")
+                    };
+                    group.bench_function(BenchmarkId::new(name, param), |b| {
+                        b.iter_custom(|iters| {
+                            let mut total = Duration::ZERO;
+                            for _ in 0..iters {
+                                let pool = expired_pool(name, n, keys);
+                                total += run_threads(threads, 1, |_, _| {
+                                    black_box(pool.reap());
+                                    pool.reclaim(n);
+                                });
+                                assert_eq!(pool.idle(), 0, "{name}: everything reaped");
+                                drop(pool);
+                            }
+                            total
+                        })
+                    });
+                }
             }
         }
     }
     group.finish();
+}
+
+/// A contender holding `n` connections on `keys` keys, all past their TTL
+/// (filled untimed; ours then has its epoch garbage from filling flushed).
+fn expired_pool(name: &str, n: u64, keys: u64) -> Box<dyn Contender> {
+    match name {
+        "ours" => {
+            let (ours, clock) = manual_pool(16, 1 << 21);
+            for i in 0..n {
+                let _ = ours.put(i % keys, i);
+            }
+            clock.advance(TTL);
+            Contender::reclaim(&ours, n);
+            Box::new(ours)
+        }
+        "mutex_map" => {
+            let m = MutexMap(Mutex::new(HashMap::new()));
+            for i in 0..n {
+                m.put(i % keys, i);
+            }
+            Box::new(m)
+        }
+        _ => {
+            // Bulk fill without the per-put scan.
+            let d = DashRetain(DashMap::new());
+            let now = Instant::now();
+            for i in 0..n {
+                d.0.insert(i, (i, now));
+            }
+            Box::new(d)
+        }
+    }
 }
 
 /// Reaping when nothing has expired yet among `n` idle connections: what a

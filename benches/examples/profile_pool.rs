@@ -2,6 +2,8 @@
 //! on the idle pool and on a `Mutex<HashMap<K, Vec<(Instant, C)>>>`, with
 //! 1k other peers idle, so instruction counts per round trip can be
 //! compared repeatably (ours after a warm-up to its steady state).
+//! The 1k other peers' connections are put from another thread, as in
+//! `benches/pool.rs`.
 //!
 //! `valgrind --tool=callgrind --toggle-collect='profile_pool::ours_*' target/release/examples/profile_pool`
 
@@ -15,14 +17,11 @@ use parking_lot::Mutex;
 const OPS: u64 = 200_000;
 const TTL: Duration = Duration::from_secs(300);
 
-/// Round trips until the pool's FIFO reaches its steady state: the 1k
-/// idle peers put first sit at the head of this thread's FIFO stripe, so
-/// records of taken connections pile up behind them until the stripe's
-/// record limit (2 x 65,536) evicts them; from then on each put unlinks
-/// the taken records at the head.
+/// Round trips until the pool's FIFO stripe settles at its steady state
+/// (about 64 records of taken connections kept, two unlinked per put).
 #[inline(never)]
 fn warm_up(pool: &IdlePool<u64, u64>) {
-    for i in 0..3 * 65_536 {
+    for i in 0..10_000 {
         let key = i % 64;
         let _ = pool.put(key, i);
         black_box(pool.take(&key));
@@ -62,14 +61,24 @@ fn mutex_put_take(map: &MutexMap) {
 fn main() {
     let pool = IdlePool::<u64, u64>::new(TTL);
     let map = MutexMap::default();
+    // The other peers' connections are put from another thread, as in the
+    // criterion bench: in this thread's FIFO stripe they would sit at the
+    // head and hold back the cleanup of every record behind them.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for k in 0..1_000 {
+                let _ = pool.put(1_000_000 + k, k);
+            }
+        });
+    });
     for k in 0..1_000 {
-        let _ = pool.put(1_000_000 + k, k);
         map.lock()
             .entry(1_000_000 + k)
             .or_default()
             .push((Instant::now(), k));
     }
     warm_up(&pool);
+    assert_eq!(pool.len(), 1_000);
     ours_put_take(&pool);
     mutex_put_take(&map);
 }

@@ -3,7 +3,7 @@
 //! allocator for bytes-per-entry figures. The benchmarks live in `benches/`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -46,10 +46,16 @@ pub fn shuffled_indices(n: usize, seed: u64) -> Vec<u32> {
 }
 
 /// Runs `op(thread, iters)` on `threads` threads started together and
-/// returns the wall time until all finish. Each thread does `iters`
-/// operations, so criterion's time per iteration is the time per operation
-/// as each thread sees it: equal figures at 1 and 2 threads mean perfect
-/// scaling.
+/// returns the wall time from the first thread's start to the last one's
+/// end. Each thread does `iters` operations, so criterion's time per
+/// iteration is the time per operation as each thread sees it: equal
+/// figures at 1 and 2 threads mean perfect scaling.
+///
+/// Each thread stamps its own start (after the barrier releases it) and
+/// end: on a 2-CPU machine a third thread that started the clock itself
+/// would often get a CPU back only after the workers had run, or finished,
+/// and would time its own wake-up and the joins too. Thread spawns are not
+/// timed either way.
 pub fn run_threads<F>(threads: usize, iters: u64, op: F) -> Duration
 where
     F: Fn(usize, u64) + Sync,
@@ -59,21 +65,27 @@ where
         op(0, iters);
         return start.elapsed();
     }
-    let barrier = Barrier::new(threads + 1);
-    std::thread::scope(|s| {
-        for t in 0..threads {
-            let (barrier, op) = (&barrier, &op);
-            s.spawn(move || {
-                barrier.wait();
-                op(t, iters);
-            });
-        }
-        barrier.wait();
-        let start = Instant::now();
-        // Scope end joins every thread.
-        start
-    })
-    .elapsed()
+    let barrier = Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (barrier, op) = (&barrier, &op);
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    op(t, iters);
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().expect("a benchmark thread panicked"))
+            .collect()
+    });
+    let first = spans.iter().map(|s| s.0).min().expect("threads > 1");
+    let last = spans.iter().map(|s| s.1).max().expect("threads > 1");
+    last - first
 }
 
 /// Benchmarks `run(thread, iters)` as contender `name` at `threads` threads
@@ -127,6 +139,15 @@ pub struct KeyWalk<K> {
 #[derive(Debug, Default)]
 pub struct Cursor([AtomicU64; 2]);
 
+impl Cursor {
+    /// Reserves the next `n` positions of thread `t` (at most 2 threads) and
+    /// returns the first: successive calls (criterion's samples) continue
+    /// where the previous one stopped.
+    pub fn advance(&self, t: usize, n: u64) -> u64 {
+        self.0[t].fetch_add(n, Ordering::Relaxed)
+    }
+}
+
 impl<K> KeyWalk<K> {
     /// Walks `keys` in `order` (indices into `keys`).
     pub fn new(keys: &[K], order: &[u32]) -> Self
@@ -172,6 +193,10 @@ impl<K> KeyWalk<K> {
 pub struct CountingAlloc;
 
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Off except while a figure is being measured (see
+/// [`CountingAlloc::counting`]), so timed benchmarks in the same binary
+/// pay one relaxed load per allocation, not two shared atomic adds.
+static COUNTING: AtomicBool = AtomicBool::new(false);
 static LIVE_CHUNKS: AtomicIsize = AtomicIsize::new(0);
 
 /// What glibc's malloc takes for a request of `size` bytes: an 8-byte
@@ -182,6 +207,14 @@ fn chunk(size: usize) -> isize {
 }
 
 impl CountingAlloc {
+    /// Turns counting on or off. Only deltas taken while it is on mean
+    /// anything: memory allocated before and freed while counting pulls
+    /// the count down, so flush garbage from earlier work first (as
+    /// [`bytes_per_entry`] does).
+    pub fn counting(on: bool) {
+        COUNTING.store(on, Ordering::SeqCst);
+    }
+
     /// Bytes currently allocated through this allocator (as requested).
     pub fn live() -> isize {
         LIVE.load(Ordering::Relaxed)
@@ -194,7 +227,11 @@ impl CountingAlloc {
     }
 }
 
+#[inline]
 fn count(add: Option<usize>, sub: Option<usize>) {
+    if !COUNTING.load(Ordering::Relaxed) {
+        return;
+    }
     if let Some(n) = add {
         LIVE.fetch_add(n as isize, Ordering::Relaxed);
         LIVE_CHUNKS.fetch_add(chunk(n), Ordering::Relaxed);
@@ -238,15 +275,24 @@ unsafe impl GlobalAlloc for CountingAlloc {
 /// arrays replaced by growth) is flushed first, so the figure is what the
 /// structure holds, not garbage awaiting collection.
 pub fn bytes_per_entry<T>(n: usize, build: impl FnOnce() -> T) -> (f64, f64) {
+    flush_epoch();
+    CountingAlloc::counting(true);
     let before = (CountingAlloc::live(), CountingAlloc::live_with_overhead());
     let value = build();
-    for _ in 0..4096 {
-        crossbeam_epoch::pin().flush();
-    }
+    flush_epoch();
     let after = (CountingAlloc::live(), CountingAlloc::live_with_overhead());
+    CountingAlloc::counting(false);
     drop(value);
     (
         (after.0 - before.0) as f64 / n as f64,
         (after.1 - before.1) as f64 / n as f64,
     )
+}
+
+/// Runs crossbeam-epoch's collector until garbage retired so far by this
+/// thread (and, with no other thread pinned, by any) has been freed.
+pub fn flush_epoch() {
+    for _ in 0..4096 {
+        crossbeam_epoch::pin().flush();
+    }
 }
