@@ -213,7 +213,7 @@ pub(crate) struct Table<K> {
     mask: usize,
     /// Non-empty slots: entries, live or dead, each owning a node.
     pub(crate) used: AtomicUsize,
-    /// `used` at which the table is rehashed (3/4 of the slots).
+    /// `used` at which the table is rehashed: [`limit_for`] its capacity.
     limit: usize,
 }
 
@@ -228,7 +228,7 @@ impl<K> Table<K> {
             slots,
             mask: capacity - 1,
             used: AtomicUsize::new(0),
-            limit: capacity - capacity / 4,
+            limit: limit_for(capacity),
         }
     }
 
@@ -250,14 +250,48 @@ impl<K> Table<K> {
     }
 }
 
-/// Slot array size for `live` entries right after a rehash: at most 3/8
-/// full, so the next rehash is at least `live` inserts away.
+/// Entries (live or dead) at which an array of `capacity` slots is
+/// rehashed: 3/4 of its slots (all of a 2-slot array, the smallest under
+/// checkers).
+const fn limit_for(capacity: usize) -> usize {
+    capacity - capacity / 4
+}
+
+/// Slot array size for `live` entries right after a rehash: at most half
+/// full (`2 * live` slots rounded up to a power of two), so the next rehash,
+/// at 3/4, is at least `live / 2` inserts away and rehashing stays amortized
+/// O(1) per insert. A growth rehash of an array that reached its limit with
+/// no dead entries doubles it, as before. More than 1/4 full unless at
+/// [`MIN_CAPACITY`], so a shrink (below 1/[`SHRINK_BELOW`] live) lands on an
+/// array that neither grows nor shrinks at the next operation (see
+/// `maybe_shrink`).
+///
+/// Why half and not less: removed keys that never return keep their
+/// entries (DEAD slots) until the next rehash, so under churn of new keys an
+/// array fills up to its limit with dead entries; the emptier a rehash
+/// leaves it, the more dead entries pile up per live key before the next
+/// purge. At 31,250 live keys a shard sized 3/8 full took 131,072 slots and
+/// up to 67k dead entries; half full, it takes 65,536 slots and up to 18k.
 fn capacity_for(live: usize) -> usize {
-    live.saturating_mul(8)
-        .div_ceil(3)
+    live.saturating_mul(2)
         .max(MIN_CAPACITY)
         .checked_next_power_of_two()
         .unwrap_or(1 << (usize::BITS - 1))
+}
+
+/// Slot array size that takes `entries` inserts of new keys before its first
+/// rehash: the smallest power of two, at least [`MIN_CAPACITY`], whose
+/// [`limit_for`] is at least `entries` (saturating at the largest power of
+/// two, which then fails to allocate).
+fn capacity_to_hold(entries: usize) -> usize {
+    let mut capacity = MIN_CAPACITY;
+    while limit_for(capacity) < entries {
+        match capacity.checked_mul(2) {
+            Some(doubled) => capacity = doubled,
+            None => break,
+        }
+    }
+    capacity
 }
 
 /// One shard: its table, its grow lock and its per-status counters.
@@ -438,8 +472,9 @@ pub(crate) struct Raw<K, S> {
 impl<K, S> Raw<K, S> {
     pub(crate) fn new(shards: usize, capacity: usize, hasher: S) -> Self {
         debug_assert!(shards.is_power_of_two());
-        // Room for `capacity` entries before the first rehash, spread evenly.
-        let per_shard = capacity_for(capacity.div_ceil(shards).div_ceil(2));
+        // Room for `capacity` entries before the first rehash, spread evenly:
+        // each shard takes its share, rounded up, below its limit.
+        let per_shard = capacity_to_hold(capacity.div_ceil(shards));
         Self {
             shards: (0..shards)
                 .map(|_| CachePadded::new(Shard::new(per_shard)))
@@ -826,8 +861,18 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         None
     }
 
-    /// Rehashes a shard that has become mostly empty so its memory follows
-    /// its population down.
+    /// Rehashes a shard that has become mostly empty (fewer than
+    /// 1/[`SHRINK_BELOW`] of its slots live) so its memory follows its
+    /// population down.
+    ///
+    /// No oscillation: the rehash sizes the array for the `live` keys left
+    /// ([`capacity_for`]: `next_power_of_two(max(2 * live, MIN_CAPACITY))`
+    /// slots). As `live < capacity / SHRINK_BELOW <= capacity / 4`, that is
+    /// at most half the old size; it is over 1/4 live, so
+    /// `live * SHRINK_BELOW` is not below it and the new array does not
+    /// shrink again until keys are removed (unless it is at `MIN_CAPACITY`,
+    /// which never shrinks); and it is at most half used, so it grows again
+    /// only after `live / 2` inserts or more.
     fn maybe_shrink(&self, shard: &Shard<K>, shared: Shared<'_, Table<K>>, guard: &Guard) {
         // SAFETY: as in `find_live`.
         let table = unsafe { shared.deref() };
@@ -1019,5 +1064,130 @@ impl<K> Drop for Pending<K> {
             // SAFETY: never published, so we hold the only pointer.
             drop(unsafe { Box::from_raw(self.boxed) });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ConnectionStatus::Connected, StatusTable};
+    use std::collections::hash_map::RandomState;
+
+    /// Live keys up to which the sizing is checked exhaustively.
+    const UP_TO: usize = if cfg!(miri) { 2_000 } else { 1 << 20 };
+
+    /// After a rehash an array is at most half full and, above the minimum
+    /// size, more than a quarter full: the next growth is at least `live /
+    /// 2` inserts away, and the array is not one a removal would shrink.
+    #[test]
+    fn a_rehash_leaves_the_array_between_a_quarter_and_half_full() {
+        for live in 0..UP_TO {
+            let cap = capacity_for(live);
+            assert!(cap.is_power_of_two() && cap >= MIN_CAPACITY);
+            assert!(2 * live <= cap, "{live} live in {cap} slots");
+            assert!(
+                cap == MIN_CAPACITY || 4 * live > cap,
+                "{live} live in {cap} slots"
+            );
+            assert!(
+                limit_for(cap) - live >= live / 2,
+                "{live} live in {cap} slots"
+            );
+            let shrinks = cap > MIN_CAPACITY && live * SHRINK_BELOW < cap;
+            assert!(!shrinks, "{live} live in {cap} slots would shrink again");
+        }
+    }
+
+    /// A growth rehash (an array at its limit, every entry live) doubles
+    /// the array, as it did when a rehash left it 3/8 full: insert-only
+    /// tables keep their sizes.
+    #[test]
+    fn a_growth_rehash_doubles_the_array() {
+        let mut cap = MIN_CAPACITY;
+        while cap <= UP_TO {
+            assert_eq!(capacity_for(limit_for(cap)), 2 * cap, "from {cap} slots");
+            cap *= 2;
+        }
+    }
+
+    /// A shrink rehash lands on an array at most half the size, which
+    /// neither shrinks nor grows at the next operation.
+    #[test]
+    fn a_shrink_rehash_lands_on_a_stable_array() {
+        let mut cap = 2 * MIN_CAPACITY;
+        while cap <= UP_TO {
+            for live in (0..cap).take_while(|live| live * SHRINK_BELOW < cap) {
+                let new = capacity_for(live);
+                assert!(new <= cap / 2, "{live} live: {cap} -> {new} slots");
+                // One more removal does not shrink it again...
+                let fewer = live.saturating_sub(1);
+                assert!(
+                    new == MIN_CAPACITY || fewer * SHRINK_BELOW >= new,
+                    "{live} live: {cap} -> {new} slots, shrinks again at {fewer}"
+                );
+                // ...and one more insert does not grow it (an insert of a
+                // new key rehashes first once `used` reaches the limit).
+                assert!(live < limit_for(new), "{live} live: {cap} -> {new} slots");
+            }
+            cap *= 2;
+        }
+    }
+
+    /// `with_capacity(n)` sizing: the smallest array whose limit takes its
+    /// share, so it keeps the promise and allocates no more than any sizing
+    /// that keeps it (the old one included): 65,536 slots per shard for a
+    /// million keys over 32 shards, as before.
+    #[test]
+    fn initial_arrays_are_the_smallest_that_hold_their_share() {
+        for entries in 0..UP_TO {
+            let cap = capacity_to_hold(entries);
+            assert!(cap.is_power_of_two() && cap >= MIN_CAPACITY);
+            assert!(limit_for(cap) >= entries, "{entries} in {cap} slots");
+            assert!(
+                cap == MIN_CAPACITY || limit_for(cap / 2) < entries,
+                "{entries} fit in {} slots already",
+                cap / 2
+            );
+        }
+        if !cfg!(any(loom, miri)) {
+            assert_eq!(capacity_to_hold(1_000_000usize.div_ceil(32)), 65_536);
+        }
+        assert_eq!(capacity_to_hold(usize::MAX), 1 << (usize::BITS - 1));
+    }
+
+    /// Removing keys one by one from a single shard shrinks its array
+    /// exactly when fewer than 1/SHRINK_BELOW of it is live, to the size
+    /// `capacity_for` gives; after each shrink an insert and a removal
+    /// change nothing (no oscillation), and the last removal leaves the
+    /// minimum size.
+    #[test]
+    fn removals_shrink_a_shard_without_oscillating() {
+        let table = StatusTable::with_shards(1, 0, RandomState::new()).unwrap();
+        let capacity = || table.shard_stats()[0].capacity;
+        let n = if cfg!(miri) { 100 } else { 5_000 };
+        for k in 0..n {
+            table.insert(k, Connected);
+        }
+        let mut shrinks = 0;
+        for k in 0..n {
+            let before = capacity();
+            table.remove(&k);
+            let live = n - k - 1;
+            let after = capacity();
+            if live * SHRINK_BELOW < before && before > MIN_CAPACITY {
+                assert_eq!(after, capacity_for(live), "{live} live, was {before}");
+                shrinks += 1;
+                // An insert and a removal right after do not rehash.
+                table.insert(usize::MAX, Connected);
+                assert_eq!(capacity(), after, "grew right after shrinking");
+                table.remove(&usize::MAX);
+                assert_eq!(capacity(), after, "shrank again at once");
+            } else {
+                assert_eq!(after, before, "{live} live");
+            }
+        }
+        assert!(shrinks >= 2, "{shrinks} shrinks");
+        assert_eq!(capacity(), MIN_CAPACITY);
+        assert!(table.is_empty());
     }
 }

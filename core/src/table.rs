@@ -42,14 +42,18 @@ pub const MAX_SHARDS: usize = 256;
 ///
 /// A removed key's entry keeps its slot, marked dead, until the key is
 /// inserted again (its new entry takes that slot) or the shard is rehashed;
-/// so a peer that keeps reconnecting reuses one slot. A shard's array is
-/// rehashed smaller once it is under 1/16 full, so memory follows the
-/// population down; what stays after every key is gone is the minimum-size
-/// arrays and the dead entries they still hold (at most 3/4 of their
-/// slots), however many keys went through. Entries taken out of their
-/// slot, and replaced slot arrays, are retired to
-/// [crossbeam-epoch](crossbeam_epoch)'s collector and freed once no thread
-/// can still be reading them. Every operation pins the epoch only for its own
+/// so a peer that keeps reconnecting reuses one slot. A rehash comes when
+/// live and dead entries fill 3/4 of a shard's array and leaves the live
+/// ones in an array at most half full (and over a quarter full, above the
+/// minimum size), so under churn of keys that never return a shard above
+/// the minimum size holds fewer than 4 slots and 3 entries, live or dead,
+/// per key it held at its last rehash. A shard's array is rehashed smaller
+/// once it is under 1/16 full, so memory follows the population down; what
+/// stays after every key is gone is the minimum-size arrays and the dead
+/// entries they still hold (at most 3/4 of their slots), however many keys
+/// went through. Entries taken out of their slot, and replaced slot arrays,
+/// are retired to [crossbeam-epoch](crossbeam_epoch)'s collector and freed
+/// once no thread can still be reading them. Every operation pins the epoch only for its own
 /// duration; no guard or reference into the table is ever handed out, so no
 /// caller can hold one across an `.await` or deadlock on it.
 ///
@@ -102,8 +106,9 @@ impl<K: Hash + Eq + Send + Sync + 'static> StatusTable<K> {
     }
 
     /// An empty table with room for about `capacity` keys before its
-    /// shards first grow (each shard gets room for its even share; keys
-    /// never split exactly evenly, so a shard may grow a little earlier).
+    /// shards first grow (each shard gets the smallest array with room for
+    /// its even share; keys never split exactly evenly, so a shard may grow
+    /// a little earlier).
     ///
     /// # Panics
     ///

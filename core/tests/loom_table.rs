@@ -26,6 +26,14 @@ fn one_shard<K: Hash + Eq + Send + Sync + 'static>() -> Arc<StatusTable<K, Fixed
     Arc::new(StatusTable::with_shards(1, 0, Fixed::default()).unwrap())
 }
 
+/// Slots in the one shard's current array. Under loom a table starts with
+/// 2 and a rehash leaves its array at most half full (3 keys: 8 slots), so
+/// a model that checks its array's size after the threads are joined knows
+/// that the rehash it is about took place.
+fn slots<K: Hash + Eq + Send + Sync + 'static>(table: &StatusTable<K, Fixed>) -> usize {
+    table.shard_stats()[0].capacity
+}
+
 /// Inserts keys 2 (Connected) and 3 (Failed) on another thread: with key 1
 /// present, the second insert grows the shard.
 fn spawn_grower(table: &Arc<StatusTable<u32, Fixed>>) -> thread::JoinHandle<()> {
@@ -87,6 +95,7 @@ fn growth_loses_nothing() {
         assert_eq!(table.len(), 4);
         assert_eq!(table.count(Connected), 2);
         assert_eq!(table.count(Failed), 2);
+        assert!(slots(&table) > 2, "the shard did not grow");
     });
 }
 
@@ -114,6 +123,7 @@ fn present_key_transitions_through_a_frozen_slot() {
         assert_eq!(table.count(Connected), 1);
         assert_eq!(table.count(Failed), 2);
         assert_eq!(table.count(Connecting), 0);
+        assert!(slots(&table) > 2, "the shard did not grow");
     });
 }
 
@@ -231,15 +241,24 @@ fn stale_generation_never_lands_on_a_newer_entry() {
 /// Removal that shrinks a shard vs a reader: the reader sees the surviving
 /// key throughout.
 ///
+/// Four keys grow the shard to 8 slots (a rehash at 3 keys leaves 4 slots,
+/// at most half full; the 4th key grows them to 8); one removal leaves 3
+/// live, and the remover's second removal leaves 1 live, under 1/4 of 8:
+/// that removal shrinks the shard to 2 slots while the reader looks.
+///
 /// Checked to fail: with `rehash` publishing the new array before copying
-/// into it (store moved above the copy loop), `get(&1)` returns None.
+/// into it (store moved above the copy loop), `get(&1)` returns None
+/// (checked again when the model went from 3 keys to 4 with the half-full
+/// sizing).
 #[test]
 fn shrink_vs_get() {
     loom::model(|| {
         let table = one_shard::<u32>();
-        for k in 1..=3 {
+        for k in 1..=4 {
             table.insert(k, Connecting);
         }
+        table.remove(&4);
+        assert_eq!(slots(&table), 8);
         let t = table.clone();
         let remover = thread::spawn(move || {
             t.remove(&2);
@@ -249,6 +268,7 @@ fn shrink_vs_get() {
         remover.join().unwrap();
         assert_eq!(table.get(&1), Some(Connecting));
         assert_eq!(table.len(), 1);
+        assert_eq!(slots(&table), 2, "the shard did not shrink");
     });
 }
 
@@ -289,6 +309,7 @@ fn returning_key_vs_rehash_of_its_dead_slot() {
             assert_eq!(table.get(&3u32), Some(Connecting));
             assert_eq!(table.len(), 3);
             assert_eq!(table.count(Failed), 1);
+            assert!(slots(&table) > 2, "the shard was not rehashed");
         }
         assert!(
             drops.load(Ordering::Relaxed) <= made,
