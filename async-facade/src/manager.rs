@@ -1,7 +1,7 @@
 //! [`ConnectionManager`]: the documented API, on tokio.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -129,6 +129,12 @@ struct Inner<D: Dialer> {
     shut_down: AtomicBool,
     /// Source of [`LiveSlot::id`]s.
     next_slot_id: AtomicU64,
+    /// Ids of slots retired as Failed while their connection was leased:
+    /// that lease closes its connection when dropped, whatever the peer's
+    /// status is by then. `failed_lease_count` is its length, so that the
+    /// usual lease drop skips the lock.
+    failed_leases: Mutex<HashSet<u64>>,
+    failed_lease_count: AtomicUsize,
     reaper_started: AtomicBool,
     reaper_wake: Arc<Notify>,
 }
@@ -246,6 +252,8 @@ impl<D: Dialer> ConnectionManager<D> {
                 watcher_count: AtomicUsize::new(0),
                 shut_down: AtomicBool::new(false),
                 next_slot_id: AtomicU64::new(0),
+                failed_leases: Mutex::new(HashSet::new()),
+                failed_lease_count: AtomicUsize::new(0),
                 reaper_started: AtomicBool::new(false),
                 reaper_wake: Arc::new(Notify::new()),
                 config,
@@ -342,9 +350,10 @@ impl<D: Dialer> ConnectionManager<D> {
             max: inner.admission.max(),
         })?;
         let dialer = &inner.dialer;
-        // A Failed peer's pooled connections were closed when it failed
-        // (`set_status`); one pooled since (a lease returned just then)
-        // is not trusted either: it idles out.
+        // A Failed peer's pooled connections are closed when it fails
+        // (`set_status`), and a put that races the failure closes what it
+        // pooled (`idle_or_close`); not consulting the pool here is the
+        // rule itself, stated once more where it applies.
         let pooled = if inner.table.get(&peer) == Some(ConnectionStatus::Failed) {
             None
         } else {
@@ -592,9 +601,10 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// Exclusive use of a Connected peer's live connection until the lease
     /// is dropped, when it goes back; if the peer was disconnected
-    /// meanwhile, it goes to the idle pool instead, unless the peer has
-    /// failed or been forgotten since (or the manager shut down): then it
-    /// is closed. Not async: it never waits.
+    /// meanwhile, it goes to the idle pool instead, unless the peer was set
+    /// Failed while this lease held it (even if reconnected or set
+    /// Disconnected since), is Failed or forgotten now, or the manager shut
+    /// down: then it is closed. Not async: it never waits.
     ///
     /// # Errors
     ///
@@ -790,6 +800,11 @@ impl<D: Dialer> Inner<D> {
     fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
         let before = self.table.insert(peer, status);
         if before == Some(status) {
+            if status == ConnectionStatus::Failed {
+                // Idempotent cleanup: whatever was pooled since it failed.
+                fence(Ordering::SeqCst);
+                self.close_idle(peer);
+            }
             return;
         }
         // A live connection exists only for a peer that was Connected (or
@@ -809,18 +824,42 @@ impl<D: Dialer> Inner<D> {
             // ran since our write set Connected under this lock, and the
             // slot is its own.
             let slot = self.live.with(&peer, |live| {
-                if self.table.get(&peer) == Some(status) {
-                    live.remove(&peer)
-                } else {
-                    None
+                if self.table.get(&peer) != Some(status) {
+                    return None;
                 }
+                let slot = live.remove(&peer)?;
+                if status == ConnectionStatus::Failed && slot.conn.is_none() {
+                    // Leased: the lease closes it when dropped (see
+                    // `Lease::drop`); marked under this lock, before the
+                    // lease can find its slot gone.
+                    self.failed_leases.lock().insert(slot.id);
+                    self.failed_lease_count.fetch_add(1, Ordering::Release);
+                }
+                Some(slot)
             });
             self.retire_slot(peer, slot, status == ConnectionStatus::Disconnected);
         }
         if status == ConnectionStatus::Failed {
+            // Store-buffering with `idle_or_close` (pool put, fence, status
+            // read): either that put sees Failed and closes what it pooled,
+            // or the drain below finds it.
+            fence(Ordering::SeqCst);
             self.close_idle(peer);
         }
         self.emit(peer, before, Some(status));
+    }
+
+    /// Whether the slot `id` was retired as Failed while leased (and so
+    /// its lease must close the connection); forgets it either way.
+    fn take_failed_lease(&self, id: u64) -> bool {
+        if self.failed_lease_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let removed = self.failed_leases.lock().remove(&id);
+        if removed {
+            self.failed_lease_count.fetch_sub(1, Ordering::Relaxed);
+        }
+        removed
     }
 
     /// Closes the idle pooled connections of a peer that failed: none of
@@ -875,8 +914,17 @@ impl<D: Dialer> Inner<D> {
             // expiry) needs waking only if it found nothing to wait for; the
             // pool's handshake tells us so without losing a race with it.
             // A full pool hands the connection back: it is closed here.
-            if self.pool.put(peer, conn).is_ok() && self.pool.take_wake_request() {
-                self.reaper_wake.notify_one();
+            if self.pool.put(peer, conn).is_ok() {
+                if self.pool.take_wake_request() {
+                    self.reaper_wake.notify_one();
+                }
+                // Store-buffering with `set_status(.., Failed)` (status
+                // write, fence, drain): a peer that failed meanwhile gets
+                // nothing pooled, by one side or the other.
+                fence(Ordering::SeqCst);
+                if self.table.get(&peer) == Some(ConnectionStatus::Failed) {
+                    self.close_idle(peer);
+                }
             }
         }
     }
@@ -1101,6 +1149,7 @@ impl<D: Dialer> Lease<D> {
     /// connect, the newer connection and its status are left alone).
     pub fn discard(mut self) {
         drop(self.conn.take());
+        self.inner.take_failed_lease(self.slot);
         self.inner.fail_slot(self.peer, self.slot);
     }
 }
@@ -1128,15 +1177,18 @@ impl<D: Dialer> Drop for Lease<D> {
         let inner = &*self.inner;
         if std::thread::panicking() {
             drop(conn);
+            inner.take_failed_lease(self.slot);
             inner.fail_slot(self.peer, self.slot);
             return;
         }
         if inner.shut_down.load(Ordering::Acquire) {
+            inner.take_failed_lease(self.slot);
             return; // `conn` is closed as it goes out of scope
         }
         // Back into its slot if the peer is still connected by it;
         // otherwise the peer was disconnected while leased: the connection
-        // idles, unless the peer has failed or been forgotten since.
+        // idles, unless it was failed while leased (whatever the peer's
+        // status is now), or the peer is Failed or forgotten now.
         let homeless = inner
             .live
             .with(&self.peer, |live| match live.get_mut(&self.peer) {
@@ -1147,10 +1199,11 @@ impl<D: Dialer> Drop for Lease<D> {
                 _ => Some(conn),
             });
         if let Some(conn) = homeless {
-            let pool_it = !matches!(
-                inner.table.get(&self.peer),
-                None | Some(ConnectionStatus::Failed)
-            );
+            let pool_it = !inner.take_failed_lease(self.slot)
+                && !matches!(
+                    inner.table.get(&self.peer),
+                    None | Some(ConnectionStatus::Failed)
+                );
             inner.idle_or_close(self.peer, conn, pool_it);
         }
     }

@@ -1,4 +1,5 @@
-//! Every row of DESIGN.md's call-semantics table, through the public API.
+//! Every row of the README's call-semantics table (the design's), through
+//! the public API.
 #![cfg(not(loom))] // tokio does not build under loom (see .ci/loom.sh)
 
 mod common;
@@ -98,6 +99,36 @@ async fn a_connection_leased_when_its_peer_fails_is_closed_not_pooled() {
     assert_eq!((m.idle(), d.closed()), (0, 1), "closed when the lease ends");
     m.connect(p).await.unwrap();
     assert_eq!(d.dials(), 2, "reconnecting dials afresh");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_leased_when_its_peer_failed_is_closed_even_after_a_reconnect() {
+    let (m, d) = manager(4);
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    let lease = m.lease(&p).unwrap();
+    m.update_status(p, Failed).await;
+    m.connect(p).await.unwrap(); // a fresh connection, while the failed one is leased
+    assert_eq!(d.dials(), 2);
+    drop(lease);
+    assert_eq!(
+        (m.idle(), d.closed()),
+        (0, 1),
+        "the failed connection is closed, not pooled beside the new one"
+    );
+    m.disconnect(&p).await;
+    assert_eq!((m.idle(), d.closed()), (1, 1), "the new one is pooled");
+    m.connect(p).await.unwrap();
+    assert_eq!(d.dials(), 2, "and reused");
+
+    // Failed, then Disconnected by bookkeeping, while leased: still closed.
+    let q = peer(OK, 2);
+    m.connect(q).await.unwrap();
+    let lease = m.lease(&q).unwrap();
+    m.update_status(q, Failed).await;
+    m.update_status(q, Disconnected).await;
+    drop(lease);
+    assert_eq!((m.idle(), d.closed()), (0, 2));
 }
 
 #[tokio::test(start_paused = true)]

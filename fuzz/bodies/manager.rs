@@ -1,6 +1,6 @@
 // Fuzz body: the transport-less `ConnectionManager::new(max)` (or
 // `with_pool_timeout(max, ttl)`) on a current-thread tokio runtime with
-// paused time, against a model of the semantics table in DESIGN.md.
+// paused time, against a model of the README's call-semantics table.
 //
 // Included (`include!`) by `fuzz/fuzz_targets/manager.rs` and by
 // `async-facade/tests/fuzz_bodies.rs`; keep it free of inner attributes
