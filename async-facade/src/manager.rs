@@ -131,10 +131,8 @@ struct Inner<D: Dialer> {
     next_slot_id: AtomicU64,
     /// Ids of slots retired as Failed while their connection was leased:
     /// that lease closes its connection when dropped, whatever the peer's
-    /// status is by then. `failed_lease_count` is its length, so that the
-    /// usual lease drop skips the lock.
+    /// status is by then. Only leases that lost their slot look here.
     failed_leases: Mutex<HashSet<u64>>,
-    failed_lease_count: AtomicUsize,
     reaper_started: AtomicBool,
     reaper_wake: Arc<Notify>,
 }
@@ -253,7 +251,6 @@ impl<D: Dialer> ConnectionManager<D> {
                 shut_down: AtomicBool::new(false),
                 next_slot_id: AtomicU64::new(0),
                 failed_leases: Mutex::new(HashSet::new()),
-                failed_lease_count: AtomicUsize::new(0),
                 reaper_started: AtomicBool::new(false),
                 reaper_wake: Arc::new(Notify::new()),
                 config,
@@ -799,12 +796,9 @@ impl<D: Dialer> Inner<D> {
     /// status is not an active one.
     fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
         let before = self.table.insert(peer, status);
-        if before == Some(status) {
-            if status == ConnectionStatus::Failed {
-                // Idempotent cleanup: whatever was pooled since it failed.
-                fence(Ordering::SeqCst);
-                self.close_idle(peer);
-            }
+        // Failed again still drains the pool below (idempotent cleanup);
+        // any other unchanged status has nothing to do.
+        if before == Some(status) && status != ConnectionStatus::Failed {
             return;
         }
         // A live connection exists only for a peer that was Connected (or
@@ -833,7 +827,6 @@ impl<D: Dialer> Inner<D> {
                     // `Lease::drop`); marked under this lock, before the
                     // lease can find its slot gone.
                     self.failed_leases.lock().insert(slot.id);
-                    self.failed_lease_count.fetch_add(1, Ordering::Release);
                 }
                 Some(slot)
             });
@@ -852,14 +845,7 @@ impl<D: Dialer> Inner<D> {
     /// Whether the slot `id` was retired as Failed while leased (and so
     /// its lease must close the connection); forgets it either way.
     fn take_failed_lease(&self, id: u64) -> bool {
-        if self.failed_lease_count.load(Ordering::Acquire) == 0 {
-            return false;
-        }
-        let removed = self.failed_leases.lock().remove(&id);
-        if removed {
-            self.failed_lease_count.fetch_sub(1, Ordering::Relaxed);
-        }
-        removed
+        self.failed_leases.lock().remove(&id)
     }
 
     /// Closes the idle pooled connections of a peer that failed: none of

@@ -22,7 +22,8 @@ use connmgr_benches::{
     CountingAlloc, Cursor, KeyWalk,
 };
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::measurement::Measurement;
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Throughput};
 use dashmap::DashMap;
 use parking_lot::RwLock;
 
@@ -175,35 +176,38 @@ fn bench_size(c: &mut Criterion, n: usize) {
     let mut g = c.benchmark_group(format!("core/churn/{n}"));
     g.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        let cur = Cursor::default();
-        bench_threads(&mut g, "StatusTable", threads, |t, iters| {
-            let start = cur.advance(t, iters);
-            for i in start..start + iters {
-                let k = new_peer(t, i);
-                fx.ours.insert(k, ConnectionStatus::Connecting);
-                black_box(fx.ours.remove(&k));
-            }
+        bench_new_peers(&mut g, "StatusTable", threads, |k| {
+            fx.ours.insert(k, ConnectionStatus::Connecting);
+            black_box(fx.ours.remove(&k));
         });
-        let cur = Cursor::default();
-        bench_threads(&mut g, "DashMap", threads, |t, iters| {
-            let start = cur.advance(t, iters);
-            for i in start..start + iters {
-                let k = new_peer(t, i);
-                fx.dash.insert(k, ConnectionStatus::Connecting);
-                black_box(fx.dash.remove(&k));
-            }
+        bench_new_peers(&mut g, "DashMap", threads, |k| {
+            fx.dash.insert(k, ConnectionStatus::Connecting);
+            black_box(fx.dash.remove(&k));
         });
-        let cur = Cursor::default();
-        bench_threads(&mut g, "RwLock<HashMap>", threads, |t, iters| {
-            let start = cur.advance(t, iters);
-            for i in start..start + iters {
-                let k = new_peer(t, i);
-                fx.locked.write().insert(k, ConnectionStatus::Connecting);
-                black_box(fx.locked.write().remove(&k));
-            }
+        bench_new_peers(&mut g, "RwLock<HashMap>", threads, |k| {
+            fx.locked.write().insert(k, ConnectionStatus::Connecting);
+            black_box(fx.locked.write().remove(&k));
         });
     }
     g.finish();
+}
+
+/// Benchmarks `cycle(peer)` as contender `name`, each call with a peer id
+/// never seen before: a cursor per contender keeps counting across
+/// criterion's samples.
+fn bench_new_peers<M: Measurement<Value = Duration>>(
+    g: &mut BenchmarkGroup<'_, M>,
+    name: &str,
+    threads: usize,
+    cycle: impl Fn(PeerId) + Sync,
+) {
+    let cur = Cursor::default();
+    bench_threads(g, name, threads, |t, iters| {
+        let start = cur.advance(t, iters);
+        for i in start..start + iters {
+            cycle(new_peer(t, i));
+        }
+    });
 }
 
 /// Peer id number `i` of thread `t`'s never-seen stream: distinct from
