@@ -90,7 +90,7 @@ fn main() {
         .unwrap_or(100_000);
     let keys = peer_ids(n, 1);
     let order = shuffled_indices(n, 2);
-    let fresh = peer_ids(1 << 12, 3);
+    let fresh = peer_ids(OPS, 3); // never-seen peers, as `core/churn` inserts
     let t = StatusTable::new();
     let m = DashMap::with_hasher(RandomState::new());
     for &k in &keys {

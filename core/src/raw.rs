@@ -8,18 +8,29 @@
 //! moves only forward through these states:
 //!
 //! ```text
-//! EMPTY --insert--> ENTRY(e) --remove: mark--> DEAD(e)
-//!         ENTRY(e) or DEAD(e) --insert of the same key--> ENTRY(e')
+//! EMPTY --insert--> ENTRY(e) --remove, within budget: mark--> DEAD(e)
+//!                   ENTRY(e) --remove, over budget: mark--> TOMBSTONE
+//!         ENTRY(e) or DEAD(e), its key removed --insert of the same key--> ENTRY(e')
 //! any state --freeze (rehash)--> same state | MOVED
 //! ```
 //!
-//! A removed key keeps its slot (marked DEAD, the entry still there to
-//! compare keys against) until the key comes back, when its new entry takes
-//! that very slot, or until the shard is rehashed, which leaves dead entries
-//! behind. So a peer that disconnects and reconnects again and again reuses
-//! one slot instead of leaving a trail of tombstones that every later probe
-//! must walk, and a removal costs one CAS on the state word and one on the
-//! slot, with no second probe and no retirement of its own.
+//! A removed key keeps its slot, marked DEAD with the entry still there to
+//! compare keys against, until the key comes back, when its new entry takes
+//! that very slot, or until the shard is rehashed, which leaves dead
+//! entries behind. So a peer that disconnects and reconnects again and
+//! again reuses one slot instead of leaving a trail of tombstones that every
+//! later probe must walk (those trails grew runs of 900 slots in a table of
+//! a million peers with 32k of them reconnecting).
+//!
+//! But a dead entry costs its node (40 bytes for a peer id) until then, and
+//! peers that never return would pile them up to the array's rehash limit
+//! (77.5 bytes per live peer at a million, against 56.8 built). So each
+//! table counts its dead entries, and a removal that finds the table holding
+//! its shard's budget already (`dead_budget`: one per 8 live keys, plus one)
+//! leaves a tombstone instead: the DEAD bit and no pointer, after retiring
+//! the entry at once. A tombstone costs its slot until the next rehash and
+//! is never reused (its key is gone); a key that comes back past one takes
+//! a new slot like any new key.
 //!
 //! Entries are heap nodes shared by reference, never copied, so a status
 //! transition is a CAS on the entry's own state word wherever the entry is
@@ -30,17 +41,18 @@
 //! # Invariants
 //!
 //! 1. A slot never returns to EMPTY (only a rehash into a fresh array
-//!    drops dead entries), so a key is always placed at its own (live or
-//!    dead) entry if one is on its probe sequence, else at the first EMPTY
-//!    slot, and two inserters of one key meet at that slot: there is at
-//!    most one entry per key in a table.
+//!    drops dead entries and tombstones), so a key is always placed at its
+//!    own (live, dead, or removed and not yet marked) entry if one is on its
+//!    probe sequence, else at the first EMPTY slot, and two inserters of one
+//!    key meet at that slot: there is at most one entry per key in a table.
 //! 2. An entry is removed logically first (the REMOVED bit in its state
 //!    word, the linearization point of `remove`; a removed entry never
-//!    comes back to life), then its slot is marked DEAD. The mark is a
-//!    promise that the entry is removed, so probes skip DEAD slots without
-//!    touching the entry. Whoever takes the pointer out of the current
-//!    table (an inserter replacing it, or the rehash that leaves it behind)
-//!    retires it to the epoch collector, exactly once.
+//!    comes back to life), then its slot is marked DEAD, with or without
+//!    the entry. The mark is a promise that the entry is removed, so probes
+//!    skip DEAD slots without touching the entry. Whoever takes the pointer
+//!    out of the current table (the remover leaving a tombstone, an inserter
+//!    replacing it, or the rehash that leaves a dead entry behind) retires
+//!    it to the epoch collector, exactly once.
 //! 3. A rehash holds the shard's grow lock, freezes every slot of the old
 //!    table with the MOVED bit (after which no CAS on it can succeed), copies
 //!    the pointers of undead entries into a new array, publishes it and
@@ -66,7 +78,8 @@ pub(crate) const MIN_CAPACITY: usize = if cfg!(any(loom, miri)) { 2 } else { 8 }
 const SHRINK_BELOW: usize = if cfg!(any(loom, miri)) { 4 } else { 16 };
 /// Low pointer bit marking a frozen slot (entries are 8-byte aligned).
 const MOVED: usize = 0b1;
-/// Low pointer bit marking the entry of a removed key.
+/// Pointer bit of a tombstone: the slot of a removed key, which holds no
+/// entry (a tombstone is `DEAD` alone, plus `MOVED` once frozen).
 const DEAD: usize = 0b10;
 /// Pointer bits that are neither tag nor flag. Tags live in the top 16
 /// bits only on x86-64, where user-space heap addresses fit in 47 bits
@@ -126,13 +139,24 @@ impl<K> Slot<K> {
     fn is_moved(self) -> bool {
         self.bits() & MOVED != 0
     }
-    /// The slot holds the entry of a removed key (invariant 2).
+    /// The slot's key was removed and the slot marked (invariant 2): a dead
+    /// entry, kept for the key's return, or a tombstone.
     #[inline]
     pub(crate) fn is_dead(self) -> bool {
         self.bits() & DEAD != 0
     }
-    /// The slot holds an entry not marked dead (its state word may still
-    /// say removed: the mark follows the removal).
+    /// The slot is a tombstone: marked dead, and its entry retired.
+    #[inline]
+    pub(crate) fn is_tombstone(self) -> bool {
+        self.is_dead() && self.entry().is_null()
+    }
+    /// The slot holds a dead entry: marked dead, the entry kept.
+    #[inline]
+    pub(crate) fn is_dead_entry(self) -> bool {
+        self.is_dead() && !self.entry().is_null()
+    }
+    /// The slot holds an entry not marked dead (its state word may say
+    /// removed: the mark follows the removal).
     #[inline]
     pub(crate) fn is_entry(self) -> bool {
         !self.is_empty() && !self.is_dead()
@@ -183,6 +207,13 @@ impl<K> Slot<K> {
     }
 }
 
+/// What a removed key's slot becomes when its entry is not kept: [`DEAD`]
+/// and no entry.
+#[inline]
+fn tombstone<K>() -> *mut Entry<K> {
+    ptr::without_provenance_mut(DEAD)
+}
+
 /// Tags `ptr` with the hash's 16-bit tag when the address leaves room for it.
 #[inline]
 fn tagged<K>(ptr: *mut Entry<K>, tag: usize) -> *mut Entry<K> {
@@ -211,8 +242,15 @@ const TAG_MASK: usize = 0xffff;
 pub(crate) struct Table<K> {
     pub(crate) slots: Box<[AtomicPtr<Entry<K>>]>,
     mask: usize,
-    /// Non-empty slots: entries, live or dead, each owning a node.
+    /// Non-empty slots: entries, dead entries (each owning its node) and
+    /// tombstones.
     pub(crate) used: AtomicUsize,
+    /// Dead entries in this array (kept for their key's return): added to
+    /// just before a removal marks one, taken from when a marking fails or
+    /// a returning key takes one; so it may read one high per removal in
+    /// flight, and is exact when quiescent. Wrapping; read it with
+    /// [`Table::dead_entries`].
+    dead: AtomicUsize,
     /// `used` at which the table is rehashed: [`limit_for`] its capacity.
     limit: usize,
 }
@@ -228,12 +266,19 @@ impl<K> Table<K> {
             slots,
             mask: capacity - 1,
             used: AtomicUsize::new(0),
+            dead: AtomicUsize::new(0),
             limit: limit_for(capacity),
         }
     }
 
     pub(crate) fn capacity(&self) -> usize {
         self.mask + 1
+    }
+
+    /// Dead entries this array holds (see `dead`).
+    #[inline]
+    pub(crate) fn dead_entries(&self) -> usize {
+        (self.dead.load(Ordering::Relaxed) as isize).max(0) as usize
     }
 
     #[inline]
@@ -250,9 +295,9 @@ impl<K> Table<K> {
     }
 }
 
-/// Entries (live or dead) at which an array of `capacity` slots is
-/// rehashed: 3/4 of its slots (all of a 2-slot array, the smallest under
-/// checkers).
+/// Used slots (entries and tombstones) at which an array of `capacity`
+/// slots is rehashed: 3/4 of its slots (all of a 2-slot array, the smallest
+/// under checkers).
 const fn limit_for(capacity: usize) -> usize {
     capacity - capacity / 4
 }
@@ -261,17 +306,18 @@ const fn limit_for(capacity: usize) -> usize {
 /// full (`2 * live` slots rounded up to a power of two), so the next rehash,
 /// at 3/4, is at least `live / 2` inserts away and rehashing stays amortized
 /// O(1) per insert. A growth rehash of an array that reached its limit with
-/// no dead entries doubles it, as before. More than 1/4 full unless at
+/// no tombstones doubles it. More than 1/4 full unless at
 /// [`MIN_CAPACITY`], so a shrink (below 1/[`SHRINK_BELOW`] live) lands on an
 /// array that neither grows nor shrinks at the next operation (see
 /// `maybe_shrink`).
 ///
-/// Why half and not less: removed keys that never return keep their
-/// entries (DEAD slots) until the next rehash, so under churn of new keys an
-/// array fills up to its limit with dead entries; the emptier a rehash
-/// leaves it, the more dead entries pile up per live key before the next
-/// purge. At 31,250 live keys a shard sized 3/8 full took 131,072 slots and
-/// up to 67k dead entries; half full, it takes 65,536 slots and up to 18k.
+/// Why half and not less: the array is most of the table's memory after
+/// the entries themselves (8 bytes a slot, so 16 to 32 bytes per live key
+/// here), and an emptier array would only space out the rehashes that
+/// churn of new keys needs (each removal leaves a dead slot until the next
+/// one). Before dead entries had a budget, the sizing also bounded those:
+/// at 31,250 live keys a shard sized 3/8 full took 131,072 slots and up to
+/// 67k dead 40-byte entries.
 fn capacity_for(live: usize) -> usize {
     live.saturating_mul(2)
         .max(MIN_CAPACITY)
@@ -292,6 +338,17 @@ fn capacity_to_hold(entries: usize) -> usize {
         }
     }
     capacity
+}
+
+/// Dead entries a shard may keep for returning keys while it holds `live`
+/// keys: one per 8 live keys, plus one. A removal beyond that leaves a
+/// tombstone and retires the entry at once, so under churn of keys that
+/// never return a shard holds at most `live / 8 + 1` entries it does not
+/// need (5 bytes per live key with 40-byte entries), while a population of
+/// returning keys up to that size reuses its slots.
+#[inline]
+fn dead_budget(live: isize) -> usize {
+    live.max(0) as usize / 8 + 1
 }
 
 /// One shard: its table, its grow lock and its per-status counters.
@@ -434,11 +491,11 @@ impl<K> Drop for Shard<K> {
         let table = unsafe { table.into_owned() };
         for slot in table.slots.iter() {
             let slot = Slot(slot.load(Ordering::Relaxed));
-            if !slot.is_empty() {
+            if slot.is_entry() || slot.is_dead_entry() {
                 // SAFETY: entries (live or dead) linked in the current table
                 // are owned by it (invariant 2: retired entries were taken
-                // out of it first), were allocated by `Box::into_raw`, and
-                // appear in one slot only.
+                // out of it first, and tombstones hold none), were allocated
+                // by `Box::into_raw`, and appear in one slot only.
                 drop(unsafe { Box::from_raw(slot.entry()) });
             }
         }
@@ -679,8 +736,8 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 // A frozen slot (a rehash is copying this array) can still
                 // lead to the key's live entry, which is shared with the new
                 // array: a transition on it needs no wait. Only a write to
-                // the array (a new key, or one that takes a dead slot) waits
-                // for the rehash.
+                // the array (a new key, or one that replaces its removed
+                // entry) waits for the rehash.
                 let raw_slot = table.load(i);
                 let frozen = raw_slot.is_moved();
                 let slot = raw_slot.without_moved();
@@ -708,8 +765,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                     }
                 }
                 // Dead entries are compared too: the key's own dead entry is
-                // where it goes back (invariant 1).
-                if !slot.tag_may_match(tag) {
+                // where it goes back (invariant 1). Tombstones hold no key,
+                // and are never reused.
+                if slot.is_tombstone() || !slot.tag_may_match(tag) {
                     i = (i + 1) & table.mask;
                     probes += 1;
                     continue;
@@ -729,8 +787,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                         Err(_) => continue, // removed meanwhile: look again
                     }
                 }
-                // A removed entry of the same key (marked dead or about to
-                // be): take its slot, once the array may be written again.
+                // A removed entry of the same key, kept dead in its slot or
+                // not yet marked by its remover: take the slot, once the
+                // array may be written again.
                 if frozen {
                     shard.wait_for_growth();
                     continue 'retry;
@@ -741,10 +800,14 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 let (ptr, word) = pending.boxed(shard, to, self.now_millis());
                 if table.cas(i, slot, tagged(ptr, tag)).is_ok() {
                     pending.published();
+                    if slot.is_dead() {
+                        table.dead.fetch_sub(1, Ordering::Relaxed);
+                    }
                     self.moved_status(shard, None, Some(to));
-                    // SAFETY: we took the dead entry's pointer out of the
-                    // current table, so we are its one retirer (invariant 2);
-                    // no new reader can reach it, and the collector waits for
+                    // SAFETY: we took the removed entry's pointer out of the
+                    // current table, so we are its one retirer (invariant 2:
+                    // an unmarked one's remover then fails to mark it); no
+                    // new reader can reach it, and the collector waits for
                     // those that already might.
                     unsafe { guard.defer_destroy(Shared::from(slot.entry().cast_const())) };
                     return (None, Some(word));
@@ -756,12 +819,13 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     /// Removes the live entry of `key` if `keep` (given its state word)
     /// returns false. Returns the word it had when removed.
     ///
-    /// Progress: lock-free, except that marking the slot dead waits on the
+    /// Progress: lock-free, except that marking the slot waits on the
     /// shard's grow lock while a rehash of this shard is under way.
-    /// Reclamation: the entry stays in its slot, marked dead, until the key
-    /// is inserted again (the inserter retires it) or the shard is rehashed
-    /// (the rehash retires it); it is freed after every guard that could
-    /// see it is gone.
+    /// Reclamation: within the shard's [`dead_budget`], the entry stays in
+    /// its slot, marked dead, until the key is inserted again (the inserter
+    /// retires it) or the shard is rehashed (the rehash retires it); beyond
+    /// it, this call leaves a tombstone and retires the entry. Either way it
+    /// is freed after every guard that could see it is gone.
     pub(crate) fn remove_if<Q>(
         &self,
         hash: u64,
@@ -799,9 +863,12 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         Some(word)
     }
 
-    /// Marks the slot of a logically removed entry DEAD (invariant 2), in
+    /// Marks the slot of a logically removed entry (invariant 2), in
     /// whichever table of the shard holds it, unless an inserter of the same
-    /// key replaced it already. `found` is where it was seen in `seen`.
+    /// key replaced (and retired) it already: as a dead entry, kept for the
+    /// key's return, while the table's dead entries are within the shard's
+    /// [`dead_budget`]; else as a tombstone, retiring the entry. `found` is
+    /// where it was seen in `seen`.
     fn mark_dead<'g>(
         &self,
         shard: &Shard<K>,
@@ -813,24 +880,46 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         // Compared by address only.
         let target = found.slot.entry();
         let (mut index, mut slot) = (found.index, found.slot);
+        let live = shard.len();
         loop {
             // SAFETY: as in `find_live`.
             let table = unsafe { seen.deref() };
+            // Counted before the mark, so a returning key that takes the
+            // dead entry right after it never takes the count below zero.
+            let keep = table.dead_entries() < dead_budget(live);
+            if keep {
+                table.dead.fetch_add(1, Ordering::Relaxed);
+            }
             loop {
-                if slot.is_moved() {
-                    break; // frozen by a rehash: find it in the new table
+                if slot.is_moved() || slot.entry() != target {
+                    break;
                 }
-                if slot.entry() != target {
-                    return; // replaced by an inserter, who retired it
-                }
-                match table.cas(index, slot, slot.with_dead()) {
+                let mark = if keep { slot.with_dead() } else { tombstone() };
+                match table.cas(index, slot, mark) {
                     Ok(()) => {
-                        self.maybe_shrink(shard, seen, guard);
+                        if !keep {
+                            // SAFETY: our CAS took the entry's pointer out of
+                            // the current table (a frozen slot fails every
+                            // CAS, so no rehash copied it into a successor
+                            // either), so we are its one retirer (invariant
+                            // 2); no new reader can reach it, and the
+                            // collector waits for those that already might.
+                            // Allocated by `Box::into_raw`, as every entry.
+                            unsafe { guard.defer_destroy(Shared::from(target.cast_const())) };
+                        }
+                        self.maybe_shrink(shard, live, seen, guard);
                         return;
                     }
                     Err(actual) => slot = actual,
                 }
             }
+            if keep {
+                table.dead.fetch_sub(1, Ordering::Relaxed);
+            }
+            if !slot.is_moved() {
+                return; // replaced by an inserter, who retired it
+            }
+            // Frozen by a rehash: find it in the new table.
             shard.wait_for_growth();
             seen = shard.table.load(Ordering::Acquire, guard);
             // SAFETY: as in `find_live`.
@@ -872,18 +961,26 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     /// `live * SHRINK_BELOW` is not below it and the new array does not
     /// shrink again until keys are removed (unless it is at `MIN_CAPACITY`,
     /// which never shrinks); and it is at most half used, so it grows again
-    /// only after `live / 2` inserts or more.
-    fn maybe_shrink(&self, shard: &Shard<K>, shared: Shared<'_, Table<K>>, guard: &Guard) {
+    /// only after `live / 2` inserts or more. `live` is the shard's length
+    /// as its caller read it after its removal.
+    fn maybe_shrink(
+        &self,
+        shard: &Shard<K>,
+        live: isize,
+        shared: Shared<'_, Table<K>>,
+        guard: &Guard,
+    ) {
         // SAFETY: as in `find_live`.
         let table = unsafe { shared.deref() };
         let cap = table.capacity();
-        if cap > MIN_CAPACITY && (shard.len().max(0) as usize).saturating_mul(SHRINK_BELOW) < cap {
+        if cap > MIN_CAPACITY && (live.max(0) as usize).saturating_mul(SHRINK_BELOW) < cap {
             self.rehash(shard, shared, guard);
         }
     }
 
     /// Replaces `observed` (if it is still the shard's table) by a fresh
-    /// array sized for the entries it holds, leaving dead entries behind.
+    /// array sized for the entries it holds, leaving dead entries and
+    /// tombstones behind.
     ///
     /// Progress: blocking for this shard's inserters and removers, which
     /// wait on the grow lock; readers and transitions go on.
@@ -925,12 +1022,12 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         let mut dead = Vec::new();
         for cell in old.slots.iter() {
             let slot = Slot(cell.load(Ordering::Acquire)).without_moved();
-            if slot.is_dead() {
+            if slot.is_dead_entry() {
                 dead.push(slot.entry());
                 continue;
             }
-            if slot.is_empty() {
-                continue;
+            if !slot.is_entry() {
+                continue; // empty, or a tombstone
             }
             // SAFETY: frozen entries stay alive: they are retired only after
             // being unlinked from a current table, and this one is current
@@ -958,7 +1055,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         unsafe { guard.defer_destroy(current) };
         if !dead.is_empty() {
             let dead = DeadEntries(dead);
-            // SAFETY: 1. each pointer was in a frozen DEAD slot of the table
+            // SAFETY: 1. each pointer was in a frozen dead slot of the table
             // we just replaced, so no CAS could take it out before us and we
             // are its one retirer (invariant 2); 2. it is in no other slot
             // (invariant 1) and the new table does not hold it, so no new
@@ -993,7 +1090,8 @@ impl<K> Drop for Unfreeze<'_, K> {
     }
 }
 
-/// Entries a rehash left behind, freed together once no guard can see them.
+/// Dead entries a rehash left behind, freed together once no guard can see
+/// them.
 struct DeadEntries<K>(Vec<*mut Entry<K>>);
 
 impl<K> Drop for DeadEntries<K> {

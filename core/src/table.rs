@@ -40,20 +40,24 @@ pub const MAX_SHARDS: usize = 256;
 ///
 /// # Reclamation
 ///
-/// A removed key's entry keeps its slot, marked dead, until the key is
-/// inserted again (its new entry takes that slot) or the shard is rehashed;
-/// so a peer that keeps reconnecting reuses one slot. A rehash comes when
-/// live and dead entries fill 3/4 of a shard's array and leaves the live
-/// ones in an array at most half full (and over a quarter full, above the
-/// minimum size), so under churn of keys that never return a shard above
-/// the minimum size holds fewer than 4 slots and 3 entries, live or dead,
-/// per key it held at its last rehash. A shard's array is rehashed smaller
-/// once it is under 1/16 full, so memory follows the population down; what
-/// stays after every key is gone is the minimum-size arrays and the dead
-/// entries they still hold (at most 3/4 of their slots), however many keys
-/// went through. Entries taken out of their slot, and replaced slot arrays,
-/// are retired to [crossbeam-epoch](crossbeam_epoch)'s collector and freed
-/// once no thread can still be reading them. Every operation pins the epoch only for its own
+/// A removed key's entry keeps its slot, marked dead, while its shard holds
+/// at most one dead entry per 8 live keys (plus one): a key that returns
+/// takes that very slot again, so a peer that keeps reconnecting reuses one
+/// slot. Beyond that budget a removal leaves a tombstone (8 bytes, no
+/// entry) and retires the entry at once. Entries taken out of their slot
+/// (by a returning key, a tombstone, or a rehash, which drops dead entries
+/// and tombstones) and replaced slot arrays are retired to
+/// [crossbeam-epoch](crossbeam_epoch)'s collector and freed, keys included,
+/// once no thread can still be reading them. So under churn of keys that
+/// never return a shard holds its live entries, at most `live / 8 + 1` dead
+/// ones, and its array. A rehash comes when live and dead entries and
+/// tombstones fill 3/4 of a shard's array and leaves the live entries in an
+/// array at most half full (and over a quarter full, above the minimum
+/// size), so a shard above the minimum size holds fewer than 4 slots per key
+/// it held at its last rehash. A shard's array is rehashed smaller once it
+/// is under 1/16 full, so memory follows the population down; what stays
+/// after every key is gone is the minimum-size arrays and at most one dead
+/// entry each. Every operation pins the epoch only for its own
 /// duration; no guard or reference into the table is ever handed out, so no
 /// caller can hold one across an `.await` or deadlock on it.
 ///
@@ -343,10 +347,12 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     ///
     /// **Progress:** lock-free, except while its shard is being rehashed
     /// (which a removal may start, when the shard has become mostly empty).
-    /// **Reclamation:** the entry stays in its slot, marked dead, until the
-    /// key is inserted again or the shard is rehashed; then it is retired to
-    /// the epoch collector and freed (its key dropped) once no thread can
-    /// still be reading it.
+    /// **Reclamation:** while its shard's dead entries are within budget
+    /// (one per 8 live keys, plus one) the entry stays in its slot, marked
+    /// dead, until the key is inserted again or the shard is rehashed;
+    /// beyond it, this call leaves a tombstone and retires the entry. A
+    /// retired entry is freed, its key dropped, once no thread can still be
+    /// reading it.
     pub fn remove<Q>(&self, key: &Q) -> Option<ConnectionStatus>
     where
         K: Borrow<Q>,
@@ -463,12 +469,14 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
 
     /// Bytes held by the table's own structures: the table header, the
     /// cache-padded shards, every shard's slot array (capacity × pointer) and
-    /// one [`size_of`] entry node per occupied slot (keys present, and
-    /// removed keys whose dead entries await their shard's next rehash).
+    /// one [`size_of`] entry node per key present (counted as in
+    /// [`len`](Self::len)) and per dead entry kept for a returning key (off
+    /// by the removals in flight; exact when quiescent).
     ///
     /// Not included: allocator overhead per node, heap memory owned by the
     /// keys themselves, and memory retired but not yet freed by the epoch
-    /// collector. **Progress:** lock-free, O(shards).
+    /// collector (entries and arrays: a few epochs' worth).
+    /// **Progress:** lock-free, O(shards).
     pub fn memory_usage(&self) -> usize {
         let guard = &epoch::pin();
         let mut bytes =
@@ -478,7 +486,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
             let table = unsafe { shard.table.load(Ordering::Acquire, guard).deref() };
             bytes += size_of::<Table<K>>()
                 + table.capacity() * size_of::<usize>()
-                + table.used.load(Ordering::Relaxed) * size_of::<Entry<K>>();
+                + (clamp(shard.len()) + table.dead_entries()) * size_of::<Entry<K>>();
         }
         bytes
     }
@@ -520,6 +528,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
                     if slot.is_dead() {
                         stats.tombstones += 1;
                     }
+                    if slot.is_dead_entry() {
+                        stats.dead_entries += 1;
+                    }
                 }
                 stats
             })
@@ -544,9 +555,13 @@ pub struct ShardStats {
     pub len: usize,
     /// Slots in the current array.
     pub capacity: usize,
-    /// Slots holding the dead entries of removed keys (reused when the key
-    /// returns, dropped by the next rehash).
+    /// Slots of removed keys: dead entries kept for their key's return, and
+    /// tombstones (no entry). All are dropped by the shard's next rehash.
     pub tombstones: usize,
+    /// Of those, the dead entries: slots still holding their removed key's
+    /// entry (at most one per 8 live keys, plus one, except briefly while
+    /// removals race).
+    pub dead_entries: usize,
     /// Longest run of consecutive non-empty slots: the worst probe length.
     pub longest_run: usize,
 }

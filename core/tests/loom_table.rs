@@ -103,11 +103,13 @@ fn growth_loses_nothing() {
 /// the other thread grows the shard: the insert of the present key is a
 /// transition even when its slot is frozen (the entry is shared with the new
 /// array), the re-insert waits for the rehash only if it meets a frozen dead
-/// slot, and nothing is lost or counted twice.
+/// slot (its own: the shard's one dead entry the budget allows at this
+/// size), and nothing is lost or counted twice.
 ///
 /// Checked to fail: with the re-insert not waiting on a frozen dead slot
 /// (its CAS on the frozen slot can never succeed), loom reports the model
 /// exceeding its branch limit: the insert spins on the old array forever.
+/// (Checked again after the dead-entry budget came in.)
 #[test]
 fn present_key_transitions_through_a_frozen_slot() {
     loom::model(|| {
@@ -155,11 +157,11 @@ fn racing_inserts_of_one_key_make_one_entry() {
 /// twice (including when the insert replaces the removed entry in place).
 ///
 /// Checked to fail: with the pointer-identity check dropped from
-/// `mark_dead` (the remover marks whatever entry its slot holds by the time
-/// its CAS retries), the remover marks the inserter's new entry dead and
-/// `get` after both finished returns None where Failed is due. (Before
-/// removed keys kept their slots, the mutation checked was the REMOVED-bit
-/// check in `find_live`.)
+/// `mark_dead` (the remover makes a tombstone of whatever entry its slot
+/// holds by the time its CAS retries), the remover unlinks and retires the
+/// inserter's new entry and `get` after both finished returns None where
+/// Failed is due. (Before removed keys kept their slots, the mutation
+/// checked was the REMOVED-bit check in `find_live`.)
 #[test]
 fn remove_vs_insert_vs_get() {
     loom::model(|| {
@@ -194,6 +196,62 @@ fn remove_vs_insert_vs_get() {
             assert_eq!(table.len(), usize::from(last.is_some()));
             assert_eq!(table.count(Failed), usize::from(last.is_some()));
             assert_eq!(table.count(Connected), 0);
+        }
+        assert!(
+            drops.load(Ordering::Relaxed) <= made,
+            "a key was dropped twice"
+        );
+    });
+}
+
+/// A removal over the dead-entry budget (the shard keeps one dead entry at
+/// this size, and another key's holds it) leaves a tombstone and retires the
+/// entry itself, racing an insert of the same key and a reader: the final
+/// state is linearizable, the counters agree, and no key is dropped twice
+/// (the remover and the inserter that replaced the removed entry before the
+/// tombstone landed must not both retire it).
+///
+/// Checked to fail: with the pointer-identity check dropped from
+/// `mark_dead` (the remover marks whatever entry its slot holds by the time
+/// its CAS retries), the remover makes a tombstone of the inserter's new
+/// entry and retires its own entry a second time: `get` after both
+/// finished returns None where Failed is due.
+#[test]
+fn remove_to_tombstone_vs_insert_vs_get() {
+    loom::model(|| {
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let key = |id| Tracked {
+            id,
+            drops: drops.clone(),
+        };
+        let made = 3;
+        {
+            let table = one_shard::<Tracked>();
+            table.insert(key(1), Connected);
+            table.insert(key(2), Connected);
+            // Key 2's dead entry takes the budget (one, below 8 live keys).
+            assert_eq!(table.remove(&2u32), Some(Connected));
+            let t = table.clone();
+            let remover = thread::spawn(move || t.remove(&1u32));
+            let t = table.clone();
+            let k1 = key(1);
+            let inserter = thread::spawn(move || t.insert(k1, Failed));
+            let seen = table.get(&1u32);
+            assert!(matches!(seen, None | Some(Connected) | Some(Failed)));
+            let removed = remover.join().unwrap();
+            let replaced = inserter.join().unwrap();
+            let last = table.get(&1u32);
+            match (removed, replaced) {
+                // The insert updated the entry, then the remove took it.
+                (Some(Failed), Some(Connected)) => assert_eq!(last, None),
+                // The remove came first; the insert made a new entry.
+                (Some(Connected), None) => assert_eq!(last, Some(Failed)),
+                other => panic!("not linearizable: {other:?}"),
+            }
+            assert_eq!(table.len(), usize::from(last.is_some()));
+            assert_eq!(table.count(Failed), usize::from(last.is_some()));
+            assert_eq!(table.count(Connected), 0);
+            assert!(table.get(&2u32).is_none());
         }
         assert!(
             drops.load(Ordering::Relaxed) <= made,
@@ -272,14 +330,16 @@ fn shrink_vs_get() {
     });
 }
 
-/// A removed key returning to its dead slot vs a rehash that drops dead
-/// entries: the returning key lands in the table that survives, exactly one
-/// entry for it is kept, and no key is dropped twice.
+/// A removed key returning to its dead slot (the shard's one dead entry
+/// its budget allows at this size) vs a rehash that drops dead entries: the
+/// returning key lands in the table that survives, exactly one entry for it
+/// is kept, and no key is dropped twice.
 ///
 /// Checked to fail: with `rehash` leaving DEAD slots unfrozen (skipping the
 /// freeze CAS for them, since they are not copied), the returning insert's
 /// CAS lands in the old array after the rehash read it, so the insert is lost
-/// (`get(&1)` is None) and the dead entry is retired twice.
+/// (`get(&1)` is None) and the dead entry is retired twice. (Checked again
+/// after the dead-entry budget came in.)
 #[test]
 fn returning_key_vs_rehash_of_its_dead_slot() {
     loom::model(|| {

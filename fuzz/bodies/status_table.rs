@@ -417,6 +417,7 @@ fn apply<S: BuildHasher>(table: &StatusTable<u8, S>, m: &mut Model, op: Op) {
             assert_eq!(stats.iter().map(|s| s.len).sum::<usize>(), m.map.len());
             for s in &stats {
                 assert!(s.len + s.tombstones <= s.capacity, "{s:?}");
+                assert!(s.dead_entries <= s.tombstones, "{s:?}");
                 assert!(s.longest_run <= s.capacity, "{s:?}");
             }
             assert!(table.memory_usage() > 0);
