@@ -275,8 +275,8 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | --- | --- |
     /// | Connected | nothing; `Ok` |
     /// | not Connected, but its live connection is still held (bookkeeping moved the status, e.g. `update_status(p, Connecting)`) | it is taken back: Connected, no dial |
-    /// | not Failed (unknown, or Disconnected), with a live idle connection pooled | it is reused: Connected, no dial |
-    /// | unknown or Disconnected with nothing alive pooled, or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
+    /// | not Failed (unknown, Disconnected, or Connecting by bookkeeping alone), with a live idle connection pooled | it is reused: Connected, no dial |
+    /// | unknown, Disconnected or Connecting by bookkeeping alone, with nothing alive pooled; or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
     ///
     /// The status is what decides: a peer marked Connected by bookkeeping

@@ -181,6 +181,30 @@ async fn pooled_alive_connection_is_reused_without_a_dial() {
     assert_eq!(m.snapshot().dials.pool_hits, 1);
 }
 
+/// A peer set Connecting by `update_status` alone holds no connection and
+/// no slot: `connect` treats it as it would an unknown or Disconnected peer
+/// (README table: dial, or reuse a live pooled connection).
+#[tokio::test(start_paused = true)]
+async fn connecting_set_by_bookkeeping_alone_dials_or_reuses_the_pool() {
+    let (m, d) = manager(1);
+    let p = peer(OK, 1);
+    m.update_status(p, Connecting).await;
+    assert_eq!((m.get_status(&p).await, m.active()), (Some(Connecting), 0));
+    m.connect(p).await.unwrap();
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+    assert_eq!((d.dials(), m.active()), (1, 1), "nothing was held: dialed");
+
+    // Pooled, then marked Connecting by bookkeeping: the pooled connection
+    // stays, and connect takes it (the one slot is free again).
+    m.disconnect(&p).await;
+    m.update_status(p, Connecting).await;
+    assert_eq!((m.idle(), m.active()), (1, 0));
+    m.connect(p).await.unwrap();
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+    assert_eq!(d.dials(), 1, "the pooled connection was reused");
+    assert_eq!((m.idle(), m.active()), (0, 1));
+}
+
 #[tokio::test(start_paused = true)]
 async fn pooled_dead_connection_is_closed_and_a_fresh_dial_made() {
     let (m, d) = manager(4);

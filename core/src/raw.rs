@@ -27,8 +27,9 @@
 //! (77.5 bytes per live peer at a million, against 56.8 built). So each
 //! table counts its dead entries, and a removal that finds the table holding
 //! its shard's budget already (`dead_budget`: one per 8 live keys, plus one)
-//! leaves a tombstone instead: the DEAD bit and no pointer, after retiring
-//! the entry at once. A tombstone costs its slot until the next rehash and
+//! leaves a tombstone instead: the DEAD bit and no pointer; the CAS that
+//! puts it there takes the entry out of the table, and the remover then
+//! retires the entry at once. A tombstone costs its slot until the next rehash and
 //! is never reused (its key is gone); a key that comes back past one takes
 //! a new slot like any new key.
 //!
@@ -78,8 +79,9 @@ pub(crate) const MIN_CAPACITY: usize = if cfg!(any(loom, miri)) { 2 } else { 8 }
 const SHRINK_BELOW: usize = if cfg!(any(loom, miri)) { 4 } else { 16 };
 /// Low pointer bit marking a frozen slot (entries are 8-byte aligned).
 const MOVED: usize = 0b1;
-/// Pointer bit of a tombstone: the slot of a removed key, which holds no
-/// entry (a tombstone is `DEAD` alone, plus `MOVED` once frozen).
+/// Low pointer bit marking a removed key's slot: with the entry's address,
+/// a dead entry; with a null address, a tombstone (`DEAD` alone, plus
+/// `MOVED` once frozen).
 const DEAD: usize = 0b10;
 /// Pointer bits that are neither tag nor flag. Tags live in the top 16
 /// bits only on x86-64, where user-space heap addresses fit in 47 bits
@@ -306,7 +308,7 @@ const fn limit_for(capacity: usize) -> usize {
 /// full (`2 * live` slots rounded up to a power of two), so the next rehash,
 /// at 3/4, is at least `live / 2` inserts away and rehashing stays amortized
 /// O(1) per insert. A growth rehash of an array that reached its limit with
-/// no tombstones doubles it. More than 1/4 full unless at
+/// no dead entries or tombstones doubles it. More than 1/4 full unless at
 /// [`MIN_CAPACITY`], so a shrink (below 1/[`SHRINK_BELOW`] live) lands on an
 /// array that neither grows nor shrinks at the next operation (see
 /// `maybe_shrink`).
@@ -341,7 +343,10 @@ fn capacity_to_hold(entries: usize) -> usize {
 }
 
 /// Dead entries a shard may keep for returning keys while it holds `live`
-/// keys: one per 8 live keys, plus one. A removal beyond that leaves a
+/// keys: one per 8 live keys, plus one, checked at each removal against
+/// the keys the shard holds then (so an array holds at most one dead entry
+/// per 8 of the most keys it held since its rehash, plus one, plus one per
+/// removal racing the check). A removal beyond that leaves a
 /// tombstone and retires the entry at once, so under churn of keys that
 /// never return a shard holds at most `live / 8 + 1` entries it does not
 /// need (5 bytes per live key with 40-byte entries), while a population of
@@ -880,7 +885,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         // Compared by address only.
         let target = found.slot.entry();
         let (mut index, mut slot) = (found.index, found.slot);
-        let live = shard.len();
+        let mut live = shard.len();
         loop {
             // SAFETY: as in `find_live`.
             let table = unsafe { seen.deref() };
@@ -919,8 +924,10 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             if !slot.is_moved() {
                 return; // replaced by an inserter, who retired it
             }
-            // Frozen by a rehash: find it in the new table.
+            // Frozen by a rehash: find it in the new table (and read the
+            // population again: the wait may have been long).
             shard.wait_for_growth();
+            live = shard.len();
             seen = shard.table.load(Ordering::Acquire, guard);
             // SAFETY: as in `find_live`.
             let table = unsafe { seen.deref() };

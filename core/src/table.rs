@@ -49,8 +49,9 @@ pub const MAX_SHARDS: usize = 256;
 /// and tombstones) and replaced slot arrays are retired to
 /// [crossbeam-epoch](crossbeam_epoch)'s collector and freed, keys included,
 /// once no thread can still be reading them. So under churn of keys that
-/// never return a shard holds its live entries, at most `live / 8 + 1` dead
-/// ones, and its array. A rehash comes when live and dead entries and
+/// never return a shard holds its live entries, its array, and at most one
+/// dead entry per 8 of the most keys it held since its last rehash, plus
+/// one (plus one per removal racing the budget check). A rehash comes when live and dead entries and
 /// tombstones fill 3/4 of a shard's array and leaves the live entries in an
 /// array at most half full (and over a quarter full, above the minimum
 /// size), so a shard above the minimum size holds fewer than 4 slots per key
@@ -559,8 +560,10 @@ pub struct ShardStats {
     /// tombstones (no entry). All are dropped by the shard's next rehash.
     pub tombstones: usize,
     /// Of those, the dead entries: slots still holding their removed key's
-    /// entry (at most one per 8 live keys, plus one, except briefly while
-    /// removals race).
+    /// entry. At most one per 8 of the most keys the shard held since its
+    /// last rehash, plus one, plus one per removal that raced the budget
+    /// check; so never more than `capacity / 8 + 1` without concurrent
+    /// removals.
     pub dead_entries: usize,
     /// Longest run of consecutive non-empty slots: the worst probe length.
     pub longest_run: usize,

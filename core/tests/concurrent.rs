@@ -337,7 +337,9 @@ fn cycling_a_million_peers_returns_memory_to_baseline() {
         // The array's fill limit (3/4 of its slots; all of a 2-slot array
         // under Miri) bounds what it holds, tombstones included.
         assert!(s.tombstones <= s.capacity - s.capacity / 4, "{s:?}");
-        assert!(s.dead_entries <= s.tombstones, "{s:?}");
+        // The dead-entry budget: one per 8 of the most keys the array held
+        // (at most its 3/4 limit), plus one; no removals raced here.
+        assert!(s.dead_entries <= s.capacity / 8 + 1, "{s:?}");
         dead += s.dead_entries;
     }
     assert_eq!(

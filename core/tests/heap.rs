@@ -48,9 +48,9 @@ fn cycling_a_million_peers_frees_every_retired_byte() {
     let usage_after = table.memory_usage() as isize;
 
     // The table's structures changed by exactly what `memory_usage` says
-    // (nothing: the arrays are back at their starting size, and the
-    // tombstones they keep are slots, see `concurrent.rs`); anything beyond
-    // is memory retired and never freed. The slack covers
+    // (the arrays are back at their starting size; the dead entries they
+    // keep, about one per shard, are counted, see `concurrent.rs`);
+    // anything beyond is memory retired and never freed. The slack covers
     // the collector's own bookkeeping: sealed bags of deferred calls (about
     // 2 KiB each) waiting in its global queue; here it is two of them
     // (4,144 B) against 37-51 MB when arrays or removed entries are leaked.

@@ -157,11 +157,12 @@ fn racing_inserts_of_one_key_make_one_entry() {
 /// twice (including when the insert replaces the removed entry in place).
 ///
 /// Checked to fail: with the pointer-identity check dropped from
-/// `mark_dead` (the remover makes a tombstone of whatever entry its slot
-/// holds by the time its CAS retries), the remover unlinks and retires the
-/// inserter's new entry and `get` after both finished returns None where
-/// Failed is due. (Before removed keys kept their slots, the mutation
-/// checked was the REMOVED-bit check in `find_live`.)
+/// `mark_dead` (the remover marks whatever entry its slot holds by the time
+/// its CAS retries), the remover marks the inserter's new entry dead (this
+/// model's removal is within the dead-entry budget) and `get` after both
+/// finished returns None where Failed is due. (Before removed keys kept
+/// their slots, the mutation checked was the REMOVED-bit check in
+/// `find_live`.)
 #[test]
 fn remove_vs_insert_vs_get() {
     loom::model(|| {

@@ -418,6 +418,9 @@ fn apply<S: BuildHasher>(table: &StatusTable<u8, S>, m: &mut Model, op: Op) {
             for s in &stats {
                 assert!(s.len + s.tombstones <= s.capacity, "{s:?}");
                 assert!(s.dead_entries <= s.tombstones, "{s:?}");
+                // The dead-entry budget, single-threaded: at most one per 8
+                // of the most keys the array held (its 3/4 limit), plus one.
+                assert!(s.dead_entries <= s.capacity / 8 + 1, "{s:?}");
                 assert!(s.longest_run <= s.capacity, "{s:?}");
             }
             assert!(table.memory_usage() > 0);
