@@ -15,8 +15,11 @@
 
 #[path = "support/counting.rs"]
 mod counting;
+#[path = "support/shard_peaks.rs"]
+mod shard_peaks;
 
 use counting::{collect_garbage, LIVE};
+use shard_peaks::ShardPeaks;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::mem::size_of;
@@ -51,35 +54,25 @@ fn churn_of_new_peers_keeps_the_heap_within_live_entries_and_arrays() {
     let shards = table.shards();
     let shard_of = |i: u64| (hasher.hash_one(id(i)) >> 56) as usize & (shards - 1);
     let min = table.shard_stats()[0].capacity;
-    // A shard's array and dead entries, at most, once it has held `most`.
-    let array_bytes = |most: usize| {
-        ((2 * most).max(min).next_power_of_two() * 8 + (most / 8 + 1) * ENTRY_BYTES) as isize
-    };
-    // Every vector the test itself uses is allocated before the baseline.
-    let mut live = vec![0usize; shards];
-    let mut most = vec![0usize; shards];
-    let mut arrays: isize = shards as isize * array_bytes(0);
-    let base = collect_garbage() - arrays;
+    // Every vector the test itself uses is allocated before the baseline;
+    // the empty table's arrays count against the bound, not the baseline.
+    let mut peaks = ShardPeaks::new(shards, min, ENTRY_BYTES);
+    let base = collect_garbage() - peaks.bound() as isize;
 
-    let mut insert = |i: u64, live: &mut [usize], arrays: &mut isize| {
+    let insert = |i: u64, peaks: &mut ShardPeaks| {
         assert_eq!(table.insert(id(i), Connected), None);
-        let s = shard_of(i);
-        live[s] += 1;
-        if live[s] > most[s] {
-            *arrays += array_bytes(live[s]) - array_bytes(most[s]);
-            most[s] = live[s];
-        }
+        peaks.inserted(shard_of(i));
     };
     for i in 0..n {
-        insert(i, &mut live, &mut arrays);
+        insert(i, &mut peaks);
     }
     let (mut peak_over, mut peak) = (isize::MIN, 0);
     for i in 0..cycles {
-        insert(n + i, &mut live, &mut arrays);
+        insert(n + i, &mut peaks);
         assert_eq!(table.remove(&id(i)), Some(Connected));
-        live[shard_of(i)] -= 1;
+        peaks.removed(shard_of(i));
         let heap = LIVE.load(Ordering::Relaxed) - base;
-        let allowed = n as isize * ENTRY_BYTES as isize + arrays;
+        let allowed = (n as usize * ENTRY_BYTES + peaks.bound()) as isize;
         peak = peak.max(heap);
         peak_over = peak_over.max(heap - allowed);
     }

@@ -4,11 +4,15 @@
 //! remove the oldest) keeps memory per live key within what the
 //! post-rehash sizing allows. Sizes shrink under Miri.
 
+#[path = "support/shard_peaks.rs"]
+mod shard_peaks;
+
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::mem::size_of;
 
 use connmgr_core::{ConnectionStatus::*, PeerId, StatusTable};
+use shard_peaks::ShardPeaks;
 
 fn id(i: u64) -> PeerId {
     let mut b = [0u8; 32];
@@ -158,26 +162,16 @@ fn churn_of_new_keys_keeps_memory_per_live_key_bounded() {
     let start = capacities(&table);
     let min = start[0];
     let fixed = table.memory_usage() - start.iter().sum::<usize>() * slot_bytes;
-    let shard_bound = |most: usize| {
-        (2 * most).max(min).next_power_of_two() * slot_bytes + (most / 8 + 1) * entry_bytes
-    };
 
     // Keys each shard holds now, the most it has held, and the bound on
     // the arrays and dead entries.
-    let mut live = vec![0usize; shards];
-    let mut most = vec![0usize; shards];
-    let mut arrays = shards * shard_bound(0);
-    let mut insert = |i: u64, live: &mut [usize], arrays: &mut usize| {
+    let mut peaks = ShardPeaks::new(shards, min, entry_bytes);
+    let insert = |i: u64, peaks: &mut ShardPeaks| {
         assert_eq!(table.insert(id(i), Connected), None);
-        let s = shard_of(i);
-        live[s] += 1;
-        if live[s] > most[s] {
-            *arrays = *arrays - shard_bound(most[s]) + shard_bound(live[s]);
-            most[s] = live[s];
-        }
+        peaks.inserted(shard_of(i));
     };
     for i in 0..n {
-        insert(i, &mut live, &mut arrays);
+        insert(i, &mut peaks);
     }
     let per_key = |bytes: usize| bytes as f64 / n as f64;
     let built = table.memory_usage();
@@ -192,11 +186,11 @@ fn churn_of_new_keys_keeps_memory_per_live_key_bounded() {
     let mut before = tombstones(&table);
     let mut purged = vec![false; shards];
     for i in 0..cycles {
-        insert(n + i, &mut live, &mut arrays);
+        insert(n + i, &mut peaks);
         assert_eq!(table.remove(&id(i)), Some(Connected));
-        live[shard_of(i)] -= 1;
+        peaks.removed(shard_of(i));
         let usage = table.memory_usage();
-        bound = fixed + n as usize * entry_bytes + arrays;
+        bound = fixed + n as usize * entry_bytes + peaks.bound();
         assert!(
             usage <= bound,
             "after {i} cycles: {:.1} B per live key, over the bound of {:.1} \
