@@ -250,8 +250,9 @@ pub(crate) struct Table<K> {
     /// Dead entries in this array (kept for their key's return): added to
     /// just before a removal marks one, taken from when a marking fails or
     /// a returning key takes one; so it may read one high per removal in
-    /// flight, and is exact when quiescent. Wrapping; read it with
-    /// [`Table::dead_entries`].
+    /// flight, and is exact when quiescent. It never goes below zero: every
+    /// decrement follows an increment for the same slot (the failed mark's
+    /// own, or the one before the mark that the returning key undoes).
     dead: AtomicUsize,
     /// `used` at which the table is rehashed: [`limit_for`] its capacity.
     limit: usize,
@@ -280,7 +281,7 @@ impl<K> Table<K> {
     /// Dead entries this array holds (see `dead`).
     #[inline]
     pub(crate) fn dead_entries(&self) -> usize {
-        (self.dead.load(Ordering::Relaxed) as isize).max(0) as usize
+        self.dead.load(Ordering::Relaxed)
     }
 
     #[inline]
@@ -496,7 +497,7 @@ impl<K> Drop for Shard<K> {
         let table = unsafe { table.into_owned() };
         for slot in table.slots.iter() {
             let slot = Slot(slot.load(Ordering::Relaxed));
-            if slot.is_entry() || slot.is_dead_entry() {
+            if !slot.entry().is_null() {
                 // SAFETY: entries (live or dead) linked in the current table
                 // are owned by it (invariant 2: retired entries were taken
                 // out of it first, and tombstones hold none), were allocated
