@@ -1,7 +1,7 @@
 //! [`ConnectionManager`]: the documented API, on tokio.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::hash::BuildHasher;
@@ -129,10 +129,14 @@ struct Inner<D: Dialer> {
     shut_down: AtomicBool,
     /// Source of [`LiveSlot::id`]s.
     next_slot_id: AtomicU64,
-    /// Ids of slots retired as Failed while their connection was leased:
-    /// that lease closes its connection when dropped, whatever the peer's
-    /// status is by then. Only leases that lost their slot look here.
-    failed_leases: Mutex<HashSet<u64>>,
+    /// Leases that lost their slot (the peer was disconnected, set
+    /// Disconnected or Failed, or connected anew, while they held its
+    /// connection), by peer: the slot's id, and whether the peer has been
+    /// set Failed since. A failed one's lease closes its connection when
+    /// dropped, whatever the peer's status is by then. Entries are added and
+    /// marked failed under the peer's live-map lock (so a Failed set after a
+    /// slot left never misses it), and removed by their lease's drop.
+    detached: Mutex<HashMap<PeerId, Vec<(u64, bool)>>>,
     reaper_started: AtomicBool,
     reaper_wake: Arc<Notify>,
 }
@@ -250,7 +254,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 watcher_count: AtomicUsize::new(0),
                 shut_down: AtomicBool::new(false),
                 next_slot_id: AtomicU64::new(0),
-                failed_leases: Mutex::new(HashSet::new()),
+                detached: Mutex::new(HashMap::new()),
                 reaper_started: AtomicBool::new(false),
                 reaper_wake: Arc::new(Notify::new()),
                 config,
@@ -433,7 +437,11 @@ impl<D: Dialer> ConnectionManager<D> {
                     ConnectionStatus::Disconnected,
                 )
                 .ok()
-                .map(|_| live.remove(peer_id))
+                .map(|_| {
+                    let slot = live.remove(peer_id);
+                    inner.detach_if_leased(*peer_id, slot.as_ref(), false);
+                    slot
+                })
         });
         if let Some(slot) = slot {
             inner.retire_slot(*peer_id, slot, true);
@@ -774,6 +782,7 @@ impl<D: Dialer> Inner<D> {
                     _permit: permit,
                 },
             );
+            self.detach_if_leased(peer, replaced.as_ref(), false);
             (
                 replaced,
                 self.table.insert(peer, ConnectionStatus::Connected),
@@ -821,18 +830,22 @@ impl<D: Dialer> Inner<D> {
                 if self.table.get(&peer) != Some(status) {
                     return None;
                 }
-                let slot = live.remove(&peer)?;
-                if status == ConnectionStatus::Failed && slot.conn.is_none() {
-                    // Leased: the lease closes it when dropped (see
-                    // `Lease::drop`); marked under this lock, before the
-                    // lease can find its slot gone.
-                    self.failed_leases.lock().insert(slot.id);
-                }
-                Some(slot)
+                let slot = live.remove(&peer);
+                // Leased: the lease disposes of its connection when dropped
+                // (see `Lease::drop`); registered under this lock, before
+                // the lease can find its slot gone.
+                self.detach_if_leased(peer, slot.as_ref(), status == ConnectionStatus::Failed);
+                slot
             });
             self.retire_slot(peer, slot, status == ConnectionStatus::Disconnected);
         }
         if status == ConnectionStatus::Failed {
+            // Leases that lost their slot earlier now close their
+            // connection when dropped. Under the live-map lock, where slots
+            // are taken out and their leases registered: a slot that leaves
+            // after this has left under our Failed status (so by our own
+            // retire above, registered as failed) or not at all.
+            self.live.with(&peer, |_| self.fail_detached(peer));
             // Store-buffering with `idle_or_close` (pool put, fence, status
             // read): either that put sees Failed and closes what it pooled,
             // or the drain below finds it.
@@ -842,10 +855,45 @@ impl<D: Dialer> Inner<D> {
         self.emit(peer, before, Some(status));
     }
 
-    /// Whether the slot `id` was retired as Failed while leased (and so
-    /// its lease must close the connection); forgets it either way.
-    fn take_failed_lease(&self, id: u64) -> bool {
-        self.failed_leases.lock().remove(&id)
+    /// Registers the lease of `slot` (just taken out of the live map, under
+    /// `peer`'s live-map lock) if its connection is leased; `failed` if the
+    /// slot was taken out for a Failed status.
+    fn detach_if_leased(&self, peer: PeerId, slot: Option<&LiveSlot<D::Conn>>, failed: bool) {
+        if let Some(slot) = slot.filter(|s| s.conn.is_none()) {
+            self.detached
+                .lock()
+                .entry(peer)
+                .or_default()
+                .push((slot.id, failed));
+        }
+    }
+
+    /// Marks every lease of `peer` that lost its slot as failed (under
+    /// `peer`'s live-map lock).
+    fn fail_detached(&self, peer: PeerId) {
+        if let Some(leases) = self.detached.lock().get_mut(&peer) {
+            for (_, failed) in leases.iter_mut() {
+                *failed = true;
+            }
+        }
+    }
+
+    /// Whether the lease of slot `id`, which lost its slot, must close its
+    /// connection (the peer was set Failed since); forgets the lease either
+    /// way (a lease that kept its slot is not registered: `false`).
+    fn take_detached(&self, peer: PeerId, id: u64) -> bool {
+        let mut detached = self.detached.lock();
+        let Some(leases) = detached.get_mut(&peer) else {
+            return false;
+        };
+        let Some(i) = leases.iter().position(|&(slot, _)| slot == id) else {
+            return false;
+        };
+        let (_, failed) = leases.swap_remove(i);
+        if leases.is_empty() {
+            detached.remove(&peer);
+        }
+        failed
     }
 
     /// Closes the idle pooled connections of a peer that failed: none of
@@ -869,7 +917,11 @@ impl<D: Dialer> Inner<D> {
         let failed = self.live.with(&peer, |live| {
             if live.get(&peer).is_some_and(|slot| slot.id == id) {
                 let slot = live.remove(&peer);
-                Some((slot, self.table.insert(peer, ConnectionStatus::Failed)))
+                let before = self.table.insert(peer, ConnectionStatus::Failed);
+                // As in `set_status`: older leases that lost their slot
+                // close their connection too.
+                self.fail_detached(peer);
+                Some((slot, before))
             } else {
                 None
             }
@@ -1135,7 +1187,7 @@ impl<D: Dialer> Lease<D> {
     /// connect, the newer connection and its status are left alone).
     pub fn discard(mut self) {
         drop(self.conn.take());
-        self.inner.take_failed_lease(self.slot);
+        self.inner.take_detached(self.peer, self.slot);
         self.inner.fail_slot(self.peer, self.slot);
     }
 }
@@ -1163,12 +1215,12 @@ impl<D: Dialer> Drop for Lease<D> {
         let inner = &*self.inner;
         if std::thread::panicking() {
             drop(conn);
-            inner.take_failed_lease(self.slot);
+            inner.take_detached(self.peer, self.slot);
             inner.fail_slot(self.peer, self.slot);
             return;
         }
         if inner.shut_down.load(Ordering::Acquire) {
-            inner.take_failed_lease(self.slot);
+            inner.take_detached(self.peer, self.slot);
             return; // `conn` is closed as it goes out of scope
         }
         // Back into its slot if the peer is still connected by it;
@@ -1185,7 +1237,7 @@ impl<D: Dialer> Drop for Lease<D> {
                 _ => Some(conn),
             });
         if let Some(conn) = homeless {
-            let pool_it = !inner.take_failed_lease(self.slot)
+            let pool_it = !inner.take_detached(self.peer, self.slot)
                 && !matches!(
                     inner.table.get(&self.peer),
                     None | Some(ConnectionStatus::Failed)

@@ -131,6 +131,61 @@ async fn a_connection_leased_when_its_peer_failed_is_closed_even_after_a_reconne
     assert_eq!((m.idle(), d.closed()), (0, 2));
 }
 
+/// The `manager` fuzz target's finds: the peer is disconnected while its
+/// connection is leased, and set Failed only after that (when the lease no
+/// longer had a slot). The lease was held when the peer failed, so its
+/// connection is closed when it ends, not pooled for a later connect.
+#[tokio::test(start_paused = true)]
+async fn a_connection_leased_when_its_disconnected_peer_fails_is_closed_even_after_a_reconnect() {
+    let (m, d) = manager(4);
+    // Disconnected, then Failed, then connected anew, while leased.
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    let lease = m.lease(&p).unwrap();
+    m.update_status(p, Disconnected).await;
+    m.update_status(p, Failed).await;
+    m.connect(p).await.unwrap(); // Failed: dials
+    assert_eq!(d.dials(), 2);
+    drop(lease);
+    assert_eq!(
+        (m.idle(), d.closed()),
+        (0, 1),
+        "the failed connection is closed, not pooled"
+    );
+    m.disconnect(&p).await;
+    m.connect(p).await.unwrap();
+    assert_eq!(
+        (d.dials(), d.closed()),
+        (2, 1),
+        "the new one was pooled and reused"
+    );
+
+    // Disconnected, then Failed, then Disconnected by bookkeeping, while
+    // leased: still closed.
+    let q = peer(OK, 2);
+    m.connect(q).await.unwrap();
+    let lease = m.lease(&q).unwrap();
+    m.disconnect(&q).await;
+    m.update_status(q, Failed).await;
+    m.update_status(q, Disconnected).await;
+    drop(lease);
+    assert_eq!((m.idle(), d.closed()), (0, 2));
+    m.connect(q).await.unwrap();
+    assert_eq!(d.dials(), 4, "nothing of the failed peer was pooled: dials");
+
+    // Failed by another lease's discard (the newer connection's), while an
+    // older lease of the peer had lost its slot: closed too.
+    let r = peer(OK, 3);
+    m.connect(r).await.unwrap();
+    let old = m.lease(&r).unwrap();
+    m.disconnect(&r).await;
+    m.connect(r).await.unwrap(); // the old one is leased: dials
+    m.lease(&r).unwrap().discard();
+    assert_eq!(m.get_status(&r).await, Some(Failed));
+    drop(old);
+    assert_eq!((m.idle(), d.closed()), (0, 4));
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_connection_leased_across_a_reconnect_idles_when_the_lease_ends() {
     let (m, d) = manager(4);

@@ -13,12 +13,19 @@
 // been closed by the reaper yet), dial outcome counters, message totals,
 // and the status events broadcast (exactly the model's transitions, with
 // the runtime's time).
+//
+// Leases are held across operations (`Hold`), then returned (`Return`) or
+// discarded (`Discard`), so every call above also meets peers whose
+// connection is leased; what is still held at the end is returned, one
+// checked step per lease, before the manager is dropped.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
-use connmgr::{ConnectionManager, ConnectionStatus, Error, PeerId, StatusEvent};
+use connmgr::{
+    ConnectionManager, ConnectionStatus, Error, Lease, NoTransport, PeerId, StatusEvent,
+};
 use tokio::sync::broadcast::error::TryRecvError;
 
 /// Peers are `PeerId::from_bytes([k; 32])` for `k` in `0..PEERS`.
@@ -34,6 +41,11 @@ pub struct Setup {
     ttl_secs: Option<u16>,
 }
 
+/// Decoded by the derive, which picks a variant as `(u32 tag × 11) >> 32`
+/// over the variants not skipped: the lease ops at the end are skipped, so
+/// the count stays 11 and the corpus written before they existed decodes
+/// to the same ops up to its first `Shutdown(b)` with `b != 0`, which was a
+/// no-op and now stands for a lease op (see [`Op::lease_ops`]).
 #[derive(Arbitrary, Clone, Copy, Debug)]
 pub enum Op {
     Connect(u8),
@@ -50,8 +62,43 @@ pub enum Op {
     /// Lets the reaper task run.
     Yield,
     ReapNow,
-    /// Shuts down only when the byte is 0 (so it stays rare).
+    /// Shuts down only when the byte is 0 (so it stays rare); any other
+    /// byte is decoded as one of the ops below.
     Shutdown(u8),
+    /// Lease and keep the lease (at most one held per peer: a lease of a
+    /// newer connection replaces the held one, which is returned).
+    #[arbitrary(skip)]
+    Hold(u8),
+    /// Drop the held lease: the connection goes back (or idles, or closes).
+    #[arbitrary(skip)]
+    Return(u8),
+    /// `Lease::discard` the held lease: the connection is broken.
+    #[arbitrary(skip)]
+    Discard(u8),
+}
+
+impl Op {
+    /// `Shutdown(b)` with `b != 0` is a lease op on peer `b % PEERS`: `Hold`
+    /// for half of the bytes, `Return` and `Discard` for a quarter each.
+    fn lease_ops(self) -> Self {
+        match self {
+            Op::Shutdown(b) if b != 0 => match (b / PEERS) % 4 {
+                0 | 1 => Op::Hold(b % PEERS),
+                2 => Op::Return(b % PEERS),
+                _ => Op::Discard(b % PEERS),
+            },
+            op => op,
+        }
+    }
+}
+
+/// A lease held across operations, as the model sees it.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    /// The model's id of the live slot the connection came from.
+    slot: u64,
+    /// The peer was set Failed while this lease held the connection.
+    failed: bool,
 }
 
 #[derive(Default)]
@@ -59,8 +106,12 @@ struct Model {
     max: usize,
     ttl: Duration,
     status: HashMap<u8, ConnectionStatus>,
-    /// Peers holding a live connection (and a slot).
-    live: HashSet<u8>,
+    /// Peers holding a live connection (and a slot): the slot's id (new
+    /// for each connection made live; a lease knows the slot it came from).
+    live: HashMap<u8, u64>,
+    next_slot: u64,
+    /// The leases held, per peer.
+    held: HashMap<u8, Held>,
     /// Idle pooled connection per peer (max_idle_per_peer is 1) and its
     /// deadline; an expired one may already have been reaped.
     pool: HashMap<u8, Instant>,
@@ -99,14 +150,83 @@ impl Model {
         self.pool.values().filter(|&&d| now < d).count()
     }
 
-    /// The live connection of `k` goes to the pool (or is closed).
+    /// A connection of `k` is put in the idle pool: `IdlePool::put` refuses
+    /// it (and it is closed) while an unexpired one idles for `k` (the
+    /// per-peer cap is 1); an expired one there is reaped by that put first
+    /// ("a put that finds a cap full while something is due reaps the pool
+    /// and tries once more"). Nothing is pooled after shutdown. The other
+    /// expired ones the put may reap stay "may or may not" in the model.
+    fn put_idle(&mut self, k: u8) {
+        let now = now();
+        if self.shut || self.pool.get(&k).is_some_and(|&d| now < d) {
+            return;
+        }
+        self.pool.insert(k, now + self.ttl);
+    }
+
+    /// The live connection of `k` goes to the pool (or is closed), and its
+    /// slot is freed. A leased one stays with its lease, which disposes of
+    /// it when dropped ("a leased one whose peer was disconnected" is
+    /// outside the limit, README).
     fn retire(&mut self, k: u8, pool_it: bool) {
-        if self.live.remove(&k) && pool_it && !self.shut {
-            assert!(
-                !self.pool.contains_key(&k),
-                "model: a live peer never has an idle connection too"
-            );
-            self.pool.insert(k, now() + self.ttl);
+        if let Some(slot) = self.live.remove(&k) {
+            let leased = self.held.get(&k).is_some_and(|h| h.slot == slot);
+            if !leased && pool_it {
+                self.put_idle(k);
+            }
+        }
+    }
+
+    /// What `lease(k)` answers.
+    fn lease_answer(&self, k: u8) -> &'static str {
+        if self.shut {
+            return "ShutDown";
+        }
+        match self.live.get(&k) {
+            None => "NotConnected",
+            Some(&slot) if self.held.get(&k).is_some_and(|h| h.slot == slot) => "Busy",
+            Some(_) => "Ok",
+        }
+    }
+
+    /// A held lease of `k` is dropped. `lease` docs: "Exclusive use of a
+    /// Connected peer's live connection until the lease is dropped, when it
+    /// goes back; if the peer was disconnected meanwhile, it goes to the
+    /// idle pool instead, unless the peer was set Failed while this lease
+    /// held it (even if reconnected or set Disconnected since), is Failed
+    /// or forgotten now, or the manager shut down: then it is closed."
+    /// "Goes back" means into the slot it came from, still the peer's live
+    /// slot (bookkeeping such as `update_status(p, Connecting)` keeps it);
+    /// a newer connection's slot is not its own ("a returned lease never
+    /// lands in another slot"): then it idles as after a disconnect.
+    /// Forgetting needs `forget_after` (1 h of real time): never here.
+    fn give_back(&mut self, k: u8, h: Held) {
+        if self.shut || self.live.get(&k) == Some(&h.slot) {
+            return;
+        }
+        let failed_now = matches!(self.status.get(&k), None | Some(ConnectionStatus::Failed));
+        if !h.failed && !failed_now {
+            self.put_idle(k);
+        }
+    }
+
+    /// A held lease of `k` is discarded. `Lease::discard` docs: "The
+    /// connection is broken: close it and mark the peer Failed (if this
+    /// connection is still the peer's: after a disconnect and a new
+    /// connect, the newer connection and its status are left alone)";
+    /// README: "`Lease::discard` | Connected | Failed, its connection
+    /// closed; nothing if the peer has a newer connection by then". The
+    /// model reads "still the peer's" as "its slot is still the peer's live
+    /// slot" (as `fail_slot` does): after a disconnect (no longer Connected,
+    /// the README row's "from") or a shutdown, nothing changes; Connecting
+    /// by bookkeeping over it still holds the slot, so that becomes Failed.
+    /// Failing frees the slot and closes the peer's idle connections, as
+    /// `update_status(p, Failed)` does.
+    fn discard(&mut self, k: u8, h: Held) {
+        if !self.shut && self.live.get(&k) == Some(&h.slot) {
+            self.live.remove(&k);
+            self.set(k, ConnectionStatus::Failed);
+            self.pool.remove(&k);
         }
     }
 
@@ -119,7 +239,7 @@ impl Model {
         }
         // A live connection left in place by bookkeeping (Connecting set
         // over Connected) is taken back: no dial, no new slot.
-        if self.live.contains(&k) {
+        if self.live.contains_key(&k) {
             self.set(k, ConnectionStatus::Connected);
             return Ok(());
         }
@@ -142,7 +262,8 @@ impl Model {
                 self.dials_ok += 1;
             }
         }
-        self.live.insert(k);
+        self.live.insert(k, self.next_slot);
+        self.next_slot += 1;
         self.set(k, ConnectionStatus::Connected);
         Ok(())
     }
@@ -154,7 +275,7 @@ pub fn run(data: &[u8]) {
     let Ok(setup) = Setup::arbitrary(&mut u) else {
         return;
     };
-    let ops = decode_ops(&mut u);
+    let ops: Vec<Op> = decode_ops(&mut u).into_iter().map(Op::lease_ops).collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -180,21 +301,61 @@ async fn drive(setup: Setup, ops: Vec<Op>) {
         ..Model::default()
     };
     let start = now();
+    // The leases held (`m.held` has the model's view of each).
+    let mut leases: HashMap<u8, Lease<NoTransport>> = HashMap::new();
 
     for (step, &op) in ops.iter().enumerate() {
         let at = now();
-        apply(&manager, &mut m, op).await;
+        apply(&manager, &mut m, &mut leases, op).await;
         check(&manager, &mut m, &mut events, at, step, op).await;
         if let Op::Advance(_) | Op::Yield = op {
             m.time_moved |= now() != start;
         }
     }
+    // Return what is still held, each a checked step, so no lease keeps
+    // the manager alive past its drop.
+    let mut left: Vec<u8> = leases.keys().copied().collect();
+    left.sort_unstable();
+    for (i, k) in left.into_iter().enumerate() {
+        let (at, op) = (now(), Op::Return(k));
+        apply(&manager, &mut m, &mut leases, op).await;
+        check(&manager, &mut m, &mut events, at, ops.len() + i, op).await;
+    }
+    assert!(leases.is_empty() && m.held.is_empty());
     // Dropping the manager ends the reaper; the runtime's drop then
     // finishes, so nothing outlives the manager.
     drop(manager);
 }
 
-async fn apply(mgr: &ConnectionManager, m: &mut Model, op: Op) {
+/// `lease(k)` checked against the model; an `Ok` is checked exclusive (a
+/// second `lease` is `Busy`) and handed back.
+fn lease_checked(mgr: &ConnectionManager, m: &Model, k: u8) -> Option<Lease<NoTransport>> {
+    let want = m.lease_answer(k);
+    match (mgr.lease(&peer(k)), want) {
+        (Ok(lease), "Ok") => {
+            assert_eq!(*lease.peer(), peer(k));
+            assert!(
+                matches!(mgr.lease(&peer(k)), Err(Error::Busy { peer: p }) if p == peer(k)),
+                "second lease({k})"
+            );
+            Some(lease)
+        }
+        (Err(Error::ShutDown), "ShutDown") => None,
+        (Err(Error::NotConnected { peer: p }), "NotConnected")
+        | (Err(Error::Busy { peer: p }), "Busy") => {
+            assert_eq!(p, peer(k), "lease({k}) names the peer");
+            None
+        }
+        (got, want) => panic!("lease({k}): manager {got:?}, model {want}"),
+    }
+}
+
+async fn apply(
+    mgr: &ConnectionManager,
+    m: &mut Model,
+    leases: &mut HashMap<u8, Lease<NoTransport>>,
+    op: Op,
+) {
     match op {
         Op::Connect(k) => {
             let k = k % PEERS;
@@ -223,7 +384,14 @@ async fn apply(mgr: &ConnectionManager, m: &mut Model, op: Op) {
             match s {
                 ConnectionStatus::Disconnected => m.retire(k, true),
                 ConnectionStatus::Failed => {
-                    // Closes the live connection and the idle one (if any).
+                    // Closes the live connection and the idle one (if any);
+                    // a leased one is closed when its lease is dropped.
+                    if let Some(h) = m.held.get_mut(&k) {
+                        // `lease` docs: "unless the peer was set Failed
+                        // while this lease held it (even if reconnected or
+                        // set Disconnected since)".
+                        h.failed = true;
+                    }
                     m.retire(k, false);
                     m.pool.remove(&k);
                 }
@@ -264,26 +432,42 @@ async fn apply(mgr: &ConnectionManager, m: &mut Model, op: Op) {
             m.latency_ns += u128::from(us) * 1_000;
         }
         Op::Lease(k) => {
+            // Returned at once: back into its slot, nothing changes.
+            drop(lease_checked(mgr, m, k % PEERS));
+        }
+        Op::Hold(k) => {
             let k = k % PEERS;
-            match mgr.lease(&peer(k)) {
-                Ok(lease) => {
-                    assert!(
-                        !m.shut && m.live.contains(&k),
-                        "lease({k}) of no live connection"
-                    );
-                    assert_eq!(*lease.peer(), peer(k));
-                    assert!(
-                        matches!(mgr.lease(&peer(k)), Err(Error::Busy { .. })),
-                        "second lease"
-                    );
-                    drop(lease);
+            if let Some(lease) = lease_checked(mgr, m, k) {
+                let h = Held {
+                    slot: m.live[&k],
+                    failed: false,
+                };
+                // A lease held already is of an older connection (this
+                // one was not Busy): it is returned after the new one is
+                // taken, so it finds the new slot leased and not its own.
+                if let Some(old) = leases.insert(k, lease) {
+                    drop(old);
+                    let old = m.held.insert(k, h).expect("model holds it too");
+                    m.give_back(k, old);
+                } else {
+                    assert!(m.held.insert(k, h).is_none());
                 }
-                Err(Error::ShutDown) => assert!(m.shut, "lease: ShutDown before shutdown"),
-                Err(Error::NotConnected { peer: p }) => {
-                    assert!(!m.shut && !m.live.contains(&k), "lease({k}): NotConnected");
-                    assert_eq!(p, peer(k));
-                }
-                Err(e) => panic!("lease({k}): {e:?}"),
+            }
+        }
+        Op::Return(k) => {
+            let k = k % PEERS;
+            if let Some(lease) = leases.remove(&k) {
+                drop(lease);
+                let h = m.held.remove(&k).expect("model holds it too");
+                m.give_back(k, h);
+            }
+        }
+        Op::Discard(k) => {
+            let k = k % PEERS;
+            if let Some(lease) = leases.remove(&k) {
+                lease.discard();
+                let h = m.held.remove(&k).expect("model holds it too");
+                m.discard(k, h);
             }
         }
         Op::Advance(tenths) => {
