@@ -103,6 +103,16 @@ fn event_ring_bytes(capacity: usize) -> usize {
     capacity.next_power_of_two() * (size_of::<Option<StatusEvent>>() + 3 * size_of::<usize>())
 }
 
+/// Bytes of the register of leases that lost their slot: hashbrown's
+/// buckets and control bytes, and each peer's list.
+fn detached_bytes(detached: &HashMap<PeerId, Vec<(u64, bool)>>) -> usize {
+    detached.capacity() * (size_of::<(PeerId, Vec<(u64, bool)>)>() + 1)
+        + detached
+            .values()
+            .map(|v| v.capacity() * size_of::<(u64, bool)>())
+            .sum::<usize>()
+}
+
 /// The result of one shared dial, as its followers see it.
 type DialResult = Option<Result<()>>;
 
@@ -135,7 +145,10 @@ struct Inner<D: Dialer> {
     /// set Failed since. A failed one's lease closes its connection when
     /// dropped, whatever the peer's status is by then. Entries are added and
     /// marked failed under the peer's live-map lock (so a Failed set after a
-    /// slot left never misses it), and removed by their lease's drop.
+    /// slot left never misses it), and removed when their lease is dropped
+    /// or discarded (after the lease's last look at its slot under that
+    /// lock, so none is added after its removal): at most one per lease
+    /// alive.
     detached: Mutex<HashMap<PeerId, Vec<(u64, bool)>>>,
     reaper_started: AtomicBool,
     reaper_wake: Arc<Notify>,
@@ -437,14 +450,14 @@ impl<D: Dialer> ConnectionManager<D> {
                     ConnectionStatus::Disconnected,
                 )
                 .ok()
-                .map(|_| {
+                .map(|info| {
                     let slot = live.remove(peer_id);
                     inner.detach_if_leased(*peer_id, slot.as_ref(), false);
-                    slot
+                    (slot, info.generation)
                 })
         });
-        if let Some(slot) = slot {
-            inner.retire_slot(*peer_id, slot, true);
+        if let Some((slot, generation)) = slot {
+            inner.retire_slot(*peer_id, slot, Some(generation));
             inner.emit(
                 *peer_id,
                 Some(ConnectionStatus::Connected),
@@ -533,8 +546,9 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// Bytes held by the manager's own structures: the status table, the
     /// idle pool's bookkeeping, the metrics stripes, the live, dial and
-    /// watcher maps and the status event ring (its per-slot bookkeeping
-    /// estimated), each computed from its capacity (the connections
+    /// watcher maps, the register of leases whose peer was disconnected
+    /// while they were held, and the status event ring (its per-slot
+    /// bookkeeping estimated), each computed from its capacity (the connections
     /// themselves, and allocator overhead, are not counted).
     pub fn memory_usage(&self) -> usize {
         let i = &*self.inner;
@@ -546,6 +560,7 @@ impl<D: Dialer> ConnectionManager<D> {
             + i.dials.memory_usage()
             + i.watchers.memory_usage()
             + event_ring_bytes(i.config.event_capacity)
+            + detached_bytes(&i.detached.lock())
     }
 
     /// Connections connecting or connected (slots in use).
@@ -803,52 +818,72 @@ impl<D: Dialer> Inner<D> {
 
     /// Sets a status as given and retires the live connection if the new
     /// status is not an active one.
+    ///
+    /// Failed, and Disconnected while any connection is live, are written
+    /// under the peer's live-map lock together with the removal of its
+    /// slot: that lock is where `go_live` installs a slot (with Connected)
+    /// and `connect` takes a bookkept one back, so the slot retired is the
+    /// one the new status found, whatever other calls race with this one.
     fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
-        let before = self.table.insert(peer, status);
+        use ConnectionStatus::{Connected, Connecting, Disconnected, Failed};
+        // The status before, the slot retired, and (to pool its connection)
+        // the peer's generation right after our write.
+        type Retired<C> = (Option<ConnectionStatus>, Option<LiveSlot<C>>, Option<u32>);
+        let (before, slot, generation): Retired<D::Conn> = match status {
+            // Failed also marks the leases that lost their slot earlier,
+            // which exist with no slot in use: always under the lock
+            // (failures are rare).
+            Failed => self.live.with(&peer, |live| {
+                let before = self.table.insert(peer, Failed);
+                let slot = live.remove(&peer);
+                // A leased one is closed by its lease when dropped (see
+                // `Lease::drop`): registered before it can find its slot
+                // gone.
+                self.detach_if_leased(peer, slot.as_ref(), true);
+                self.fail_detached(peer);
+                (before, slot, None)
+            }),
+            // Each live connection holds a unit of the limit, taken before
+            // its status goes Connected.
+            Disconnected if self.admission.in_use() != 0 => self.live.with(&peer, |live| {
+                let before = self.table.insert(peer, Disconnected);
+                let generation = self.table.info(&peer).map(|i| i.generation);
+                let slot = live.remove(&peer);
+                self.detach_if_leased(peer, slot.as_ref(), false);
+                (before, slot, generation)
+            }),
+            // None was in use when we looked: pure bookkeeping, no lock,
+            // unless a connection went live between that look and our write
+            // (then it holds a unit now, and `before` is Connected). Its slot
+            // is retired if our status is still the peer's; if a newer call
+            // replaced it meanwhile, that call (or a newer `go_live`) decides.
+            Disconnected => {
+                let before = self.table.insert(peer, Disconnected);
+                if matches!(before, Some(Connected | Connecting)) && self.admission.in_use() != 0 {
+                    self.live.with(&peer, |live| match self.table.info(&peer) {
+                        Some(info) if info.status == Disconnected => {
+                            let slot = live.remove(&peer);
+                            self.detach_if_leased(peer, slot.as_ref(), false);
+                            (before, slot, Some(info.generation))
+                        }
+                        _ => (before, None, None),
+                    })
+                } else {
+                    (before, None, None)
+                }
+            }
+            Connected | Connecting => (self.table.insert(peer, status), None, None),
+        };
         // Failed again still drains the pool below (idempotent cleanup);
-        // any other unchanged status has nothing to do.
-        if before == Some(status) && status != ConnectionStatus::Failed {
+        // any other unchanged status has nothing left to do.
+        if before == Some(status) && status != Failed && slot.is_none() {
             return;
         }
-        // A live connection exists only for a peer that was Connected (or
-        // set Connecting over Connected), and only while a slot is in use
-        // (each live connection holds one, taken before its status went
-        // Connected, so this read after our write sees it): skip the live
-        // map's lock otherwise, as for pure bookkeeping.
-        let retire = matches!(
-            status,
-            ConnectionStatus::Disconnected | ConnectionStatus::Failed
-        ) && matches!(
-            before,
-            Some(ConnectionStatus::Connected | ConnectionStatus::Connecting)
-        ) && self.admission.in_use() != 0;
-        if retire {
-            // Only while our status is still the peer's: a `go_live` that
-            // ran since our write set Connected under this lock, and the
-            // slot is its own.
-            let slot = self.live.with(&peer, |live| {
-                if self.table.get(&peer) != Some(status) {
-                    return None;
-                }
-                let slot = live.remove(&peer);
-                // Leased: the lease disposes of its connection when dropped
-                // (see `Lease::drop`); registered under this lock, before
-                // the lease can find its slot gone.
-                self.detach_if_leased(peer, slot.as_ref(), status == ConnectionStatus::Failed);
-                slot
-            });
-            self.retire_slot(peer, slot, status == ConnectionStatus::Disconnected);
-        }
-        if status == ConnectionStatus::Failed {
-            // Leases that lost their slot earlier now close their
-            // connection when dropped. Under the live-map lock, where slots
-            // are taken out and their leases registered: a slot that leaves
-            // after this has left under our Failed status (so by our own
-            // retire above, registered as failed) or not at all.
-            self.live.with(&peer, |_| self.fail_detached(peer));
+        self.retire_slot(peer, slot, generation);
+        if status == Failed {
             // Store-buffering with `idle_or_close` (pool put, fence, status
-            // read): either that put sees Failed and closes what it pooled,
-            // or the drain below finds it.
+            // read): either that put sees our write and closes what it
+            // pooled, or the drain below finds it.
             fence(Ordering::SeqCst);
             self.close_idle(peer);
         }
@@ -928,25 +963,38 @@ impl<D: Dialer> Inner<D> {
         });
         if let Some((slot, before)) = failed {
             drop(slot); // leased: no connection in it; frees the permit
+                        // As in `set_status`: store-buffering with `idle_or_close`.
+            fence(Ordering::SeqCst);
             self.close_idle(peer);
             self.emit(peer, before, Some(ConnectionStatus::Failed));
         }
     }
 
     /// Frees a live slot taken out of the live map (giving its connection
-    /// slot back) and pools its connection, or closes it. Called outside
+    /// slot back) and pools its connection (`pool_at`: see
+    /// [`idle_or_close`](Self::idle_or_close)), or closes it. Called outside
     /// the live map's lock, so a connection's destructor never runs under
     /// it. A slot whose connection is leased has none: the lease disposes
-    /// of it when dropped (pools it, or closes it if the peer has failed or
-    /// been forgotten by then).
-    fn retire_slot(&self, peer: PeerId, slot: Option<LiveSlot<D::Conn>>, pool_it: bool) {
+    /// of it when dropped (pools it, or closes it if the peer was set Failed
+    /// while it was held, is Failed or forgotten by then, or the manager
+    /// shut down).
+    fn retire_slot(&self, peer: PeerId, slot: Option<LiveSlot<D::Conn>>, pool_at: Option<u32>) {
         if let Some(conn) = slot.and_then(|s| s.conn) {
-            self.idle_or_close(peer, conn, pool_it);
+            self.idle_or_close(peer, conn, pool_at);
         }
     }
 
-    fn idle_or_close(&self, peer: PeerId, conn: D::Conn, pool_it: bool) {
-        if pool_it && !self.shut_down.load(Ordering::Acquire) {
+    /// Pools `conn` if `pool_at` is the peer's generation (see
+    /// `EntryInfo::generation`) when its caller decided to pool it, else
+    /// closes it. If the peer's status changed between that decision and
+    /// the put (possibly through Failed, which drains the pool, and back),
+    /// the connection is taken back out and closed: a connection is never
+    /// pooled past a failure of its peer.
+    fn idle_or_close(&self, peer: PeerId, conn: D::Conn, pool_at: Option<u32>) {
+        let Some(decided_at) = pool_at else {
+            return; // `conn` is closed as it goes out of scope
+        };
+        if !self.shut_down.load(Ordering::Acquire) {
             // One TTL for all: a new idle connection never expires before
             // those already idle, so the reaper (asleep until the earliest
             // expiry) needs waking only if it found nothing to wait for; the
@@ -960,8 +1008,12 @@ impl<D: Dialer> Inner<D> {
                 // write, fence, drain): a peer that failed meanwhile gets
                 // nothing pooled, by one side or the other.
                 fence(Ordering::SeqCst);
-                if self.table.get(&peer) == Some(ConnectionStatus::Failed) {
-                    self.close_idle(peer);
+                match self.table.info(&peer) {
+                    Some(info) if info.generation == decided_at => {}
+                    Some(info) if info.status == ConnectionStatus::Failed => self.close_idle(peer),
+                    // Changed meanwhile: close the freshest idle one (ours,
+                    // unless another put raced with us).
+                    _ => drop(self.pool.take(&peer)),
                 }
             }
         }
@@ -1187,8 +1239,10 @@ impl<D: Dialer> Lease<D> {
     /// connect, the newer connection and its status are left alone).
     pub fn discard(mut self) {
         drop(self.conn.take());
-        self.inner.take_detached(self.peer, self.slot);
         self.inner.fail_slot(self.peer, self.slot);
+        // After `fail_slot`: its lock settled whether the slot left before
+        // (and was registered) or with it (and never will be).
+        self.inner.take_detached(self.peer, self.slot);
     }
 }
 
@@ -1215,18 +1269,16 @@ impl<D: Dialer> Drop for Lease<D> {
         let inner = &*self.inner;
         if std::thread::panicking() {
             drop(conn);
-            inner.take_detached(self.peer, self.slot);
             inner.fail_slot(self.peer, self.slot);
-            return;
-        }
-        if inner.shut_down.load(Ordering::Acquire) {
+            // After `fail_slot`, as in `discard`.
             inner.take_detached(self.peer, self.slot);
-            return; // `conn` is closed as it goes out of scope
+            return;
         }
         // Back into its slot if the peer is still connected by it;
         // otherwise the peer was disconnected while leased: the connection
-        // idles, unless it was failed while leased (whatever the peer's
-        // status is now), or the peer is Failed or forgotten now.
+        // idles, unless the peer was set Failed while leased (whatever its
+        // status is now), is Failed or forgotten now, or the manager shut
+        // down.
         let homeless = inner
             .live
             .with(&self.peer, |live| match live.get_mut(&self.peer) {
@@ -1237,12 +1289,15 @@ impl<D: Dialer> Drop for Lease<D> {
                 _ => Some(conn),
             });
         if let Some(conn) = homeless {
-            let pool_it = !inner.take_detached(self.peer, self.slot)
-                && !matches!(
-                    inner.table.get(&self.peer),
-                    None | Some(ConnectionStatus::Failed)
-                );
-            inner.idle_or_close(self.peer, conn, pool_it);
+            let failed_while_held = inner.take_detached(self.peer, self.slot);
+            let pool_at = match inner.table.info(&self.peer) {
+                Some(info) if !failed_while_held && info.status != ConnectionStatus::Failed => {
+                    Some(info.generation)
+                }
+                _ => None,
+            };
+            // After a shutdown, closed there.
+            inner.idle_or_close(self.peer, conn, pool_at);
         }
     }
 }

@@ -182,6 +182,8 @@ async fn a_connection_leased_when_its_disconnected_peer_fails_is_closed_even_aft
     m.connect(r).await.unwrap(); // the old one is leased: dials
     m.lease(&r).unwrap().discard();
     assert_eq!(m.get_status(&r).await, Some(Failed));
+    // Not Failed any more when `old` ends: only the mark closes it.
+    m.update_status(r, Disconnected).await;
     drop(old);
     assert_eq!((m.idle(), d.closed()), (0, 4));
 }
