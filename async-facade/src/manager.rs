@@ -739,6 +739,10 @@ impl<D: Dialer> ConnectionManager<D> {
                 );
             }
         });
+        // Store-buffering with `idle_or_close` (pool put, fence, flag
+        // read): our flag store is before this fence, so either that put
+        // sees the flag and closes what it pooled, or this clear finds it.
+        fence(Ordering::SeqCst);
         inner.pool.clear();
         inner.reaper_wake.notify_one();
     }
@@ -827,7 +831,7 @@ impl<D: Dialer> Inner<D> {
     fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
         use ConnectionStatus::{Connected, Connecting, Disconnected, Failed};
         // The status before, the slot retired, and (to pool its connection)
-        // the peer's generation right after our write.
+        // the peer's generation at or after our write.
         type Retired<C> = (Option<ConnectionStatus>, Option<LiveSlot<C>>, Option<u32>);
         let (before, slot, generation): Retired<D::Conn> = match status {
             // Failed also marks the leases that lost their slot earlier,
@@ -854,19 +858,21 @@ impl<D: Dialer> Inner<D> {
             }),
             // None was in use when we looked: pure bookkeeping, no lock,
             // unless a connection went live between that look and our write
-            // (then it holds a unit now, and `before` is Connected). Its slot
-            // is retired if our status is still the peer's; if a newer call
-            // replaced it meanwhile, that call (or a newer `go_live`) decides.
+            // (then it holds a unit now, and `before` is Connected, or
+            // Connecting by bookkeeping since). Its slot is retired if our
+            // status is still the peer's (pooled), or if the peer was
+            // forgotten meanwhile (closed); if a newer call replaced our
+            // status, that call (or a newer `go_live`) decides.
             Disconnected => {
                 let before = self.table.insert(peer, Disconnected);
                 if matches!(before, Some(Connected | Connecting)) && self.admission.in_use() != 0 {
                     self.live.with(&peer, |live| match self.table.info(&peer) {
-                        Some(info) if info.status == Disconnected => {
+                        Some(info) if info.status != Disconnected => (before, None, None),
+                        info => {
                             let slot = live.remove(&peer);
                             self.detach_if_leased(peer, slot.as_ref(), false);
-                            (before, slot, Some(info.generation))
+                            (before, slot, info.map(|i| i.generation))
                         }
-                        _ => (before, None, None),
                     })
                 } else {
                     (before, None, None)
@@ -962,8 +968,9 @@ impl<D: Dialer> Inner<D> {
             }
         });
         if let Some((slot, before)) = failed {
-            drop(slot); // leased: no connection in it; frees the permit
-                        // As in `set_status`: store-buffering with `idle_or_close`.
+            // Leased: no connection in it; dropping it frees the permit.
+            drop(slot);
+            // As in `set_status`: store-buffering with `idle_or_close`.
             fence(Ordering::SeqCst);
             self.close_idle(peer);
             self.emit(peer, before, Some(ConnectionStatus::Failed));
@@ -988,8 +995,11 @@ impl<D: Dialer> Inner<D> {
     /// `EntryInfo::generation`) when its caller decided to pool it, else
     /// closes it. If the peer's status changed between that decision and
     /// the put (possibly through Failed, which drains the pool, and back),
-    /// the connection is taken back out and closed: a connection is never
-    /// pooled past a failure of its peer.
+    /// or the manager shut down, the peer's idle connections are closed
+    /// again after the put. One window is left open: a `connect` of the
+    /// peer that takes the connection from the pool between our put and
+    /// that check, after a Failed that ran whole between our decision and
+    /// the put, reuses it.
     fn idle_or_close(&self, peer: PeerId, conn: D::Conn, pool_at: Option<u32>) {
         let Some(decided_at) = pool_at else {
             return; // `conn` is closed as it goes out of scope
@@ -1004,16 +1014,18 @@ impl<D: Dialer> Inner<D> {
                 if self.pool.take_wake_request() {
                     self.reaper_wake.notify_one();
                 }
-                // Store-buffering with `set_status(.., Failed)` (status
-                // write, fence, drain): a peer that failed meanwhile gets
-                // nothing pooled, by one side or the other.
+                // Store-buffering with `set_status(.., Failed)` and
+                // `fail_slot` (status write, fence, drain) and with
+                // `shutdown` (flag, fence, clear): a peer that failed, or a
+                // manager that shut down, meanwhile gets nothing pooled, by
+                // one side or the other.
                 fence(Ordering::SeqCst);
-                match self.table.info(&peer) {
-                    Some(info) if info.generation == decided_at => {}
-                    Some(info) if info.status == ConnectionStatus::Failed => self.close_idle(peer),
-                    // Changed meanwhile: close the freshest idle one (ours,
-                    // unless another put raced with us).
-                    _ => drop(self.pool.take(&peer)),
+                let unchanged = self
+                    .table
+                    .info(&peer)
+                    .is_some_and(|info| info.generation == decided_at);
+                if !unchanged || self.shut_down.load(Ordering::Relaxed) {
+                    self.close_idle(peer);
                 }
             }
         }

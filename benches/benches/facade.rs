@@ -26,9 +26,9 @@
 //! - `facade/update_status/{n}`: `update_status` flipping existing peers
 //!   Connected <-> Disconnected; every call is a real transition (each
 //!   thread walks its keys in passes and alternates the status per pass),
-//!   so it pays what a transition costs: the table CAS, the status event
-//!   broadcast, and for Disconnected the live-map lookup (the transport-less
-//!   manager holds no live connection here, so nothing is pooled). Baseline:
+//!   so it pays what a transition costs: the table CAS and the status event
+//!   broadcast (the transport-less manager holds no live connection here,
+//!   so Disconnected takes no lock and pools nothing). Baseline:
 //!   `DashMap::insert`.
 //! - `facade/get_metrics/{n}`: `get_metrics` (sums the metric stripes and
 //!   computes `memory_usage`, which locks each live/dial/watcher shard

@@ -321,6 +321,7 @@ async fn drive(setup: Setup, ops: Vec<Op>) {
         apply(&manager, &mut m, &mut leases, op).await;
         check(&manager, &mut m, &mut events, at, ops.len() + i, op).await;
     }
+    assert!(leases.is_empty() && m.held.is_empty(), "every lease returned");
     // Dropping the manager ends the reaper; the runtime's drop then
     // finishes, so nothing outlives the manager.
     drop(manager);
