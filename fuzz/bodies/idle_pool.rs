@@ -12,9 +12,12 @@
 // FIFO records (`fifo_records`, a hidden boundedness hook): how many
 // records of taken connections `put` unlinks is housekeeping policy, so
 // the model keeps an upper bound (it unlinks only where the docs promise:
-// `next_expiry`, `reap`, `clear` and eviction) and checks equality right
-// after those calls. Eviction by `put` must close the oldest idle
-// connections, and only when even that upper bound exceeds the limit.
+// `next_expiry`, `reap`, `clear`, moves and eviction) and checks equality
+// right after those calls. A stripe over its record limit moves its oldest
+// idle connections to the holdover queue (the pool counts the moves, a
+// hidden hook: the model moves as many, oldest first); eviction by `put`
+// must close the oldest idle connections of the holdover queue, and only
+// when even the model's upper bound of it exceeds the limit.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -25,9 +28,11 @@ use connmgr_pool::{IdlePool, ManualClock, PoolConfig};
 
 /// Keys are `0..KEYS`.
 const KEYS: u8 = 5;
-/// Documented in `IdlePool::put`: eviction of the oldest idle connection
-/// starts above `max(2 * max_idle_total, 1024)` FIFO records (the pool
-/// shrinks the 1024 to 64 under Miri, as its sizes under checkers).
+/// Documented in `IdlePool::put`: a stripe holding more than
+/// `max(2 * max_idle_total, 1024)` FIFO records moves its oldest idle
+/// connection to the holdover queue, and eviction of the oldest idle
+/// connection starts when that queue holds more (the pool shrinks the 1024
+/// to 64 under Miri, as its sizes under checkers).
 const MIN_RECORD_LIMIT: usize = if cfg!(miri) { 64 } else { 1024 };
 
 /// A connection that logs its drop.
@@ -79,6 +84,11 @@ struct Model {
     /// Records in put order, (id, key): a superset of the pool's FIFO
     /// (which may have unlinked more dead records from its head).
     fifo: VecDeque<(usize, u8)>,
+    /// Connections moved to the holdover queue, in move order: a superset
+    /// of the pool's holdover queue, as `fifo` is of its FIFO.
+    hold: VecDeque<(usize, u8)>,
+    /// Moves the pool reported so far (`holdover_moves`).
+    moves: usize,
     /// Ids of connections idle in the pool.
     idle: HashMap<usize, u8>,
 }
@@ -105,6 +115,40 @@ impl Model {
         self.fifo
             .front()
             .is_some_and(|(id, _)| !self.idle.contains_key(id))
+    }
+
+    fn hold_head_is_dead(&self) -> bool {
+        self.hold
+            .front()
+            .is_some_and(|(id, _)| !self.idle.contains_key(id))
+    }
+
+    /// Unlinks the dead records at the head of both queues.
+    fn pop_dead_heads(&mut self) {
+        while self.hold_head_is_dead() {
+            self.hold.pop_front();
+        }
+        while self.head_is_dead() {
+            self.fifo.pop_front();
+        }
+    }
+
+    /// `put` moved `n` idle connections off the FIFO's head: the oldest
+    /// idle ones in it (the dead records before each are unlinked).
+    fn moved(&mut self, n: usize) {
+        for _ in 0..n {
+            while self.head_is_dead() {
+                self.fifo.pop_front();
+            }
+            assert!(
+                self.fifo.len() > self.record_limit,
+                "put moved an idle connection with at most {} FIFO records (limit {})",
+                self.fifo.len(),
+                self.record_limit
+            );
+            let head = self.fifo.pop_front().expect("an idle connection to move");
+            self.hold.push_back(head);
+        }
     }
 
     /// `put`: `Ok(())` or `Err(())` when a cap is full.
@@ -134,19 +178,20 @@ impl Model {
     }
 
     /// `put` closed `evicted` (sorted) early: they must be the oldest idle
-    /// connections, and the FIFO must have been over its limit.
+    /// connections of the holdover queue, and that must have been over its
+    /// limit.
     fn evicted(&mut self, evicted: &[usize]) {
         if evicted.is_empty() {
             return;
         }
         assert!(
-            self.fifo.len() > self.record_limit,
-            "put evicted {evicted:?} with at most {} FIFO records (limit {})",
-            self.fifo.len(),
+            self.hold.len() > self.record_limit,
+            "put evicted {evicted:?} with at most {} holdover records (limit {})",
+            self.hold.len(),
             self.record_limit
         );
         let oldest: Vec<usize> = self
-            .fifo
+            .hold
             .iter()
             .filter(|(id, _)| self.idle.contains_key(id))
             .map(|&(id, _)| id)
@@ -158,7 +203,7 @@ impl Model {
             "put evicts the oldest idle connections"
         );
         let last = *oldest.last().unwrap();
-        while let Some((id, _)) = self.fifo.pop_front() {
+        while let Some((id, _)) = self.hold.pop_front() {
             if self.idle.contains_key(&id) {
                 self.remove_idle(id);
             }
@@ -211,10 +256,8 @@ impl Model {
         for &id in &expired {
             self.remove_idle(id);
         }
-        // FIFO: pop while the head is dead (taken, or just reaped).
-        while self.head_is_dead() {
-            self.fifo.pop_front();
-        }
+        // Both queues: pop while the head is dead (taken, or just reaped).
+        self.pop_dead_heads();
         expired
     }
 
@@ -223,18 +266,21 @@ impl Model {
         self.keys.clear();
         self.idle.clear();
         self.fifo.clear();
+        self.hold.clear();
         all
     }
 
     fn next_expiry(&mut self) -> Option<Instant> {
-        while self.head_is_dead() {
-            self.fifo.pop_front();
-        }
-        let &(id, k) = self.fifo.front()?;
-        self.keys[&k]
-            .iter()
-            .find(|&&(_, i)| i == id)
-            .map(|&(d, _)| d)
+        self.pop_dead_heads();
+        let deadline = |&(id, k): &(usize, u8)| {
+            self.keys[&k]
+                .iter()
+                .find(|&&(_, i)| i == id)
+                .map(|&(d, _)| d)
+        };
+        let hold = self.hold.front().and_then(deadline);
+        let fifo = self.fifo.front().and_then(deadline);
+        hold.into_iter().chain(fifo).min()
     }
 }
 
@@ -305,6 +351,8 @@ pub fn run(data: &[u8]) {
         record_limit: (2 * config.max_idle_total).max(MIN_RECORD_LIMIT),
         keys: HashMap::new(),
         fifo: VecDeque::new(),
+        hold: VecDeque::new(),
+        moves: 0,
         idle: HashMap::new(),
     };
     let mut h = Harness {
@@ -327,23 +375,24 @@ pub fn run(data: &[u8]) {
             );
         }
         let records = h.pool.fifo_records();
+        let held = h.pool.holdover_records();
         assert!(
-            records <= m.fifo.len(),
-            "FIFO records {records} > model bound after step {step} {op:?}"
+            records - held <= m.fifo.len() && held <= m.hold.len(),
+            "FIFO records {records} ({held} held) > model bound after step {step} {op:?}"
         );
         assert!(
             records >= m.len(),
             "fewer FIFO records than idle connections after step {step} {op:?}"
         );
         assert!(
-            records <= m.record_limit,
-            "FIFO over its limit after step {step} {op:?}"
+            records - held <= m.record_limit && held <= m.record_limit,
+            "FIFO or holdover queue over its limit after step {step} {op:?}"
         );
         if let Op::Reap | Op::Clear | Op::NextExpiry | Op::AdvanceToNextExpiry = op {
             assert_eq!(
-                records,
-                m.fifo.len(),
-                "FIFO records after step {step} {op:?}"
+                (records - held, held),
+                (m.fifo.len(), m.hold.len()),
+                "FIFO and holdover records after step {step} {op:?}"
             );
         }
         assert_eq!(
@@ -437,6 +486,10 @@ fn put(h: &mut Harness, m: &mut Model, k: u8) {
         reaped.len(),
         "put({k}) reaped {dropped:?}, the model {reaped:?}"
     );
+    // Moves happen in the put's housekeeping, before any eviction.
+    let moves = h.pool.holdover_moves();
+    m.moved(moves - m.moves);
+    m.moves = moves;
     match (got, want) {
         (Ok(()), Ok(())) => m.evicted(&evicted),
         (Err(back), Err(())) => {

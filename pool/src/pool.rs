@@ -14,9 +14,13 @@ use crate::raw::{self, Claim, Entry, Fifo, KeyMap, Node, Reserve, Retired};
 use crate::sync::{fence, pause, thread_index, AtomicBool, Ordering};
 use crate::{Clock, SystemClock};
 
-/// Fewest FIFO records before `put` starts evicting (see
-/// [`IdlePool::put`]).
-const MIN_RECORD_LIMIT: usize = if cfg!(any(loom, miri)) { 64 } else { 1024 };
+/// Fewest FIFO records a stripe may hold before `put` moves its idle head
+/// to the holdover queue (see [`IdlePool::put`]); also the fewest proxies
+/// that queue holds before `put` closes its oldest early.
+const MIN_RECORD_LIMIT: usize = if cfg!(miri) { 64 } else { 1024 };
+/// Under loom the limit is this, whatever the caps, so that a model
+/// reaches it in a few puts.
+const LOOM_RECORD_LIMIT: usize = 2;
 /// Dead records `put` unlinks from the FIFO head on the way out.
 const PUT_CLEANUP: usize = 2;
 /// `put` leaves up to this many records of taken connections queued (beyond
@@ -93,10 +97,14 @@ where
         config.validate()?;
         let stripes = stripes();
         let max_total = config.max_idle_total;
-        let record_limit = config
-            .max_idle_total
-            .saturating_mul(2)
-            .max(MIN_RECORD_LIMIT);
+        let record_limit = if cfg!(loom) {
+            LOOM_RECORD_LIMIT
+        } else {
+            config
+                .max_idle_total
+                .saturating_mul(2)
+                .max(MIN_RECORD_LIMIT)
+        };
         Ok(Self {
             config,
             clock,
@@ -129,10 +137,17 @@ where
     /// stripe of the putting thread, until the record reaches the stripe's
     /// head. Once the caller's stripe holds more than 64 records, `put`
     /// unlinks up to two records of connections already taken from its
-    /// head; and if more than `max(2 × max_idle_total, 1024)` records are
-    /// queued in the stripe (only possible when many connections are put
-    /// and taken while an older one stays idle), it closes the stripe's
-    /// oldest idle connection early to keep memory bounded.
+    /// head (and from its holdover queue's). If more than
+    /// `max(2 × max_idle_total, 1024)` records are queued in the stripe
+    /// (many connections put and taken while an older one stays idle), it
+    /// moves the idle connections at the stripe's head to the stripe's
+    /// holdover queue, which reapers drain first, so the records behind
+    /// them can go: nothing is closed early. Only if the holdover queue
+    /// itself holds more than that limit (more than that many connections,
+    /// each idle through that many puts, were moved and then taken while an
+    /// older one stays idle) does `put` close the oldest one early, to keep
+    /// memory bounded. Moves are made under the stripe's reaping claim; a
+    /// put that finds a reaper holding it leaves them to a later put.
     ///
     /// **Progress:** lock-free when `key` has an entry, i.e. it has idle
     /// connections or had some recently: a CAS on the thread's stripe of
@@ -142,16 +157,18 @@ where
     /// must borrow total-cap units. Otherwise the key's entry is created
     /// under a short per-shard lock (held for a bucket insert, or a
     /// bucket-array copy when the shard grows), never while a connection is
-    /// touched. The housekeeping above may free key entries (same lock).
+    /// touched. The housekeeping above may free key entries (same lock);
+    /// a move to the holdover queue takes the stripe's reaping claim with
+    /// one CAS and never waits for it.
     /// A put that finds a cap full while something is due reaps first,
     /// with [`reap`](Self::reap)'s progress (it may wait for another
     /// reaper).
     ///
-    /// **Reclamation:** allocates one node; a taken connection's node
-    /// found in the chosen slot, and FIFO records unlinked on the way, are
-    /// retired through crossbeam-epoch (memory only). A connection closed
-    /// by the eviction above, or by the reap before a retry, is dropped
-    /// here.
+    /// **Reclamation:** allocates one node (and a holdover proxy per
+    /// connection moved); a taken connection's node found in the chosen
+    /// slot, and FIFO records and proxies unlinked on the way, are retired
+    /// through crossbeam-epoch (memory only). A connection closed by the
+    /// eviction above, or by the reap before a retry, is dropped here.
     pub fn put(&self, key: K, conn: C) -> Result<(), C> {
         let now = self.clock.now();
         match self.try_put(&key, conn, now) {
@@ -325,11 +342,21 @@ where
         let mut next: Option<Instant> = None;
         let mut batch = Retired::new();
         for fifo in self.fifos.iter() {
+            // The stripe, then its holdover queue: a move pushes the proxy
+            // before it unlinks the stripe's record, so a node that left
+            // the stripe before we looked there is in the holdover queue
+            // when we look there (the other order could miss it).
             while let Some(node) = fifo.pop_if(|n| n.is_claimed(), &guard, Some(&mut batch)) {
                 // SAFETY: we just popped `node`'s record.
-                unsafe { self.retire_record(node, &guard, Some(&mut batch)) };
+                unsafe { self.retire_record(node, false, &guard, Some(&mut batch)) };
             }
-            if let Some(d) = fifo.peek(&guard).and_then(|n| n.deadline) {
+            let head = fifo.peek(&guard).and_then(|n| n.deadline);
+            while let Some(node) = fifo.hold.pop_if(|n| n.is_claimed(), &guard) {
+                // SAFETY: we just popped `node`'s proxy.
+                unsafe { self.retire_record(node, true, &guard, Some(&mut batch)) };
+            }
+            let held = fifo.hold.peek(&guard).and_then(|n| n.deadline);
+            for d in head.into_iter().chain(held) {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
         }
@@ -426,8 +453,8 @@ where
     }
 
     /// Approximate bytes held by the pool's own structures: nodes (one per
-    /// queued record), key entries with their first index chunk, FIFO and
-    /// total-cap stripes, bucket arrays. Computed from counters and capacities in O(shards); does
+    /// queued record), holdover proxies, key entries with their first index
+    /// chunk, FIFO and total-cap stripes, bucket arrays. Computed from counters and capacities in O(shards); does
     /// not include the connections' and keys' own heap allocations, nor
     /// memory retired and awaiting epoch reclamation.
     ///
@@ -436,7 +463,14 @@ where
         size_of::<Self>()
             + self.fifos.len() * size_of::<CachePadded<Fifo<K, C>>>()
             + self.total.memory_usage()
-            + (self.fifo_records() + self.fifos.len()) * raw::node_size::<K, C>()
+            + self
+                .fifos
+                .iter()
+                .map(|f| {
+                    (f.len() + 1) * raw::node_size::<K, C>()
+                        + (f.hold.len() + 1) * raw::proxy_size::<K, C>()
+                })
+                .sum::<usize>()
             + self.map.memory_usage()
     }
 
@@ -460,10 +494,25 @@ where
         self.map.len()
     }
 
-    /// Number of records in the expiry FIFO (for tests of boundedness).
+    /// Number of records in the expiry FIFO, holdover proxies included
+    /// (for tests of boundedness).
     #[doc(hidden)]
     pub fn fifo_records(&self) -> usize {
-        self.fifos.iter().map(|f| f.len()).sum()
+        self.fifos.iter().map(|f| f.len() + f.hold.len()).sum()
+    }
+
+    /// Number of holdover proxies: idle connections moved off a stripe's
+    /// head (for tests).
+    #[doc(hidden)]
+    pub fn holdover_records(&self) -> usize {
+        self.fifos.iter().map(|f| f.hold.len()).sum()
+    }
+
+    /// Idle connections moved off a stripe's head since the pool was made
+    /// (for tests).
+    #[doc(hidden)]
+    pub fn holdover_moves(&self) -> usize {
+        self.fifos.iter().map(|f| f.hold.moves()).sum()
     }
 
     /// Gives back the reservations of a node the caller just claimed and
@@ -490,17 +539,21 @@ where
         conn
     }
 
-    /// Handles a record the caller just popped from the FIFO: claims the
-    /// node if nobody has (closing its connection), then gives the record
-    /// back to the node's entry (freeing the entry if that was its last
-    /// count). Returns `true` if it closed a connection.
+    /// Handles a record the caller just popped from a FIFO stripe (`hold`:
+    /// a proxy from its holdover queue): claims the node if nobody has
+    /// (closing its connection), then gives the record back to the node's
+    /// entry (freeing the entry if that was its last count), and for a
+    /// proxy the node's `IN_HOLD` link. Returns `true` if it closed a
+    /// connection.
     ///
     /// # Safety
     ///
-    /// The caller's `pop_if` just returned `node`; called once per pop.
+    /// The caller's `pop_if` (of the FIFO, or with `hold` of its holdover
+    /// queue) just returned `node`; called once per pop.
     unsafe fn retire_record(
         &self,
         node: &Node<K, C>,
+        hold: bool,
         guard: &Guard,
         mut batch: Option<&mut Retired<K, C>>,
     ) -> bool {
@@ -516,7 +569,11 @@ where
         let entry = unsafe { node.entry(guard) };
         if entry.release_record() {
             // SAFETY: `entry` came from this map under `guard`.
-            unsafe { self.map.close(entry, guard, batch) };
+            unsafe { self.map.close(entry, guard, batch.as_deref_mut()) };
+        }
+        if hold {
+            // SAFETY: we popped the proxy that held the link (contract).
+            unsafe { raw::release_hold(node, guard, batch) };
         }
         // Dropped last, so a panicking destructor leaves the counts right.
         let closed = conn.is_some();
@@ -547,7 +604,11 @@ where
                 if !one_reaper {
                     break None;
                 }
-                if !fifo.peek(&guard).is_some_and(&mut pred) {
+                // The stripe first, then its holdover queue (see
+                // `next_expiry` for why this order).
+                if !fifo.peek(&guard).is_some_and(&mut pred)
+                    && !fifo.hold.peek(&guard).is_some_and(&mut pred)
+                {
                     break None; // nothing (left) for us here
                 }
                 match fifo.claim_reaping(me) {
@@ -568,9 +629,23 @@ where
                     }
                 }
             };
+            // The stripe, then its holdover queue (see `next_expiry` for
+            // why this order; without the stripe's claim, as in `clear`, a
+            // node moved meanwhile is met in one or the other).
             while let Some(node) = fifo.pop_if(&mut pred, &guard, Some(&mut batch)) {
                 // SAFETY: just popped.
-                if unsafe { self.retire_record(node, &guard, Some(&mut batch)) } {
+                if unsafe { self.retire_record(node, false, &guard, Some(&mut batch)) } {
+                    closed += 1;
+                }
+                steps += 1;
+                if steps % REPIN_EVERY == 0 {
+                    batch.flush(&guard);
+                    guard.repin();
+                }
+            }
+            while let Some(node) = fifo.hold.pop_if(&mut pred, &guard) {
+                // SAFETY: just popped.
+                if unsafe { self.retire_record(node, true, &guard, Some(&mut batch)) } {
                     closed += 1;
                 }
                 steps += 1;
@@ -591,17 +666,86 @@ where
             for _ in 0..PUT_CLEANUP {
                 match fifo.pop_if(|n| n.is_claimed(), guard, None) {
                     // SAFETY: just popped.
-                    Some(node) => unsafe { self.retire_record(node, guard, None) },
+                    Some(node) => unsafe { self.retire_record(node, false, guard, None) },
                     None => break,
                 };
             }
         }
-        while fifo.len() > self.record_limit {
-            match fifo.pop_if(|_| true, guard, None) {
+        if fifo.hold.len() != 0 {
+            for _ in 0..PUT_CLEANUP {
+                match fifo.hold.pop_if(|n| n.is_claimed(), guard) {
+                    // SAFETY: just popped.
+                    Some(node) => unsafe { self.retire_record(node, true, guard, None) },
+                    None => break,
+                };
+            }
+        }
+        if fifo.len() > self.record_limit {
+            self.move_idle_heads(fifo, guard);
+        }
+        // The holdover queue's own bound: only reached when more than the
+        // limit of connections that each stayed idle through the limit of
+        // puts were then taken, while an older one stays idle. Close the
+        // oldest early.
+        while fifo.hold.len() > self.record_limit {
+            match fifo.hold.pop_if(|_| true, guard) {
                 // SAFETY: just popped.
-                Some(node) => unsafe { self.retire_record(node, guard, None) },
+                Some(node) => unsafe { self.retire_record(node, true, guard, None) },
                 None => break,
             };
+        }
+    }
+
+    /// Brings the caller's FIFO stripe back to its record limit without
+    /// closing anything: records of taken connections at the head are
+    /// unlinked, and an idle connection at the head (due or not: the
+    /// reaper closes it from there) is moved to the stripe's holdover queue
+    /// (see `raw::Holdover`), which lets the records behind it go. Only
+    /// under the stripe's reaping claim, so moves keep the holdover queue
+    /// in deadline order; if a reaper holds it, the stripe stays over its
+    /// limit until a later put.
+    fn move_idle_heads(&self, fifo: &Fifo<K, C>, guard: &Guard) {
+        let _claim = match fifo.claim_reaping(thread_index()) {
+            Claim::Got(claim) => Some(claim),
+            // A destructor run by our own reap is putting: that reap holds
+            // the claim, and pushes nothing onto the holdover queue.
+            Claim::Reentrant => None,
+            Claim::Busy => return,
+        };
+        while fifo.len() > self.record_limit {
+            let Some(head) = fifo.peek(guard) else {
+                return;
+            };
+            if head.is_claimed() {
+                if let Some(node) = fifo.pop_if(|n| std::ptr::eq(n, head), guard, None) {
+                    // SAFETY: just popped.
+                    unsafe { self.retire_record(node, false, guard, None) };
+                }
+                continue;
+            }
+            // SAFETY: `peek` found `head` queued under `guard`.
+            let entry = unsafe { head.entry_unchecked(guard) };
+            if !entry.try_add_record() {
+                continue; // closed: `head` was taken and unlinked meanwhile
+            }
+            if !head.try_hold() {
+                // Taken meanwhile: give the record back; its FIFO record
+                // is unlinked as a taken one next time round.
+                if entry.release_record() {
+                    // SAFETY: `entry` came from this map under `guard`.
+                    unsafe { self.map.close(entry, guard, None) };
+                }
+                continue;
+            }
+            // SAFETY: we hold the node's IN_HOLD link and a record for the
+            // proxy.
+            unsafe { fifo.hold.push(head, guard) };
+            // The node is in both queues now; unlink its FIFO record (unless
+            // a reaper, or `clear`, popped it meanwhile, and closed it).
+            if fifo.pop_node(head, guard, None) && entry.release_record() {
+                // SAFETY: `entry` came from this map under `guard`.
+                unsafe { self.map.close(entry, guard, None) };
+            }
         }
     }
 }

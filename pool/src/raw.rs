@@ -4,7 +4,7 @@
 //! # Ownership of a node
 //!
 //! Every idle connection lives in one heap [`Node`]. Its `state` word holds
-//! three bits:
+//! four bits:
 //!
 //! * `CLAIMED`: set exactly once, by `fetch_or`. The thread whose `fetch_or`
 //!   set it owns the connection: it moves it out and either returns it or
@@ -12,8 +12,11 @@
 //! * `IN_FIFO`: the node is (or was, until the head moved past it) linked
 //!   into the expiry FIFO.
 //! * `IN_INDEX`: the node is in a slot of its key's index.
+//! * `IN_HOLD`: a [`Proxy`] in its stripe's holdover queue points to it (the
+//!   node stayed idle at the head of a FIFO stripe that had too many
+//!   records queued, and was moved; see [`Holdover`]).
 //!
-//! The two link bits are references. The thread that clears the last one
+//! The link bits are references. The thread that clears the last one
 //! (the node is then unreachable from both structures) retires the node's
 //! memory with `defer_destroy`. A node's memory holds no user value by then
 //! (the connection left when it was claimed), so deferred destruction never
@@ -32,7 +35,8 @@ use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
 const CLAIMED: usize = 1;
 const IN_FIFO: usize = 2;
 const IN_INDEX: usize = 4;
-const LINKS: usize = IN_FIFO | IN_INDEX;
+const IN_HOLD: usize = 8;
+const LINKS: usize = IN_FIFO | IN_INDEX | IN_HOLD;
 
 /// Top bit of [`Entry::live`]: the entry is closed (had no idle connection
 /// and no FIFO record left, and is being unhooked); no reservation may be
@@ -118,6 +122,27 @@ impl<K, C> Node<K, C> {
         self.state.fetch_or(CLAIMED, Ordering::AcqRel) & CLAIMED == 0
     }
 
+    /// Takes an `IN_HOLD` link on the node if it is unclaimed (so still in
+    /// its key's index, hence not retired); `false` if it is claimed.
+    pub(crate) fn try_hold(&self) -> bool {
+        let mut cur = self.state.load(Ordering::Relaxed);
+        loop {
+            if cur & CLAIMED != 0 {
+                return false;
+            }
+            debug_assert!(cur & IN_HOLD == 0, "a node is moved at most once");
+            match self.state.compare_exchange_weak(
+                cur,
+                cur | IN_HOLD,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
     /// Moves the connection out.
     ///
     /// # Safety
@@ -147,6 +172,20 @@ impl<K, C> Node<K, C> {
         // SAFETY: an entry cannot close while any reservation or record is
         // counted in it, so it has not been retired; the guard keeps it
         // alive after that (contract above).
+        unsafe { &*self.entry }
+    }
+
+    /// The key entry of this node, which may be closed by now.
+    ///
+    /// # Safety
+    ///
+    /// The caller found the node queued (its FIFO record counted in the
+    /// entry, so the entry open) at some moment since it pinned `guard`,
+    /// and stays pinned while using the result.
+    #[inline]
+    pub(crate) unsafe fn entry_unchecked<'g>(&self, _guard: &'g Guard) -> &'g Entry<K, C> {
+        // SAFETY: the entry was open after the pin began, so its
+        // retirement, if any, came later: the guard keeps it alive.
         unsafe { &*self.entry }
     }
 }
@@ -345,6 +384,30 @@ impl<K, C> Entry<K, C> {
                 .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
             {
                 Ok(_) => return Reserve::Ok,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Counts one more FIFO record (a holdover proxy) unless the entry is
+    /// closed.
+    ///
+    /// Acquire on every read: a caller that finds the entry closed then
+    /// sees what happened before the close (its node's records unlinked),
+    /// so it does not look at a stale queue head again and again.
+    pub(crate) fn try_add_record(&self) -> bool {
+        let mut cur = self.live.load(Ordering::Acquire);
+        loop {
+            if cur & CLOSED != 0 {
+                return false;
+            }
+            match self.live.compare_exchange_weak(
+                cur,
+                cur + RECORD_ONE,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
                 Err(now) => cur = now,
             }
         }
@@ -930,6 +993,8 @@ pub(crate) struct Fifo<K, C> {
     /// The reaper draining this stripe (its thread index + 1), or 0 (see
     /// [`Fifo::claim_reaping`]).
     reaper: AtomicUsize,
+    /// Idle nodes moved off this stripe's head (see [`Holdover`]).
+    pub(crate) hold: Holdover<K, C>,
 }
 
 impl<K, C> Fifo<K, C> {
@@ -942,7 +1007,19 @@ impl<K, C> Fifo<K, C> {
             tail: Atomic::from(sentinel),
             len: AtomicUsize::new(0),
             reaper: AtomicUsize::new(0),
+            hold: Holdover::new(),
         }
+    }
+
+    /// Unlinks the oldest record if it is `node` (compared by address), and
+    /// returns whether it did.
+    pub(crate) fn pop_node(
+        &self,
+        node: &Node<K, C>,
+        guard: &Guard,
+        batch: Option<&mut Retired<K, C>>,
+    ) -> bool {
+        self.pop_if(|n| ptr::eq(n, node), guard, batch).is_some()
     }
 
     /// Claims the stripe for the reaper on thread `me` (its thread index);
@@ -1071,6 +1148,261 @@ impl<K, C> Fifo<K, C> {
     }
 }
 
+/// A holdover record: points to an idle node that was moved off the head
+/// of its FIFO stripe. The sentinel (the queue's first dummy) points to
+/// nothing.
+struct Proxy<K, C> {
+    target: *const Node<K, C>,
+    next: Atomic<Proxy<K, C>>,
+}
+
+// SAFETY: a proxy is a pointer to a node plus a link; nodes are shared under
+// these same bounds (see their impls).
+unsafe impl<K: Send + Sync, C: Send> Send for Proxy<K, C> {}
+// SAFETY: as for `Send`; `target` is immutable, `next` atomic.
+unsafe impl<K: Send + Sync, C: Send> Sync for Proxy<K, C> {}
+
+/// A stripe's holdover queue: a Michael–Scott queue of [`Proxy`] records
+/// for idle nodes moved off the stripe's FIFO head.
+///
+/// Why: a FIFO record stays queued until it reaches the head, so while an
+/// old connection idles at the head, the records of connections put and
+/// taken after it pile up behind it. Once a stripe holds more records than
+/// its limit, `put` moves the idle head here instead of closing it early;
+/// the records behind it can then leave. Moves are made in FIFO order, one
+/// stripe at a time (under the stripe's reaping claim), so this queue is in
+/// deadline order too.
+///
+/// A moved node is in both queues for a moment: the proxy is pushed before
+/// the FIFO record is popped. So a reader that looks at the stripe and then
+/// at this queue (never the other way round) meets every node idle
+/// throughout its look, in one or the other. A proxy
+/// holds the node's `IN_HOLD` link and one record of its entry; whoever
+/// pops the proxy gives both back (and claims the node if it pops it for
+/// closing). The proxy's own memory is retired once the queue's head has
+/// moved past it (it is the dummy until then).
+pub(crate) struct Holdover<K, C> {
+    head: Atomic<Proxy<K, C>>,
+    tail: Atomic<Proxy<K, C>>,
+    /// Proxies queued (of claimed nodes too); incremented before linking,
+    /// decremented after unlinking.
+    len: AtomicUsize,
+    /// Proxies ever pushed (for tests).
+    moves: AtomicUsize,
+}
+
+impl<K, C> Holdover<K, C> {
+    fn new() -> Self {
+        // SAFETY: not yet shared.
+        let guard = unsafe { epoch::unprotected() };
+        let sentinel = Owned::new(Proxy {
+            target: ptr::null(),
+            next: Atomic::null(),
+        })
+        .into_shared(guard);
+        Self {
+            head: Atomic::from(sentinel),
+            tail: Atomic::from(sentinel),
+            len: AtomicUsize::new(0),
+            moves: AtomicUsize::new(0),
+        }
+    }
+
+    /// Proxies ever pushed.
+    pub(crate) fn moves(&self) -> usize {
+        self.moves.load(Ordering::Relaxed)
+    }
+
+    /// Proxies queued.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// Moves `node`'s hold onto this queue: appends a proxy for it.
+    /// Lock-free (allocates the proxy).
+    ///
+    /// # Safety
+    ///
+    /// The caller took `node`'s `IN_HOLD` link ([`Node::try_hold`]) and one
+    /// record on its entry ([`Entry::try_add_record`]) for this proxy.
+    pub(crate) unsafe fn push(&self, node: &Node<K, C>, guard: &Guard) {
+        let proxy = Owned::new(Proxy {
+            target: node,
+            next: Atomic::null(),
+        })
+        .into_shared(guard);
+        self.len.fetch_add(1, Ordering::Relaxed);
+        self.moves.fetch_add(1, Ordering::Relaxed);
+        loop {
+            let tail = self.tail.load(Ordering::Acquire, guard);
+            // SAFETY: the tail never lags behind the head (pop helps it
+            // first), so it is linked and alive under `guard`.
+            let t = unsafe { tail.deref() };
+            let next = t.next.load(Ordering::Acquire, guard);
+            if !next.is_null() {
+                let _ = self.tail.compare_exchange(
+                    tail,
+                    next,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                );
+                continue;
+            }
+            // Release publishes the proxy (and what it points to).
+            if t.next
+                .compare_exchange(
+                    Shared::null(),
+                    proxy,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                )
+                .is_ok()
+            {
+                let _ = self.tail.compare_exchange(
+                    tail,
+                    proxy,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                );
+                return;
+            }
+        }
+    }
+
+    /// The node of the oldest proxy, without unlinking it.
+    pub(crate) fn peek<'g>(&self, guard: &'g Guard) -> Option<&'g Node<K, C>> {
+        let head = self.head.load(Ordering::Acquire, guard);
+        // SAFETY: the head (the dummy) is alive while it is the head and,
+        // after, until threads pinned now unpin; the same holds for its
+        // successor. A queued proxy holds its node's IN_HOLD link, and a
+        // node is retired only after that is given back (by the proxy's
+        // popper, after the head moved past it), so the node is alive under
+        // `guard` too.
+        let next = unsafe { head.deref() }.next.load(Ordering::Acquire, guard);
+        // SAFETY: see above.
+        unsafe { next.as_ref().map(|p| &*p.target) }
+    }
+
+    /// Unlinks the oldest proxy if `pred` accepts its node and returns the
+    /// node; the caller then owns the proxy's `IN_HOLD` link and entry
+    /// record and must give them back ([`release_hold`]). Lock-free.
+    pub(crate) fn pop_if<'g>(
+        &self,
+        mut pred: impl FnMut(&Node<K, C>) -> bool,
+        guard: &'g Guard,
+    ) -> Option<&'g Node<K, C>> {
+        loop {
+            let head = self.head.load(Ordering::Acquire, guard);
+            // SAFETY: see `peek`.
+            let h = unsafe { head.deref() };
+            let next = h.next.load(Ordering::Acquire, guard);
+            // SAFETY: see `peek`.
+            let p = unsafe { next.as_ref() }?;
+            // SAFETY: see `peek`.
+            let n = unsafe { &*p.target };
+            if !pred(n) {
+                return None;
+            }
+            let tail = self.tail.load(Ordering::Acquire, guard);
+            if tail == head {
+                // Help the tail past the head before moving the head.
+                let _ = self.tail.compare_exchange(
+                    tail,
+                    next,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                    guard,
+                );
+            }
+            if self
+                .head
+                .compare_exchange(head, next, Ordering::AcqRel, Ordering::Relaxed, guard)
+                .is_ok()
+            {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+                // SAFETY: our CAS moved the head past the old dummy: we
+                // alone unlinked it; readers that reached it are pinned.
+                unsafe { guard.defer_destroy(head) };
+                return Some(n);
+            }
+        }
+    }
+}
+
+/// Gives back the `IN_HOLD` link of a node whose proxy the caller popped
+/// (after it gave back the proxy's entry record). A pointer, not a
+/// reference: with an `unprotected` guard (the pool's drop) the node may be
+/// freed inside this call.
+///
+/// # Safety
+///
+/// The caller's [`Holdover::pop_if`] returned `node` (or the caller owns a
+/// holdover queue being dropped, and `node` is a proxy's target); called
+/// once per proxy.
+pub(crate) unsafe fn release_hold<K, C>(
+    node: *const Node<K, C>,
+    guard: &Guard,
+    batch: Option<&mut Retired<K, C>>,
+) {
+    // SAFETY: the popped proxy held the link (contract).
+    unsafe { release(Shared::from(node), IN_HOLD, guard, batch) };
+}
+
+impl<K, C> Drop for Holdover<K, C> {
+    fn drop(&mut self) {
+        // Dropped after the stripe's FIFO records (it is a field of the
+        // stripe): closes the connections only this queue still reaches,
+        // gives back every link its proxies hold and frees the proxies. The
+        // head is the dummy, whose node (if any) its popper gave back.
+        // SAFETY: `&mut self`: exclusive; `unprotected` frees at once.
+        let guard = unsafe { epoch::unprotected() };
+        let head = self.head.load(Ordering::Relaxed, guard);
+        // SAFETY: exclusively owned; the head is never null.
+        let next = unsafe { head.deref() }.next.load(Ordering::Relaxed, guard);
+        // SAFETY: as above; freed once, here.
+        drop(unsafe { head.into_owned() });
+        let mut rest = HoldCloser { cur: next, guard };
+        rest.close_all();
+    }
+}
+
+/// The proxies of a holdover queue being dropped, from `cur` on; as
+/// [`Closer`], it goes on closing if a connection's destructor panics.
+struct HoldCloser<'g, K, C> {
+    cur: Shared<'g, Proxy<K, C>>,
+    guard: &'g Guard,
+}
+
+impl<K, C> HoldCloser<'_, K, C> {
+    fn close_all(&mut self) {
+        while !self.cur.is_null() {
+            // SAFETY: the queue is being dropped, so we own its proxies
+            // exclusively; `cur` is linked, hence alive, and freed once,
+            // here.
+            let proxy = unsafe { self.cur.into_owned() };
+            self.cur = proxy.next.load(Ordering::Relaxed, self.guard);
+            // SAFETY: a queued proxy's node is alive (it holds IN_HOLD).
+            let node = unsafe { &*proxy.target };
+            // SAFETY: we just won the claim (if we did).
+            let conn = node.claim().then(|| unsafe { node.take_conn() });
+            // SAFETY: the proxy's link, given back once, here; `node` is
+            // not used after this (the call may free it).
+            unsafe { release_hold(proxy.target, self.guard, None) };
+            drop(conn); // may panic: `cur` already points past this proxy
+        }
+    }
+}
+
+impl<K, C> Drop for HoldCloser<'_, K, C> {
+    fn drop(&mut self) {
+        // Reached with proxies left only when a destructor panicked.
+        self.close_all();
+    }
+}
+
 impl<K, C> Drop for Fifo<K, C> {
     fn drop(&mut self) {
         // Every unclaimed node is in one FIFO stripe (puts finish before
@@ -1144,4 +1476,9 @@ pub(crate) unsafe fn take_conn<K, C>(node: &Node<K, C>) -> C {
 /// Size of one node, for memory accounting.
 pub(crate) const fn node_size<K, C>() -> usize {
     size_of::<Node<K, C>>()
+}
+
+/// Bytes of one holdover proxy (for `memory_usage`).
+pub(crate) const fn proxy_size<K, C>() -> usize {
+    size_of::<Proxy<K, C>>()
 }

@@ -201,3 +201,64 @@ fn concurrent_reapers_close_each_expired_connection_once() {
         tracker.assert_each_dropped_once(n);
     }
 }
+
+/// Connections idle at the head of a busy stripe are moved, never closed
+/// early, while their stripe churns past its record limit and other
+/// threads take them, reap and look for the next expiry; once their TTL
+/// has passed, one reap closes every one still idle, each exactly once.
+#[test]
+fn idle_connections_behind_churn_are_moved_not_closed() {
+    // The pool's record limit here: max(2 x max_idle_total, 1024; 64 under
+    // Miri). The neighbour takes the old connection at half the rounds,
+    // after its stripe went over the limit.
+    let limit = if cfg!(miri) { 128 } else { 1024 };
+    let rounds = 3 * limit;
+    let clock = ManualClock::new();
+    let ttl = Duration::from_millis(50);
+    // Per thread: one old connection (id t), then its churn (ids after all
+    // the old ones).
+    let n = THREADS + THREADS * rounds;
+    let tracker = Tracker::new(n);
+    let pool = pool(&clock, 4, 64);
+    let taken: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    let barrier = Barrier::new(THREADS);
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let (pool, tracker, taken, barrier) = (&pool, &tracker, &taken, &barrier);
+            s.spawn(move || {
+                pool.put(1_000 + t as u64, tracker.conn(t)).unwrap();
+                barrier.wait();
+                for i in 0..rounds {
+                    let id = THREADS + t * rounds + i;
+                    pool.put(t as u64, tracker.conn(id)).unwrap();
+                    assert_eq!(pool.take(&(t as u64)).map(|c| c.id), Some(id));
+                    if i == rounds / 2 {
+                        // The neighbour's old connection, moved or not.
+                        let other = 1_000 + ((t + 1) % THREADS) as u64;
+                        taken
+                            .lock()
+                            .unwrap()
+                            .extend(pool.take(&other).map(|c| c.id));
+                    }
+                    if i % 64 == 0 {
+                        assert_eq!(pool.reap(), 0, "nothing is due");
+                        pool.next_expiry();
+                    }
+                }
+            });
+        }
+    });
+    let taken = taken.into_inner().unwrap();
+    for old in 0..THREADS {
+        let want = usize::from(taken.contains(&old));
+        assert_eq!(tracker.drops(old), want, "old connection {old}");
+    }
+    assert!(pool.holdover_moves() >= 1, "no stripe went over its limit");
+    assert!(pool.fifo_records() <= THREADS * (limit + 2));
+    assert_eq!(pool.len(), THREADS - taken.len());
+    clock.advance(ttl);
+    assert_eq!(pool.reap(), THREADS - taken.len());
+    assert_eq!(pool.fifo_records(), 0);
+    drop(pool);
+    tracker.assert_each_dropped_once(n);
+}

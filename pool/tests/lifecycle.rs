@@ -138,12 +138,14 @@ fn key_churn_frees_per_key_state() {
 }
 
 /// The FIFO keeps a record per put until it reaches the head; churn on
-/// one key behind an old idle connection stays bounded (the oldest is
-/// closed early once the bound is hit).
+/// one key behind an old idle connection stays bounded, and the old
+/// connection is not closed early: once the stripe is over its limit, it is
+/// moved to the holdover queue and the records behind it go.
 #[test]
 fn fifo_records_stay_bounded_under_churn_behind_an_old_connection() {
     let clock = ManualClock::new();
-    let pool = IdlePool::with_config(config(Duration::from_secs(60), 4, 8), clock).unwrap();
+    let pool = IdlePool::with_config(config(Duration::from_secs(60), 4, 8), clock.clone()).unwrap();
+    let limit = if cfg!(miri) { 64 } else { 1024 };
     let tracker = Tracker::new(1);
     pool.put(0u32, tracker.conn(0)).unwrap();
     let churn = if cfg!(miri) { 100 } else { 5_000 };
@@ -154,12 +156,77 @@ fn fifo_records_stay_bounded_under_churn_behind_an_old_connection() {
         assert_eq!(pool.take(&1).map(|c| c.id), Some(0), "round {i}");
         max = max.max(pool.fifo_records());
     }
-    assert!(max <= 1024 + 2, "FIFO grew to {max}");
+    assert!(max <= limit + 2, "FIFO grew to {max}");
+    assert_eq!(tracker.drops(0), 0, "the old connection was closed early");
+    assert_eq!(pool.holdover_records(), 1, "it was moved, once");
+    assert_eq!(pool.len(), 1);
+    // Still due at its own time: the reaper finds it there.
     assert_eq!(
-        tracker.drops(0),
-        1,
-        "the old connection was evicted to bound memory"
+        pool.next_expiry(),
+        Some(clock.now() + Duration::from_secs(60))
     );
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(pool.reap(), 1);
+    assert_eq!(tracker.drops(0), 1);
+    assert_eq!(pool.fifo_records(), 0);
+}
+
+/// A moved connection is still taken, freshest first, like any other.
+#[test]
+fn a_moved_connection_can_be_taken() {
+    let clock = ManualClock::new();
+    let pool = IdlePool::with_config(config(Duration::from_secs(60), 4, 8), clock).unwrap();
+    let limit = if cfg!(miri) { 64 } else { 1024 };
+    let old = Tracker::new(1);
+    pool.put(0u32, old.conn(0)).unwrap();
+    for _ in 0..=limit {
+        let c = Tracker::new(1);
+        pool.put(1, c.conn(0)).unwrap();
+        assert!(pool.take(&1).is_some());
+    }
+    assert_eq!(pool.holdover_records(), 1);
+    let got = pool.take(&0);
+    assert_eq!(got.as_ref().map(|c| c.id), Some(0));
+    assert_eq!(old.drops(0), 0, "taken, not closed");
+    drop(got);
+    assert!(pool.is_empty());
+    assert_eq!(pool.next_expiry(), None);
+    assert_eq!(pool.fifo_records(), 0, "its proxy and records went");
+}
+
+/// The holdover queue has its own bound: when more connections than the
+/// limit were moved there (each idle through the limit of puts) and then
+/// taken while an older one stays idle, the oldest is closed early after
+/// all, so memory stays bounded.
+#[test]
+fn the_holdover_queue_stays_bounded_too() {
+    let clock = ManualClock::new();
+    let pool = IdlePool::with_config(config(Duration::from_secs(60), 4, 8), clock).unwrap();
+    let limit = if cfg!(miri) { 64 } else { 1024 };
+    let old = Tracker::new(1);
+    pool.put(0u32, old.conn(0)).unwrap();
+    let mut max_held = 0;
+    let mut round = 0;
+    // Each round parks 6 connections (the total cap is 8: the old one, these
+    // and the churning one), churns until they are moved, then takes them:
+    // 6 dead proxies behind the old one.
+    while old.drops(0) == 0 {
+        round += 1;
+        assert!(round <= limit / 6 + 2, "never evicted");
+        for k in 1..=6u32 {
+            pool.put(k, Tracker::new(1).conn(0)).unwrap();
+        }
+        for _ in 0..=limit {
+            pool.put(8, Tracker::new(1).conn(0)).unwrap();
+            assert!(pool.take(&8).is_some());
+        }
+        for k in 1..=6u32 {
+            assert!(pool.take(&k).is_some(), "moved connections are taken");
+        }
+        max_held = max_held.max(pool.holdover_records());
+    }
+    assert!(max_held <= limit, "holdover queue grew to {max_held}");
+    assert!(round > limit / 6 - 1, "evicted after {round} rounds only");
 }
 
 /// RELIABILITY 9: dropping the pool inside `catch_unwind`, and while the
