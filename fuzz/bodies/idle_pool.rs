@@ -394,6 +394,19 @@ pub fn run(data: &[u8]) {
                 (m.fifo.len(), m.hold.len()),
                 "FIFO and holdover records after step {step} {op:?}"
             );
+            // A key keeps its entry while it has an idle connection or a
+            // record in either queue; then the entry is freed.
+            let keys: std::collections::HashSet<u8> = m
+                .idle
+                .values()
+                .copied()
+                .chain(m.fifo.iter().chain(m.hold.iter()).map(|&(_, k)| k))
+                .collect();
+            assert_eq!(
+                h.pool.key_entries(),
+                keys.len(),
+                "key entries after step {step} {op:?}"
+            );
         }
         assert_eq!(
             h.dropped(),

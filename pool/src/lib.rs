@@ -76,7 +76,11 @@
 //!   stripes, about two per CPU): a put appends to its own thread's
 //!   stripe, so threads do not fight over one tail. `reap` pops each
 //!   stripe's head while it has expired: O(expired + stripes). Records of
-//!   connections already taken are unlinked as they reach a head.
+//!   connections already taken are unlinked as they reach a head. A stripe
+//!   holding more records than its limit (taken connections' records
+//!   behind an old idle one) moves its idle head to the stripe's holdover
+//!   queue, a second queue of small proxy records that reapers also drain,
+//!   so nothing is closed early (see `IdlePool::put`).
 //! * Each key has an entry with a reservation counter (the per-key cap)
 //!   and an index of fixed slots written in place: a chunk of 8 node
 //!   pointers, plus more chunks (appended, never moved) up to
@@ -110,7 +114,8 @@
 //! * `reap`, `clear`, `next_expiry`: lock-free per record, plus the short
 //!   per-shard lock for each key entry they free; a `reap` also waits for
 //!   another `reap` that is draining a stripe where it has something due
-//!   (one reaper per stripe at a time).
+//!   (one reaper per stripe at a time), or for a `put` moving that
+//!   stripe's idle connections to its holdover queue.
 //! * `watch_next_expiry`, `take_wake_request`: the reaper's wake-up
 //!   handshake (as `next_expiry`; wait-free).
 //! * `len`, `is_empty`: wait-free, O(stripes); exact when no call runs.

@@ -137,7 +137,8 @@ where
     /// stripe of the putting thread, until the record reaches the stripe's
     /// head. Once the caller's stripe holds more than 64 records, `put`
     /// unlinks up to two records of connections already taken from its
-    /// head (and from its holdover queue's). If more than
+    /// head, and from its holdover queue's head whenever that queue is not
+    /// empty. If more than
     /// `max(2 × max_idle_total, 1024)` records are queued in the stripe
     /// (many connections put and taken while an older one stays idle), it
     /// moves the idle connections at the stripe's head to the stripe's
@@ -147,7 +148,9 @@ where
     /// each idle through that many puts, were moved and then taken while an
     /// older one stays idle) does `put` close the oldest one early, to keep
     /// memory bounded. Moves are made under the stripe's reaping claim; a
-    /// put that finds a reaper holding it leaves them to a later put.
+    /// put that finds a reaper holding it leaves them to a later put,
+    /// unless the stripe holds more than twice that limit: then it closes
+    /// the stripe's oldest idle connections early, as the bound requires.
     ///
     /// **Progress:** lock-free when `key` has an entry, i.e. it has idle
     /// connections or had some recently: a CAS on the thread's stripe of
@@ -287,9 +290,11 @@ where
     /// Closes every connection whose deadline has passed and returns how
     /// many it closed.
     ///
-    /// Walks each stripe of the expiry FIFO from its head and stops at the
-    /// first live record that has not expired: O(expired + records of
-    /// connections already taken + stripes), never a scan of the pool.
+    /// Walks each stripe of the expiry FIFO from its head, then the
+    /// stripe's holdover queue (idle connections moved off its head, see
+    /// [`put`](Self::put)), and stops in each at the first live record that
+    /// has not expired: O(expired + records of connections already taken +
+    /// stripes), never a scan of the pool.
     /// Records are ordered by expiry within a stripe, except that two puts
     /// from threads sharing a stripe (more threads than stripes) append in
     /// the order they reach the FIFO, not the order they read the clock: a
@@ -304,17 +309,19 @@ where
     ///
     /// Concurrent reapers do not fight over one stripe: each call starts at
     /// its own thread's stripe, and a stripe is drained by one reaper at a
-    /// time. A call that finds another reaper on a stripe with something
-    /// due waits until that reaper has closed it or moved on, then closes
-    /// what is still due itself. The connections the other reaper closed are
-    /// counted by that call.
+    /// time. A call that finds another reaper (or a put moving idle
+    /// connections to the holdover queue) on a stripe with something due
+    /// waits until it has closed it or moved on, then closes what is still
+    /// due itself. The connections another reaper closed are counted by
+    /// that call.
     ///
     /// **Progress:** lock-free towards every other call (one CAS per
     /// record, one more per stripe with something due; the per-shard lock
     /// is taken briefly for each key entry freed), except another `reap`
-    /// draining a stripe where this one has something due: then it waits
-    /// for that reaper, spinning then yielding. A `reap` run from a
-    /// destructor inside another `reap` of the same pool never waits.
+    /// draining a stripe where this one has something due, or a `put`
+    /// moving that stripe's idle connections: then it waits for that call,
+    /// spinning then yielding. A `reap` run from a destructor inside
+    /// another `reap` of the same pool never waits.
     ///
     /// **Reclamation:** expired connections are dropped in this call; node
     /// memory is retired through crossbeam-epoch in batches of up to 64
@@ -326,10 +333,10 @@ where
     }
 
     /// When the oldest idle connection expires: a reaper can sleep until
-    /// then. The earliest deadline among the heads of the FIFO stripes;
-    /// `None` if the pool is empty (or no stripe's oldest connection ever
-    /// expires because its deadline overflowed `Instant`). May be in the
-    /// past if nobody reaped yet.
+    /// then. The earliest deadline among the heads of the FIFO stripes and
+    /// of their holdover queues; `None` if the pool is empty (or no such
+    /// head ever expires because its deadline overflowed `Instant`). May be
+    /// in the past if nobody reaped yet.
     ///
     /// **Progress:** lock-free, O(stripes + records unlinked); unlinks
     /// records of already-taken connections from each stripe's head on the
@@ -467,7 +474,8 @@ where
                 .fifos
                 .iter()
                 .map(|f| {
-                    (f.len() + 1) * raw::node_size::<K, C>()
+                    // A moved node stays allocated behind its proxy.
+                    (f.len() + f.hold.len() + 1) * raw::node_size::<K, C>()
                         + (f.hold.len() + 1) * raw::proxy_size::<K, C>()
                 })
                 .sum::<usize>()
@@ -710,7 +718,21 @@ where
             // A destructor run by our own reap is putting: that reap holds
             // the claim, and pushes nothing onto the holdover queue.
             Claim::Reentrant => None,
-            Claim::Busy => return,
+            Claim::Busy => {
+                // A reaper (or another put) holds the stripe, maybe while
+                // slow destructors run. Leave the moves to it or to a later
+                // put, unless the stripe holds more than twice its limit:
+                // then close its oldest idle connections early, as before
+                // moves existed, so memory stays bounded.
+                while fifo.len() > 2 * self.record_limit {
+                    match fifo.pop_if(|_| true, guard, None) {
+                        // SAFETY: just popped.
+                        Some(node) => unsafe { self.retire_record(node, false, guard, None) },
+                        None => break,
+                    };
+                }
+                return;
+            }
         };
         while fifo.len() > self.record_limit {
             let Some(head) = fifo.peek(guard) else {

@@ -212,7 +212,7 @@ unsafe fn release<K, C>(
         debug_assert!(prev & CLAIMED != 0, "retiring an unclaimed node");
         match batch {
             Some(batch) => batch.add(node, guard),
-            // SAFETY: both links are gone, so no new reference to the node
+            // SAFETY: all links are gone, so no new reference to the node
             // can be made; threads pinned now keep it alive until they
             // unpin. The node's connection was moved out when it was
             // claimed, so freeing it drops no user value.
@@ -253,7 +253,7 @@ impl<K, C> Retired<K, C> {
             return;
         }
         let nodes = std::mem::take(&mut self.nodes);
-        // SAFETY: every node here had both links released (see `release`),
+        // SAFETY: every node here had all links released (see `release`),
         // so it is unreachable for threads that pin from now on; threads
         // pinned now keep it alive until they unpin, which the deferral
         // waits for. Its connection was moved out when it was claimed, so
@@ -1405,9 +1405,10 @@ impl<K, C> Drop for HoldCloser<'_, K, C> {
 
 impl<K, C> Drop for Fifo<K, C> {
     fn drop(&mut self) {
-        // Every unclaimed node is in one FIFO stripe (puts finish before
-        // the pool can be dropped), so dropping every stripe closes every
-        // remaining connection.
+        // Every unclaimed node is in a FIFO stripe (possibly as its dummy,
+        // after a move) or its holdover queue (puts finish before the pool
+        // can be dropped); this closes those in the stripe, and the
+        // holdover queue's drop, which runs next, the rest.
         // SAFETY: `&mut self`: exclusive; `unprotected` frees at once.
         let guard = unsafe { epoch::unprotected() };
         let mut rest = Closer {

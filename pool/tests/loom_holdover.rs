@@ -1,7 +1,10 @@
 //! Loom models of an idle connection moved off the head of a FIFO stripe
 //! that went over its record limit (to the holdover queue), racing
-//! `next_expiry`, a take of that connection, and `clear` (reapers take the
-//! stripe's claim, as moves do, so a reap never runs alongside a move). Under loom the limit is 2 records, so the
+//! `next_expiry`, a take of that connection, and `clear`. A reap that has
+//! something due takes the stripe's claim, as moves do, and so waits for a
+//! move; one that pops without the claim (nothing due when it looked, or
+//! re-entered from a destructor) pops as `clear` does, which the last model
+//! covers. Under loom the limit is 2 records, so the
 //! third record of a stripe moves its idle head. Run by `.ci/loom.sh`.
 //!
 //! Each model was shown once to fail with its fix removed (done locally,
