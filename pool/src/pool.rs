@@ -353,15 +353,16 @@ where
             // before it unlinks the stripe's record, so a node that left
             // the stripe before we looked there is in the holdover queue
             // when we look there (the other order could miss it).
-            while let Some(node) = fifo.pop_if(|n| n.is_claimed(), &guard, Some(&mut batch)) {
-                // SAFETY: we just popped `node`'s record.
-                unsafe { self.retire_record(node, false, &guard, Some(&mut batch)) };
-            }
+            let claimed = |n: &Node<K, C>| n.is_claimed();
+            while self
+                .pop_and_retire(fifo, false, claimed, &guard, Some(&mut batch))
+                .is_some()
+            {}
             let head = fifo.peek(&guard).and_then(|n| n.deadline);
-            while let Some(node) = fifo.hold.pop_if(|n| n.is_claimed(), &guard) {
-                // SAFETY: we just popped `node`'s proxy.
-                unsafe { self.retire_record(node, true, &guard, Some(&mut batch)) };
-            }
+            while self
+                .pop_and_retire(fifo, true, claimed, &guard, Some(&mut batch))
+                .is_some()
+            {}
             let held = fifo.hold.peek(&guard).and_then(|n| n.deadline);
             for d in head.into_iter().chain(held) {
                 next = Some(next.map_or(d, |n| n.min(d)));
@@ -589,6 +590,26 @@ where
         closed
     }
 
+    /// Pops the oldest record of `fifo` (`hold`: of its holdover queue) if
+    /// `pred` accepts its node, and retires it (see `retire_record`).
+    /// `Some(closed)` if it popped one.
+    fn pop_and_retire(
+        &self,
+        fifo: &Fifo<K, C>,
+        hold: bool,
+        pred: impl FnMut(&Node<K, C>) -> bool,
+        guard: &Guard,
+        mut batch: Option<&mut Retired<K, C>>,
+    ) -> Option<bool> {
+        let node = if hold {
+            fifo.hold.pop_if(pred, guard)?
+        } else {
+            fifo.pop_if(pred, guard, batch.as_deref_mut())?
+        };
+        // SAFETY: just popped from the queue `hold` names.
+        Some(unsafe { self.retire_record(node, hold, guard, batch) })
+    }
+
     /// Pops records from the head of each FIFO stripe while `pred` accepts
     /// them, closing the connections it claims. Returns how many it closed.
     ///
@@ -640,26 +661,16 @@ where
             // The stripe, then its holdover queue (see `next_expiry` for
             // why this order; without the stripe's claim, as in `clear`, a
             // node moved meanwhile is met in one or the other).
-            while let Some(node) = fifo.pop_if(&mut pred, &guard, Some(&mut batch)) {
-                // SAFETY: just popped.
-                if unsafe { self.retire_record(node, false, &guard, Some(&mut batch)) } {
-                    closed += 1;
-                }
-                steps += 1;
-                if steps % REPIN_EVERY == 0 {
-                    batch.flush(&guard);
-                    guard.repin();
-                }
-            }
-            while let Some(node) = fifo.hold.pop_if(&mut pred, &guard) {
-                // SAFETY: just popped.
-                if unsafe { self.retire_record(node, true, &guard, Some(&mut batch)) } {
-                    closed += 1;
-                }
-                steps += 1;
-                if steps % REPIN_EVERY == 0 {
-                    batch.flush(&guard);
-                    guard.repin();
+            for hold in [false, true] {
+                while let Some(closed_one) =
+                    self.pop_and_retire(fifo, hold, &mut pred, &guard, Some(&mut batch))
+                {
+                    closed += usize::from(closed_one);
+                    steps += 1;
+                    if steps % REPIN_EVERY == 0 {
+                        batch.flush(&guard);
+                        guard.repin();
+                    }
                 }
             }
         }
@@ -670,22 +681,19 @@ where
     /// Bounds the records queued in the caller's FIFO stripe (see
     /// [`put`](Self::put)).
     fn housekeeping(&self, fifo: &Fifo<K, C>, guard: &Guard) {
-        if fifo.len() > DEAD_SLACK {
-            for _ in 0..PUT_CLEANUP {
-                match fifo.pop_if(|n| n.is_claimed(), guard, None) {
-                    // SAFETY: just popped.
-                    Some(node) => unsafe { self.retire_record(node, false, guard, None) },
-                    None => break,
-                };
-            }
-        }
-        if fifo.hold.len() != 0 {
-            for _ in 0..PUT_CLEANUP {
-                match fifo.hold.pop_if(|n| n.is_claimed(), guard) {
-                    // SAFETY: just popped.
-                    Some(node) => unsafe { self.retire_record(node, true, guard, None) },
-                    None => break,
-                };
+        for (hold, queued) in [
+            (false, fifo.len() > DEAD_SLACK),
+            (true, fifo.hold.len() != 0),
+        ] {
+            if queued {
+                for _ in 0..PUT_CLEANUP {
+                    if self
+                        .pop_and_retire(fifo, hold, |n| n.is_claimed(), guard, None)
+                        .is_none()
+                    {
+                        break;
+                    }
+                }
             }
         }
         if fifo.len() > self.record_limit {
@@ -695,13 +703,11 @@ where
         // limit of connections that each stayed idle through the limit of
         // puts were then taken, while an older one stays idle. Close the
         // oldest early.
-        while fifo.hold.len() > self.record_limit {
-            match fifo.hold.pop_if(|_| true, guard) {
-                // SAFETY: just popped.
-                Some(node) => unsafe { self.retire_record(node, true, guard, None) },
-                None => break,
-            };
-        }
+        while fifo.hold.len() > self.record_limit
+            && self
+                .pop_and_retire(fifo, true, |_| true, guard, None)
+                .is_some()
+        {}
     }
 
     /// Brings the caller's FIFO stripe back to its record limit without
@@ -724,13 +730,11 @@ where
                 // put, unless the stripe holds more than twice its limit:
                 // then close its oldest idle connections early, as before
                 // moves existed, so memory stays bounded.
-                while fifo.len() > 2 * self.record_limit {
-                    match fifo.pop_if(|_| true, guard, None) {
-                        // SAFETY: just popped.
-                        Some(node) => unsafe { self.retire_record(node, false, guard, None) },
-                        None => break,
-                    };
-                }
+                while fifo.len() > 2 * self.record_limit
+                    && self
+                        .pop_and_retire(fifo, false, |_| true, guard, None)
+                        .is_some()
+                {}
                 return;
             }
         };
@@ -739,10 +743,7 @@ where
                 return;
             };
             if head.is_claimed() {
-                if let Some(node) = fifo.pop_if(|n| std::ptr::eq(n, head), guard, None) {
-                    // SAFETY: just popped.
-                    unsafe { self.retire_record(node, false, guard, None) };
-                }
+                self.pop_and_retire(fifo, false, |n| std::ptr::eq(n, head), guard, None);
                 continue;
             }
             // SAFETY: `peek` found `head` queued under `guard`.

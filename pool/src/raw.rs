@@ -1056,43 +1056,7 @@ impl<K, C> Fifo<K, C> {
     /// Appends a fresh node (lock-free).
     pub(crate) fn push(&self, node: Shared<'_, Node<K, C>>, guard: &Guard) {
         self.len.fetch_add(1, Ordering::Relaxed);
-        loop {
-            let tail = self.tail.load(Ordering::Acquire, guard);
-            // SAFETY: the tail never lags behind the head (pop helps it
-            // first), so it is linked and alive under `guard`.
-            let t = unsafe { tail.deref() };
-            let next = t.next.load(Ordering::Acquire, guard);
-            if !next.is_null() {
-                let _ = self.tail.compare_exchange(
-                    tail,
-                    next,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                    guard,
-                );
-                continue;
-            }
-            // Release publishes the node (and its connection) to reapers.
-            if t.next
-                .compare_exchange(
-                    Shared::null(),
-                    node,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                    guard,
-                )
-                .is_ok()
-            {
-                let _ = self.tail.compare_exchange(
-                    tail,
-                    node,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                    guard,
-                );
-                return;
-            }
-        }
+        ms_push(&self.tail, node, guard);
     }
 
     /// The oldest record (claimed or not), without unlinking it.
@@ -1112,38 +1076,95 @@ impl<K, C> Fifo<K, C> {
         guard: &'g Guard,
         batch: Option<&mut Retired<K, C>>,
     ) -> Option<&'g Node<K, C>> {
-        loop {
-            let head = self.head.load(Ordering::Acquire, guard);
-            // SAFETY: see `peek`.
-            let h = unsafe { head.deref() };
-            let next = h.next.load(Ordering::Acquire, guard);
-            // SAFETY: see `peek`.
-            let n = unsafe { next.as_ref() }?;
-            if !pred(n) {
-                return None;
-            }
-            let tail = self.tail.load(Ordering::Acquire, guard);
-            if tail == head {
-                // Help the tail past the head before moving the head.
-                let _ = self.tail.compare_exchange(
-                    tail,
-                    next,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                    guard,
-                );
-            }
-            if self
-                .head
-                .compare_exchange(head, next, Ordering::AcqRel, Ordering::Relaxed, guard)
-                .is_ok()
-            {
-                self.len.fetch_sub(1, Ordering::Relaxed);
-                // SAFETY: our CAS moved the head past the old dummy: we
-                // alone unlinked it from the FIFO.
-                unsafe { release(head, IN_FIFO, guard, batch) };
-                return Some(n);
-            }
+        let (old, n) = ms_pop_if(&self.head, &self.tail, |n| pred(n), guard)?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: our CAS moved the head past the old dummy: we alone
+        // unlinked it from the FIFO.
+        unsafe { release(old, IN_FIFO, guard, batch) };
+        Some(n)
+    }
+}
+
+/// A Michael–Scott queue link: the FIFO's nodes and the holdover queue's
+/// proxies are both threaded through one.
+trait Linked: Sized {
+    fn next(&self) -> &Atomic<Self>;
+}
+
+impl<K, C> Linked for Node<K, C> {
+    fn next(&self) -> &Atomic<Self> {
+        &self.next
+    }
+}
+
+impl<K, C> Linked for Proxy<K, C> {
+    fn next(&self) -> &Atomic<Self> {
+        &self.next
+    }
+}
+
+/// Appends `item` at `tail` of a Michael–Scott queue (lock-free): links it
+/// after the last item with a Release CAS (publishing it), then swings the
+/// tail, helping a lagging tail first.
+fn ms_push<T: Linked>(tail: &Atomic<T>, item: Shared<'_, T>, guard: &Guard) {
+    loop {
+        let last = tail.load(Ordering::Acquire, guard);
+        // SAFETY: the tail never lags behind the head (pops help it first),
+        // so it is linked and alive under `guard`.
+        let t = unsafe { last.deref() };
+        let next = t.next().load(Ordering::Acquire, guard);
+        if !next.is_null() {
+            let _ = tail.compare_exchange(last, next, Ordering::Release, Ordering::Relaxed, guard);
+            continue;
+        }
+        if t.next()
+            .compare_exchange(
+                Shared::null(),
+                item,
+                Ordering::Release,
+                Ordering::Relaxed,
+                guard,
+            )
+            .is_ok()
+        {
+            let _ = tail.compare_exchange(last, item, Ordering::Release, Ordering::Relaxed, guard);
+            return;
+        }
+    }
+}
+
+/// Moves the head of a Michael–Scott queue past its oldest item if `pred`
+/// accepts that item (lock-free). Returns the old dummy, which the caller
+/// alone unlinked and must dispose of, and the item, the new dummy.
+fn ms_pop_if<'g, T: Linked>(
+    head: &Atomic<T>,
+    tail: &Atomic<T>,
+    mut pred: impl FnMut(&T) -> bool,
+    guard: &'g Guard,
+) -> Option<(Shared<'g, T>, &'g T)> {
+    loop {
+        let first = head.load(Ordering::Acquire, guard);
+        // SAFETY: the head (the dummy) is alive while it is the head and,
+        // after, until threads pinned now unpin; the same holds for its
+        // successor, which cannot be unlinked before the head moves to it.
+        let next = unsafe { first.deref() }
+            .next()
+            .load(Ordering::Acquire, guard);
+        // SAFETY: as above.
+        let item = unsafe { next.as_ref() }?;
+        if !pred(item) {
+            return None;
+        }
+        let last = tail.load(Ordering::Acquire, guard);
+        if last == first {
+            // Help the tail past the head before moving the head.
+            let _ = tail.compare_exchange(last, next, Ordering::Release, Ordering::Relaxed, guard);
+        }
+        if head
+            .compare_exchange(first, next, Ordering::AcqRel, Ordering::Relaxed, guard)
+            .is_ok()
+        {
+            return Some((first, item));
         }
     }
 }
@@ -1233,43 +1254,7 @@ impl<K, C> Holdover<K, C> {
         .into_shared(guard);
         self.len.fetch_add(1, Ordering::Relaxed);
         self.moves.fetch_add(1, Ordering::Relaxed);
-        loop {
-            let tail = self.tail.load(Ordering::Acquire, guard);
-            // SAFETY: the tail never lags behind the head (pop helps it
-            // first), so it is linked and alive under `guard`.
-            let t = unsafe { tail.deref() };
-            let next = t.next.load(Ordering::Acquire, guard);
-            if !next.is_null() {
-                let _ = self.tail.compare_exchange(
-                    tail,
-                    next,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                    guard,
-                );
-                continue;
-            }
-            // Release publishes the proxy (and what it points to).
-            if t.next
-                .compare_exchange(
-                    Shared::null(),
-                    proxy,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                    guard,
-                )
-                .is_ok()
-            {
-                let _ = self.tail.compare_exchange(
-                    tail,
-                    proxy,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                    guard,
-                );
-                return;
-            }
-        }
+        ms_push(&self.tail, proxy, guard);
     }
 
     /// The node of the oldest proxy, without unlinking it.
@@ -1294,41 +1279,16 @@ impl<K, C> Holdover<K, C> {
         mut pred: impl FnMut(&Node<K, C>) -> bool,
         guard: &'g Guard,
     ) -> Option<&'g Node<K, C>> {
-        loop {
-            let head = self.head.load(Ordering::Acquire, guard);
+        let target = |p: &Proxy<K, C>| {
             // SAFETY: see `peek`.
-            let h = unsafe { head.deref() };
-            let next = h.next.load(Ordering::Acquire, guard);
-            // SAFETY: see `peek`.
-            let p = unsafe { next.as_ref() }?;
-            // SAFETY: see `peek`.
-            let n = unsafe { &*p.target };
-            if !pred(n) {
-                return None;
-            }
-            let tail = self.tail.load(Ordering::Acquire, guard);
-            if tail == head {
-                // Help the tail past the head before moving the head.
-                let _ = self.tail.compare_exchange(
-                    tail,
-                    next,
-                    Ordering::Release,
-                    Ordering::Relaxed,
-                    guard,
-                );
-            }
-            if self
-                .head
-                .compare_exchange(head, next, Ordering::AcqRel, Ordering::Relaxed, guard)
-                .is_ok()
-            {
-                self.len.fetch_sub(1, Ordering::Relaxed);
-                // SAFETY: our CAS moved the head past the old dummy: we
-                // alone unlinked it; readers that reached it are pinned.
-                unsafe { guard.defer_destroy(head) };
-                return Some(n);
-            }
-        }
+            unsafe { &*p.target }
+        };
+        let (old, p) = ms_pop_if(&self.head, &self.tail, |p| pred(target(p)), guard)?;
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: our CAS moved the head past the old dummy: we alone
+        // unlinked it; readers that reached it are pinned.
+        unsafe { guard.defer_destroy(old) };
+        Some(target(p))
     }
 }
 
