@@ -78,6 +78,8 @@ mod error;
 #[cfg(not(loom))]
 mod event;
 #[cfg(not(loom))]
+mod failures;
+#[cfg(not(loom))]
 mod manager;
 #[cfg(not(loom))]
 mod sync;

@@ -20,6 +20,7 @@ use crate::admission::{Admission, Permit};
 use crate::config::{Builder, Config};
 use crate::dial_share::{self, Channel, DialMap, Join};
 use crate::dialer::{Dialer, NoTransport};
+use crate::failures::{Failures, Stamp};
 use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Weak};
 use crate::{Error, Result, StatusEvent};
 
@@ -67,9 +68,17 @@ impl<V> Sharded<V> {
         }
     }
 
+    /// The shard `peer` lives in.
+    fn index(&self, peer: &PeerId) -> usize {
+        self.hasher.hash_one(peer) as usize & (self.shards.len() - 1)
+    }
+
+    fn len(&self) -> usize {
+        self.shards.len()
+    }
+
     fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut HashMap<PeerId, V>) -> R) -> R {
-        let i = self.hasher.hash_one(peer) as usize & (self.shards.len() - 1);
-        f(&mut self.shards[i].lock())
+        f(&mut self.shards[self.index(peer)].lock())
     }
 
     /// Takes everything out, shard by shard.
@@ -124,6 +133,10 @@ struct Inner<D: Dialer> {
     metrics: Metrics<TokioClock>,
     admission: Arc<Admission>,
     live: Sharded<LiveSlot<D::Conn>>,
+    /// Failed calls started and finished, per shard of `live` (see
+    /// [`Failures`]): how a call that pools a connection, or takes one from
+    /// the pool, learns that the peer was set Failed since it decided.
+    failures: Failures,
     dials: Sharded<watch::Sender<DialResult>>,
     events: broadcast::Sender<StatusEvent>,
     /// Receivers handed out so far (only grows) and, in `silent_at`, how
@@ -252,13 +265,16 @@ impl<D: Dialer> ConnectionManager<D> {
         )
         .expect("metrics settings are validated by the builder");
         let (events, _) = broadcast::channel(config.event_capacity);
+        let live = Sharded::new();
+        let failures = Failures::new(live.len());
         Self {
             inner: Arc::new(Inner {
                 admission: Admission::new(config.max_connections),
                 table: StatusTable::new(),
                 pool,
                 metrics,
-                live: Sharded::new(),
+                live,
+                failures,
                 dials: Sharded::new(),
                 events,
                 subscribers: AtomicU64::new(0),
@@ -367,17 +383,31 @@ impl<D: Dialer> ConnectionManager<D> {
         // A Failed peer's pooled connections are closed when it fails
         // (`set_status`), and a put that races the failure closes what it
         // pooled (`idle_or_close`); not consulting the pool here is the
-        // rule itself, stated once more where it applies.
-        let pooled = if inner.table.get(&peer) == Some(ConnectionStatus::Failed) {
+        // rule itself, stated once more where it applies. Read before the
+        // status, the stamp also tells a Failed whose drain is under way
+        // (the pool is skipped: what is in it may be the failed peer's), and,
+        // looked at again by `go_live` under the peer's lock, one that ran
+        // while we took the connection (it is closed, and we dial).
+        let stamp = inner.fail_stamp(&peer);
+        let pooled = if stamp.draining() || inner.table.get(&peer) == Some(ConnectionStatus::Failed)
+        {
             None
         } else {
             inner.pool.take_if(&peer, |c| dialer.is_alive(c))
         };
-        if let Some(conn) = pooled {
-            inner.metrics.record_dial(DialOutcome::PoolHit);
-            inner.go_live(peer, conn, permit);
-            return Ok(());
-        }
+        let permit = match pooled {
+            Some(conn) => match inner.go_live(peer, conn, permit, Some(stamp)) {
+                Ok(()) => {
+                    inner.metrics.record_dial(DialOutcome::PoolHit);
+                    return Ok(());
+                }
+                Err((conn, permit)) => {
+                    drop(conn); // the peer failed while we took it: closed
+                    permit
+                }
+            },
+            None => permit,
+        };
         inner.metrics.record_dial(DialOutcome::PoolMiss);
         let before = inner.table.insert(peer, ConnectionStatus::Connecting);
         inner.emit(peer, before, Some(ConnectionStatus::Connecting));
@@ -393,7 +423,11 @@ impl<D: Dialer> ConnectionManager<D> {
         match dialed {
             Ok(Ok(conn)) if !inner.shut_down.load(Ordering::Acquire) => {
                 inner.metrics.record_dial(DialOutcome::Ok);
-                inner.go_live(peer, conn, permit);
+                // A fresh dial has the last word over any status set
+                // meanwhile (no stamp): `go_live` cannot refuse it.
+                if inner.go_live(peer, conn, permit, None).is_err() {
+                    unreachable!("go_live refuses only pooled connections");
+                }
                 Ok(())
             }
             Ok(Ok(conn)) => {
@@ -450,14 +484,14 @@ impl<D: Dialer> ConnectionManager<D> {
                     ConnectionStatus::Disconnected,
                 )
                 .ok()
-                .map(|info| {
+                .map(|_| {
                     let slot = live.remove(peer_id);
                     inner.detach_if_leased(*peer_id, slot.as_ref(), false);
-                    (slot, info.generation)
+                    (slot, inner.fail_stamp(peer_id))
                 })
         });
-        if let Some((slot, generation)) = slot {
-            inner.retire_slot(*peer_id, slot, Some(generation));
+        if let Some((slot, stamp)) = slot {
+            inner.retire_slot(*peer_id, slot, Some(stamp));
             inner.emit(
                 *peer_id,
                 Some(ConnectionStatus::Connected),
@@ -547,7 +581,8 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Bytes held by the manager's own structures: the status table, the
     /// idle pool's bookkeeping, the metrics stripes, the live, dial and
     /// watcher maps, the register of leases whose peer was disconnected
-    /// while they were held, and the status event ring (its per-slot
+    /// while they were held, the per-shard counts of Failed calls, and the
+    /// status event ring (its per-slot
     /// bookkeeping estimated), each computed from its capacity (the connections
     /// themselves, and allocator overhead, are not counted).
     pub fn memory_usage(&self) -> usize {
@@ -561,6 +596,7 @@ impl<D: Dialer> ConnectionManager<D> {
             + i.watchers.memory_usage()
             + event_ring_bytes(i.config.event_capacity)
             + detached_bytes(&i.detached.lock())
+            + i.failures.memory_usage()
     }
 
     /// Connections connecting or connected (slots in use).
@@ -791,8 +827,24 @@ impl<D: Dialer> Inner<D> {
     /// live-map lock, the lock under which `disconnect`, `set_status` and
     /// `fail_slot` take a slot out: so a slot is only ever removed for the
     /// Connected status it came with.
-    fn go_live(&self, peer: PeerId, conn: D::Conn, permit: Permit) {
+    ///
+    /// `pooled` is the stamp read before a pooled `conn` was taken from the
+    /// pool (`None` for a fresh dial). If a Failed of the peer's shard
+    /// started since, which that lock makes exact, the connection may be
+    /// one the Failed was to close (it was out of the pool while the Failed
+    /// drained it): nothing is installed, and `conn` and `permit` are
+    /// handed back.
+    fn go_live(
+        &self,
+        peer: PeerId,
+        conn: D::Conn,
+        permit: Permit,
+        pooled: Option<Stamp>,
+    ) -> std::result::Result<(), (D::Conn, Permit)> {
         let (replaced, before) = self.live.with(&peer, |live| {
+            if pooled.is_some_and(|stamp| self.failures.started_since(stamp)) {
+                return Err((conn, permit));
+            }
             let replaced = live.insert(
                 peer,
                 LiveSlot {
@@ -802,11 +854,11 @@ impl<D: Dialer> Inner<D> {
                 },
             );
             self.detach_if_leased(peer, replaced.as_ref(), false);
-            (
+            Ok((
                 replaced,
                 self.table.insert(peer, ConnectionStatus::Connected),
-            )
-        });
+            ))
+        })?;
         // A stale slot (left by bookkeeping such as `update_status(p,
         // Connecting)` over a Connected peer): closed and freed, outside
         // the lock.
@@ -818,6 +870,13 @@ impl<D: Dialer> Inner<D> {
             // it here so nothing outlives the shutdown.
             self.set_status(peer, ConnectionStatus::Disconnected);
         }
+        Ok(())
+    }
+
+    /// The failure counts of `peer`'s live-map shard, now (see
+    /// [`Failures`]).
+    fn fail_stamp(&self, peer: &PeerId) -> Stamp {
+        self.failures.stamp(self.live.index(peer))
     }
 
     /// Sets a status as given and retires the live connection if the new
@@ -830,31 +889,22 @@ impl<D: Dialer> Inner<D> {
     /// one the new status found, whatever other calls race with this one.
     fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
         use ConnectionStatus::{Connected, Connecting, Disconnected, Failed};
+        if status == Failed {
+            self.fail(peer, None);
+            return;
+        }
         // The status before, the slot retired, and (to pool its connection)
-        // the peer's generation at or after our write.
-        type Retired<C> = (Option<ConnectionStatus>, Option<LiveSlot<C>>, Option<u32>);
-        let (before, slot, generation): Retired<D::Conn> = match status {
-            // Failed also marks the leases that lost their slot earlier,
-            // which exist with no slot in use: always under the lock
-            // (failures are rare).
-            Failed => self.live.with(&peer, |live| {
-                let before = self.table.insert(peer, Failed);
-                let slot = live.remove(&peer);
-                // A leased one is closed by its lease when dropped (see
-                // `Lease::drop`): registered before it can find its slot
-                // gone.
-                self.detach_if_leased(peer, slot.as_ref(), true);
-                self.fail_detached(peer);
-                (before, slot, None)
-            }),
+        // the failure stamp read under the lock that retired it.
+        type Retired<C> = (Option<ConnectionStatus>, Option<LiveSlot<C>>, Option<Stamp>);
+        let (before, slot, stamp): Retired<D::Conn> = match status {
+            Failed => unreachable!("handled by `fail` above"),
             // Each live connection holds a unit of the limit, taken before
             // its status goes Connected.
             Disconnected if self.admission.in_use() != 0 => self.live.with(&peer, |live| {
                 let before = self.table.insert(peer, Disconnected);
-                let generation = self.table.info(&peer).map(|i| i.generation);
                 let slot = live.remove(&peer);
                 self.detach_if_leased(peer, slot.as_ref(), false);
-                (before, slot, generation)
+                (before, slot, Some(self.fail_stamp(&peer)))
             }),
             // None was in use when we looked: pure bookkeeping, no lock,
             // unless a connection went live between that look and our write
@@ -866,12 +916,13 @@ impl<D: Dialer> Inner<D> {
             Disconnected => {
                 let before = self.table.insert(peer, Disconnected);
                 if matches!(before, Some(Connected | Connecting)) && self.admission.in_use() != 0 {
-                    self.live.with(&peer, |live| match self.table.info(&peer) {
-                        Some(info) if info.status != Disconnected => (before, None, None),
-                        info => {
+                    self.live.with(&peer, |live| match self.table.get(&peer) {
+                        Some(now) if now != Disconnected => (before, None, None),
+                        now => {
                             let slot = live.remove(&peer);
                             self.detach_if_leased(peer, slot.as_ref(), false);
-                            (before, slot, info.map(|i| i.generation))
+                            // Forgotten meanwhile (`None`): closed.
+                            (before, slot, now.map(|_| self.fail_stamp(&peer)))
                         }
                     })
                 } else {
@@ -880,20 +931,51 @@ impl<D: Dialer> Inner<D> {
             }
             Connected | Connecting => (self.table.insert(peer, status), None, None),
         };
-        // Failed again still drains the pool below (idempotent cleanup);
-        // any other unchanged status has nothing left to do.
-        if before == Some(status) && status != Failed && slot.is_none() {
+        // An unchanged status has nothing left to do.
+        if before == Some(status) && slot.is_none() {
             return;
         }
-        self.retire_slot(peer, slot, generation);
-        if status == Failed {
-            // Store-buffering with `idle_or_close` (pool put, fence, status
-            // read): either that put sees our write and closes what it
-            // pooled, or the drain below finds it.
-            fence(Ordering::SeqCst);
-            self.close_idle(peer);
-        }
+        self.retire_slot(peer, slot, stamp);
         self.emit(peer, before, Some(status));
+    }
+
+    /// Sets `peer` Failed: with `only_slot`, only if its live slot is that
+    /// one (a lease's discard: a newer connection is left alone), else
+    /// whatever its status (`update_status`, a failed dial).
+    ///
+    /// Under the peer's live-map lock: the status is written, the live
+    /// slot taken out (a leased one registered, so its lease closes it),
+    /// the leases that lost their slot earlier marked (they close theirs
+    /// too), and the Failed counted started (see [`Failures`]). After the
+    /// lock: the slot's connection is closed, then, after a SeqCst fence,
+    /// the peer's idle pooled connections (store-buffering with
+    /// `idle_or_close`'s put, fence and re-check: either that put sees our
+    /// count and closes what it pooled, or this drain finds it), and the
+    /// Failed is counted finished. A repeated Failed drains again
+    /// (idempotent cleanup).
+    fn fail(&self, peer: PeerId, only_slot: Option<u64>) {
+        let shard = self.live.index(&peer);
+        let failed = self.live.with(&peer, |live| {
+            if only_slot.is_some_and(|id| live.get(&peer).is_none_or(|slot| slot.id != id)) {
+                return None;
+            }
+            let before = self.table.insert(peer, ConnectionStatus::Failed);
+            let slot = live.remove(&peer);
+            if only_slot.is_none() {
+                // A discarding lease is the slot's own: not registered.
+                self.detach_if_leased(peer, slot.as_ref(), true);
+            }
+            self.fail_detached(peer);
+            Some((before, slot, self.failures.start(shard)))
+        });
+        let Some((before, slot, finish)) = failed else {
+            return;
+        };
+        self.retire_slot(peer, slot, None);
+        fence(Ordering::SeqCst);
+        self.close_idle(peer);
+        drop(finish);
+        self.emit(peer, before, Some(ConnectionStatus::Failed));
     }
 
     /// Registers the lease of `slot` (just taken out of the live map, under
@@ -955,26 +1037,9 @@ impl<D: Dialer> Inner<D> {
     /// Failed, together under the live map's lock; a newer connection to
     /// the peer is left alone.
     fn fail_slot(&self, peer: PeerId, id: u64) {
-        let failed = self.live.with(&peer, |live| {
-            if live.get(&peer).is_some_and(|slot| slot.id == id) {
-                let slot = live.remove(&peer);
-                let before = self.table.insert(peer, ConnectionStatus::Failed);
-                // As in `set_status`: older leases that lost their slot
-                // close their connection too.
-                self.fail_detached(peer);
-                Some((slot, before))
-            } else {
-                None
-            }
-        });
-        if let Some((slot, before)) = failed {
-            // Leased: no connection in it; dropping it frees the permit.
-            drop(slot);
-            // As in `set_status`: store-buffering with `idle_or_close`.
-            fence(Ordering::SeqCst);
-            self.close_idle(peer);
-            self.emit(peer, before, Some(ConnectionStatus::Failed));
-        }
+        // The slot is leased (its connection is the caller's): retiring it
+        // frees its permit and closes nothing.
+        self.fail(peer, Some(id));
     }
 
     /// Frees a live slot taken out of the live map (giving its connection
@@ -985,26 +1050,29 @@ impl<D: Dialer> Inner<D> {
     /// of it when dropped (pools it, or closes it if the peer was set Failed
     /// while it was held, is Failed or forgotten by then, or the manager
     /// shut down).
-    fn retire_slot(&self, peer: PeerId, slot: Option<LiveSlot<D::Conn>>, pool_at: Option<u32>) {
+    fn retire_slot(&self, peer: PeerId, slot: Option<LiveSlot<D::Conn>>, pool_at: Option<Stamp>) {
         if let Some(conn) = slot.and_then(|s| s.conn) {
             self.idle_or_close(peer, conn, pool_at);
         }
     }
 
-    /// Pools `conn` if `pool_at` is the peer's generation (see
-    /// `EntryInfo::generation`) when its caller decided to pool it, else
-    /// closes it. If the peer's status changed between that decision and
-    /// the put (possibly through Failed, which drains the pool, and back),
-    /// or the manager shut down, the peer's idle connections are closed
-    /// again after the put. One window is left open: a `connect` of the
-    /// peer that takes the connection from the pool between our put and
-    /// that check, after a Failed that ran whole between our decision and
-    /// the put, reuses it.
-    fn idle_or_close(&self, peer: PeerId, conn: D::Conn, pool_at: Option<u32>) {
-        let Some(decided_at) = pool_at else {
+    /// Pools `conn` if `pool_at` is `Some`: the failure stamp its caller
+    /// read before deciding to pool it (see [`Failures`]); closes it on
+    /// `None`. After the put, a SeqCst fence and a second look: if a Failed
+    /// of the peer's shard started since the stamp (it may have drained
+    /// the pool before our put landed), the peer was forgotten, or the
+    /// manager shut down, the peer's idle connections are closed again.
+    /// Any other status change since the decision leaves the connection
+    /// pooled. A Failed already visible before the put closes `conn` at
+    /// once. One window is left open: a Failed that runs whole while the
+    /// put is landing (after that first look, before the put is visible),
+    /// followed by a `connect` of the peer that takes the connection before
+    /// our second look: it reuses it.
+    fn idle_or_close(&self, peer: PeerId, conn: D::Conn, pool_at: Option<Stamp>) {
+        let Some(stamp) = pool_at else {
             return; // `conn` is closed as it goes out of scope
         };
-        if !self.shut_down.load(Ordering::Acquire) {
+        if !self.shut_down.load(Ordering::Acquire) && !self.failures.started_since(stamp) {
             // One TTL for all: a new idle connection never expires before
             // those already idle, so the reaper (asleep until the earliest
             // expiry) needs waking only if it found nothing to wait for; the
@@ -1014,17 +1082,15 @@ impl<D: Dialer> Inner<D> {
                 if self.pool.take_wake_request() {
                     self.reaper_wake.notify_one();
                 }
-                // Store-buffering with `set_status(.., Failed)` and
-                // `fail_slot` (status write, fence, drain) and with
-                // `shutdown` (flag, fence, clear): a peer that failed, or a
-                // manager that shut down, meanwhile gets nothing pooled, by
-                // one side or the other.
+                // Store-buffering with `fail` (count, fence, drain) and
+                // with `shutdown` (flag, fence, clear): a peer that failed,
+                // or a manager that shut down, meanwhile gets nothing
+                // pooled, by one side or the other.
                 fence(Ordering::SeqCst);
-                let unchanged = self
-                    .table
-                    .info(&peer)
-                    .is_some_and(|info| info.generation == decided_at);
-                if !unchanged || self.shut_down.load(Ordering::Relaxed) {
+                if self.failures.started_since(stamp)
+                    || self.shut_down.load(Ordering::Relaxed)
+                    || !self.table.contains_key(&peer)
+                {
                     self.close_idle(peer);
                 }
             }
@@ -1301,10 +1367,16 @@ impl<D: Dialer> Drop for Lease<D> {
                 _ => Some(conn),
             });
         if let Some(conn) = homeless {
+            // The stamp before the register: a Failed that marked this
+            // lease after we read it (and so after we took the lease out
+            // of the register, unmarked) counted itself started after the
+            // stamp, which `idle_or_close` sees; one counted before the
+            // stamp had marked the lease already.
+            let stamp = inner.fail_stamp(&self.peer);
             let failed_while_held = inner.take_detached(self.peer, self.slot);
-            let pool_at = match inner.table.info(&self.peer) {
-                Some(info) if !failed_while_held && info.status != ConnectionStatus::Failed => {
-                    Some(info.generation)
+            let pool_at = match inner.table.get(&self.peer) {
+                Some(status) if !failed_while_held && status != ConnectionStatus::Failed => {
+                    Some(stamp)
                 }
                 _ => None,
             };
