@@ -80,7 +80,10 @@
 //!   holding more records than its limit (taken connections' records
 //!   behind an old idle one) moves its idle head to the stripe's holdover
 //!   queue, a second queue of small proxy records that reapers also drain,
-//!   so nothing is closed early (see `IdlePool::put`).
+//!   so the oldest idle connection is not closed early. It still is in
+//!   two bounded cases, to keep memory bounded: a holdover queue over the
+//!   limit, or a stripe over twice the limit whose reaping claim another
+//!   call holds (see `IdlePool::put`).
 //! * Each key has an entry with a reservation counter (the per-key cap)
 //!   and an index of fixed slots written in place: a chunk of 8 node
 //!   pointers, plus more chunks (appended, never moved) up to
@@ -100,7 +103,7 @@
 //! * Keys map to entries through sharded bucket chains: lookups are
 //!   lock-free; creating or removing an entry takes the shard's lock. An
 //!   entry lives while it counts an idle connection or a FIFO record of one
-//!   of its connections, so a key that churns (put, take, put, ...) keeps
+//!   of its connections (a holdover proxy's record counts too), so a key that churns (put, take, put, ...) keeps
 //!   its entry and stays off the lock; once an emptied key's records leave
 //!   the FIFO (at the next `reap`/`next_expiry`, or when `put` finds more
 //!   than 64 records queued in its stripe) the entry is removed and
@@ -123,7 +126,7 @@
 //! * Memory of nodes, key entries (with their index chunks) and bucket
 //!   arrays is retired through crossbeam-epoch's default collector; `reap`,
 //!   `clear` and `next_expiry` retire nodes in batches of 64 per deferred
-//!   call. Connections are never retired: they are dropped by the call
+//!   call (holdover proxies one per deferred call). Connections are never retired: they are dropped by the call
 //!   that claims them. A key entry holds a clone of its key, which is
 //!   dropped when the entry's memory is reclaimed.
 //! * Dropping the pool closes every idle connection, in the dropping thread,

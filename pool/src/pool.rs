@@ -142,12 +142,14 @@ where
     /// `max(2 × max_idle_total, 1024)` records are queued in the stripe
     /// (many connections put and taken while an older one stays idle), it
     /// moves the idle connections at the stripe's head to the stripe's
-    /// holdover queue, which reapers drain first, so the records behind
-    /// them can go: nothing is closed early. Only if the holdover queue
-    /// itself holds more than that limit (more than that many connections,
-    /// each idle through that many puts, were moved and then taken while an
-    /// older one stays idle) does `put` close the oldest one early, to keep
-    /// memory bounded. Moves are made under the stripe's reaping claim; a
+    /// holdover queue, which reapers also drain (after the stripe), so the
+    /// records behind them can go. An idle connection is closed early, to
+    /// keep memory bounded, in two cases only: the holdover queue itself
+    /// holds more than that limit (more than that many connections, each
+    /// idle through that many puts, were moved and then taken while an
+    /// older one stays idle), or a put finds the stripe's reaping claim
+    /// held by another call while the stripe holds more than twice the
+    /// limit. Moves are made under the stripe's reaping claim; a
     /// put that finds a reaper holding it leaves them to a later put,
     /// unless the stripe holds more than twice that limit: then it closes
     /// the stripe's oldest idle connections early, as the bound requires.
@@ -339,8 +341,8 @@ where
     /// in the past if nobody reaped yet.
     ///
     /// **Progress:** lock-free, O(stripes + records unlinked); unlinks
-    /// records of already-taken connections from each stripe's head on the
-    /// way (short per-shard lock for each key entry this frees).
+    /// records of already-taken connections from the head of each stripe
+    /// and of its holdover queue on the way (short per-shard lock for each key entry this frees).
     ///
     /// **Reclamation:** unlinked records and freed key entries are retired
     /// through crossbeam-epoch (memory only); no connection is dropped.
@@ -730,7 +732,7 @@ where
                 // put, unless the stripe holds more than twice its limit:
                 // then close its oldest idle connections early, as before
                 // moves existed, so memory stays bounded.
-                while fifo.len() > 2 * self.record_limit
+                while fifo.len() > self.record_limit.saturating_mul(2)
                     && self
                         .pop_and_retire(fifo, false, |_| true, guard, None)
                         .is_some()

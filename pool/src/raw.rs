@@ -17,7 +17,8 @@
 //!   records queued, and was moved; see [`Holdover`]).
 //!
 //! The link bits are references. The thread that clears the last one
-//! (the node is then unreachable from both structures) retires the node's
+//! (the node is then unreachable from the FIFO, the index and the
+//! holdover queue) retires the node's
 //! memory with `defer_destroy`. A node's memory holds no user value by then
 //! (the connection left when it was claimed), so deferred destruction never
 //! runs a connection's destructor.
@@ -48,7 +49,8 @@ const IDLE_MASK: u64 = (1 << 32) - 1;
 /// One FIFO record in [`Entry::live`] (bits 32..63).
 const RECORD_ONE: u64 = 1 << 32;
 
-/// One idle connection, linked into the FIFO and into its key's index.
+/// One idle connection, linked into its key's index and into the FIFO or,
+/// once moved, its stripe's holdover queue (see [`Holdover`]).
 pub(crate) struct Node<K, C> {
     state: AtomicUsize,
     /// `None`: never expires (`now + ttl` overflowed `Instant`).
@@ -323,8 +325,8 @@ impl<K, C> Drop for Chunk<K, C> {
 
 /// Per-key state: a reservation counter and an in-place slot index.
 ///
-/// An entry lives while it counts an idle connection or a FIFO record of
-/// one of its nodes: keys that churn (put, take, put, ...) keep their entry
+/// An entry lives while it counts an idle connection or a record of one
+/// of its nodes (a FIFO record, or a holdover proxy's): keys that churn (put, take, put, ...) keep their entry
 /// and never touch the shard lock; once the records of an emptied key have
 /// left the FIFO, whoever gives back the last count closes the entry.
 pub(crate) struct Entry<K, C> {

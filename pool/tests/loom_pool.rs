@@ -176,15 +176,6 @@ fn puts_race_for_index_slots() {
     });
 }
 
-/// Two puts race for the last unit of a total cap of 1 from threads on
-/// different stripes of the total: the main thread's stripe holds the unit
-/// (borrowed by an earlier put, given back by its take), the other thread
-/// must steal it. At most one is accepted, and once both are done `len`
-/// is exact.
-///
-/// Fix removed once (locally, then reverted): `quota::take_one` as a load
-/// followed by a store instead of one CAS. Loom found both puts taking the
-/// one unit and failed this model on the cap assertion.
 /// Two puts meet a total cap held by an expired connection nobody reaped:
 /// each reaps before giving up, so at least one goes in; the cap still
 /// holds, and every connection is dropped exactly once.
@@ -216,6 +207,15 @@ fn puts_at_a_cap_held_by_an_expired_connection() {
     });
 }
 
+/// Two puts race for the last unit of a total cap of 1 from threads on
+/// different stripes of the total: the main thread's stripe holds the unit
+/// (borrowed by an earlier put, given back by its take), the other thread
+/// must steal it. At most one is accepted, and once both are done `len`
+/// is exact.
+///
+/// Fix removed once (locally, then reverted): `quota::take_one` as a load
+/// followed by a store instead of one CAS. Loom found both puts taking the
+/// one unit and failed this model on the cap assertion.
 #[test]
 fn total_cap_holds_across_stripes() {
     loom::model(|| {
