@@ -81,10 +81,14 @@ fn move_vs_next_expiry() {
 /// the interleaving (a move never hides it from its key's index), and
 /// afterwards the counts, records and drops add up.
 ///
-/// Checked to fail: with the proxy pushed without the node's `IN_HOLD`
-/// link (so whoever pops it gives back a link the node does not hold), a
-/// debug assertion fails ("link released twice"); that mistake fails in
-/// every interleaving, not only in a race.
+/// Checked to fail, twice:
+/// - with `Node::try_hold` as a load then a store instead of a CAS (the
+///   race itself: the store lands after the taker's claim and wipes its
+///   `CLAIMED` bit), loom finds that interleaving and a debug assertion
+///   fails ("link released twice");
+/// - with the proxy pushed without the node's `IN_HOLD` link, the same
+///   assertion fails, but in every interleaving: that mistake needs no
+///   race to show.
 #[test]
 fn move_vs_take() {
     loom::model(|| {
