@@ -47,6 +47,11 @@ pub(crate) struct Stamp {
 }
 
 impl Stamp {
+    /// The shard the stamp was read from.
+    pub(crate) fn shard(self) -> usize {
+        self.shard
+    }
+
     /// A Failed in this shard had done its locked step, but not its drain,
     /// when the stamp was read.
     pub(crate) fn draining(self) -> bool {

@@ -78,7 +78,13 @@ impl<V> Sharded<V> {
     }
 
     fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut HashMap<PeerId, V>) -> R) -> R {
-        f(&mut self.shards[self.index(peer)].lock())
+        self.with_at(self.index(peer), f)
+    }
+
+    /// As [`with`](Self::with), on shard `i` (from [`index`](Self::index)),
+    /// for a caller that needs the index too: the key is hashed once.
+    fn with_at<R>(&self, i: usize, f: impl FnOnce(&mut HashMap<PeerId, V>) -> R) -> R {
+        f(&mut self.shards[i].lock())
     }
 
     /// Takes everything out, shard by shard.
@@ -368,7 +374,8 @@ impl<D: Dialer> ConnectionManager<D> {
         // A live connection whose status bookkeeping moved off Connected
         // (`update_status(p, Connecting)`, say) is still this peer's: mark
         // it Connected again instead of dialing a second one.
-        let revived = inner.live.with(&peer, |live| {
+        let shard = inner.live.index(&peer);
+        let revived = inner.live.with_at(shard, |live| {
             live.contains_key(&peer)
                 .then(|| inner.table.insert(peer, ConnectionStatus::Connected))
         });
@@ -388,7 +395,7 @@ impl<D: Dialer> ConnectionManager<D> {
         // (the pool is skipped: what is in it may be the failed peer's), and,
         // looked at again by `go_live` under the peer's lock, one that ran
         // while we took the connection (it is closed, and we dial).
-        let stamp = inner.fail_stamp(&peer);
+        let stamp = inner.failures.stamp(shard);
         let pooled = if stamp.draining() || inner.table.get(&peer) == Some(ConnectionStatus::Failed)
         {
             None
@@ -475,7 +482,8 @@ impl<D: Dialer> ConnectionManager<D> {
         // the peer's live-map lock, where `go_live` installs a slot and
         // sets Connected: a connect that completes meanwhile cannot have
         // its new slot taken for this older Connected.
-        let slot = inner.live.with(peer_id, |live| {
+        let shard = inner.live.index(peer_id);
+        let slot = inner.live.with_at(shard, |live| {
             inner
                 .table
                 .compare_and_set(
@@ -487,7 +495,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 .map(|_| {
                     let slot = live.remove(peer_id);
                     inner.detach_if_leased(*peer_id, slot.as_ref(), false);
-                    (slot, inner.fail_stamp(peer_id))
+                    (slot, inner.failures.stamp(shard))
                 })
         });
         if let Some((slot, stamp)) = slot {
@@ -841,7 +849,8 @@ impl<D: Dialer> Inner<D> {
         permit: Permit,
         pooled: Option<Stamp>,
     ) -> std::result::Result<(), (D::Conn, Permit)> {
-        let (replaced, before) = self.live.with(&peer, |live| {
+        let shard = pooled.map_or_else(|| self.live.index(&peer), Stamp::shard);
+        let (replaced, before) = self.live.with_at(shard, |live| {
             if pooled.is_some_and(|stamp| self.failures.started_since(stamp)) {
                 return Err((conn, permit));
             }
@@ -900,12 +909,15 @@ impl<D: Dialer> Inner<D> {
             Failed => unreachable!("handled by `fail` above"),
             // Each live connection holds a unit of the limit, taken before
             // its status goes Connected.
-            Disconnected if self.admission.in_use() != 0 => self.live.with(&peer, |live| {
-                let before = self.table.insert(peer, Disconnected);
-                let slot = live.remove(&peer);
-                self.detach_if_leased(peer, slot.as_ref(), false);
-                (before, slot, Some(self.fail_stamp(&peer)))
-            }),
+            Disconnected if self.admission.in_use() != 0 => {
+                let shard = self.live.index(&peer);
+                self.live.with_at(shard, |live| {
+                    let before = self.table.insert(peer, Disconnected);
+                    let slot = live.remove(&peer);
+                    self.detach_if_leased(peer, slot.as_ref(), false);
+                    (before, slot, Some(self.failures.stamp(shard)))
+                })
+            }
             // None was in use when we looked: pure bookkeeping, no lock,
             // unless a connection went live between that look and our write
             // (then it holds a unit now, and `before` is Connected, or
@@ -955,7 +967,7 @@ impl<D: Dialer> Inner<D> {
     /// (idempotent cleanup).
     fn fail(&self, peer: PeerId, only_slot: Option<u64>) {
         let shard = self.live.index(&peer);
-        let failed = self.live.with(&peer, |live| {
+        let failed = self.live.with_at(shard, |live| {
             if only_slot.is_some_and(|id| live.get(&peer).is_none_or(|slot| slot.id != id)) {
                 return None;
             }
