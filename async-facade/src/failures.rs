@@ -2,7 +2,8 @@
 //! about to pool a connection, or to hand a pooled one out, learns whether
 //! a peer of its shard (possibly its own) was set Failed since it decided.
 //!
-//! A Failed (`update_status(p, Failed)`, a lease's discard) runs in two
+//! A Failed (`update_status(p, Failed)`, a failed or timed-out dial, a
+//! lease discarded or dropped while its thread panics) runs in two
 //! steps. Under the peer's live-map lock it writes the status, takes the
 //! live slot out and marks the leases that lost theirs, then counts itself
 //! *started*. After the lock it fences and closes the peer's idle pooled
@@ -20,8 +21,11 @@
 //!   itself started but has not drained yet.
 //!
 //! The counts are per shard, not per peer, so a Failed of another peer in
-//! the same shard looks like one of ours. That costs an extra drain or an
-//! extra dial, never a wrong answer, and Failed is rare.
+//! the same shard looks like one of ours. That never lets a failed peer's
+//! connection be reused, but it can cost a healthy peer: its idle pooled
+//! connections closed after a put, a pooled connection closed and a dial
+//! made instead, or the pool skipped for a dial while the other peer's
+//! drain runs.
 
 use crossbeam_utils::CachePadded;
 
@@ -86,8 +90,11 @@ impl Failures {
     /// Counts a Failed as started. Called under the peer's live-map lock,
     /// after its status is written and its detached leases are marked, and
     /// before the fence that precedes its drain. Returns the guard that
-    /// counts it finished when dropped, after the drain (also on unwind, so
-    /// a panicking destructor cannot leave the shard draining for good).
+    /// counts it finished when dropped, after the drain. It counts on
+    /// unwind too, so that a panicking destructor cannot leave the shard
+    /// draining for good; the price is that a drain cut short by that
+    /// panic counts as finished, and the failed peer may keep pooled
+    /// connections until they expire.
     pub(crate) fn start(&self, shard: usize) -> Finish<'_> {
         let counts = &self.shards[shard];
         counts.started.fetch_add(1, Ordering::Release);
@@ -96,7 +103,9 @@ impl Failures {
 
     /// A Failed of `stamp`'s shard started after `stamp` was read. Call it
     /// after a SeqCst fence (store-buffering with [`start`](Self::start)'s
-    /// count and the Failed's fence) or under the live-map lock.
+    /// count and the Failed's fence) or under the live-map lock for a
+    /// guarantee; anywhere else (the check before a put) its answer is
+    /// only a shortcut, never relied on.
     pub(crate) fn started_since(&self, stamp: Stamp) -> bool {
         self.shards[stamp.shard].started.load(Ordering::Relaxed) != stamp.started
     }

@@ -318,6 +318,13 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | unknown, Disconnected or Connecting by bookkeeping alone, with nothing alive pooled; or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
     ///
+    /// A pooled connection is not reused, and the peer is dialed instead,
+    /// while a Failed of another peer that shares its live-map shard is
+    /// closing that peer's pooled connections, or if one ran while this
+    /// call took the connection (then it is closed): failure bookkeeping is
+    /// per shard (see the crate README, "Failed connections are never
+    /// reused").
+    ///
     /// The status is what decides: a peer marked Connected by bookkeeping
     /// alone (`update_status(p, Connected)`) counts as connected, so this
     /// returns `Ok` without dialing, and [`lease`](Self::lease) then fails
@@ -388,7 +395,7 @@ impl<D: Dialer> ConnectionManager<D> {
         })?;
         let dialer = &inner.dialer;
         // A Failed peer's pooled connections are closed when it fails
-        // (`set_status`), and a put that races the failure closes what it
+        // (`fail`), and a put that races the failure closes what it
         // pooled (`idle_or_close`); not consulting the pool here is the
         // rule itself, stated once more where it applies. Read before the
         // status, the stamp also tells a Failed whose drain is under way
@@ -1379,11 +1386,11 @@ impl<D: Dialer> Drop for Lease<D> {
                 _ => Some(conn),
             });
         if let Some(conn) = homeless {
-            // The stamp before the register: a Failed that marked this
-            // lease after we read it (and so after we took the lease out
-            // of the register, unmarked) counted itself started after the
-            // stamp, which `idle_or_close` sees; one counted before the
-            // stamp had marked the lease already.
+            // The stamp before the register: a Failed whose locked step
+            // came after our `take_detached` (so it could not mark us)
+            // counted itself started after the stamp, which
+            // `idle_or_close` sees; one whose locked step came before it
+            // marked the lease, and `take_detached` says so.
             let stamp = inner.fail_stamp(&self.peer);
             let failed_while_held = inner.take_detached(self.peer, self.slot);
             let pool_at = match inner.table.get(&self.peer) {

@@ -612,8 +612,9 @@ fn a_status_change_racing_a_lease_drop_leaves_its_connection_pooled() {
 /// whichever comes first, the connection must end closed (pooled before
 /// the Failed, it is drained; dropped after, the lease was marked failed).
 /// The lease reads its failure stamp before it takes itself out of the
-/// register of leases that lost their slot: a Failed that marks it after
-/// that read is seen by its re-check. A stress test, not a proof: it did
+/// register of leases that lost their slot: a Failed whose locked step
+/// comes after that (so it cannot mark the lease) counted itself started
+/// after the stamp, which the re-check sees. A stress test, not a proof: it did
 /// not catch the old order (register first, then the status read), whose
 /// window is a few loads wide; the argument is in `Lease::drop`.
 #[test]
