@@ -905,15 +905,11 @@ impl<D: Dialer> Inner<D> {
     /// one the new status found, whatever other calls race with this one.
     fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
         use ConnectionStatus::{Connected, Connecting, Disconnected, Failed};
-        if status == Failed {
-            self.fail(peer, None);
-            return;
-        }
         // The status before, the slot retired, and (to pool its connection)
         // the failure stamp read under the lock that retired it.
         type Retired<C> = (Option<ConnectionStatus>, Option<LiveSlot<C>>, Option<Stamp>);
         let (before, slot, stamp): Retired<D::Conn> = match status {
-            Failed => unreachable!("handled by `fail` above"),
+            Failed => return self.fail(peer, None),
             // Each live connection holds a unit of the limit, taken before
             // its status goes Connected.
             Disconnected if self.admission.in_use() != 0 => {

@@ -357,6 +357,63 @@ fn shutdown_disconnects_bookkept_peers_too() {
     });
 }
 
+/// The lease-drop stress races share one round: a fresh manager (max 4, a
+/// `TestDialer`), `p` connected, its connection leased, `p` disconnected
+/// and, with `reconnect`, connected anew; then the lease is dropped on this
+/// thread while `other` runs on a second one, both let go by one barrier.
+/// Calls are driven by a runtime with one worker (`rt`).
+struct LeaseDropRace {
+    rt: tokio::runtime::Runtime,
+}
+
+impl LeaseDropRace {
+    fn new() -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        Self { rt }
+    }
+
+    /// Runs round `i` (peer `peer(OK, i)`); returns the manager, its
+    /// dialer and the peer once both sides are done.
+    fn round(
+        &self,
+        i: u32,
+        reconnect: bool,
+        other: impl FnOnce(&tokio::runtime::Handle, &ConnectionManager<TestDialer>, PeerId)
+            + Send
+            + 'static,
+    ) -> (ConnectionManager<TestDialer>, TestDialer, PeerId) {
+        let dialer = TestDialer::default();
+        let m = ConnectionManager::builder()
+            .max_connections(4)
+            .dialer(dialer.clone())
+            .build()
+            .unwrap();
+        let p = peer(OK, i);
+        self.rt.block_on(m.connect(p)).unwrap();
+        let lease = m.lease(&p).unwrap();
+        self.rt.block_on(m.disconnect(&p));
+        if reconnect {
+            self.rt.block_on(m.connect(p)).unwrap();
+        }
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let racer = {
+            let (m, start, rt) = (m.clone(), start.clone(), self.rt.handle().clone());
+            std::thread::spawn(move || {
+                start.wait();
+                other(&rt, &m, p);
+            })
+        };
+        start.wait();
+        drop(lease);
+        racer.join().unwrap();
+        (m, dialer, p)
+    }
+}
+
 /// A lease dropped after its peer's disconnect (so it pools its
 /// connection) racing `update_status(p, Failed)` (which closes the peer's
 /// pooled connections): whichever comes second, the Failed peer must not
@@ -366,35 +423,13 @@ fn shutdown_disconnects_bookkept_peers_too() {
 /// connection in 20,000 rounds; a stress test, not a proof.
 #[test]
 fn a_failed_peer_keeps_no_pooled_connection_when_a_lease_drop_races_it() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let race = LeaseDropRace::new();
     for i in 0..5_000 {
-        let dialer = TestDialer::default();
-        let m = ConnectionManager::builder()
-            .max_connections(4)
-            .dialer(dialer)
-            .build()
-            .unwrap();
-        let p = peer(OK, i);
-        rt.block_on(m.connect(p)).unwrap();
-        let lease = m.lease(&p).unwrap();
-        rt.block_on(m.disconnect(&p));
-        let start = Arc::new(std::sync::Barrier::new(2));
-        let failer = {
-            let (m, start, rt) = (m.clone(), start.clone(), rt.handle().clone());
-            std::thread::spawn(move || {
-                start.wait();
-                rt.block_on(m.update_status(p, Failed));
-            })
-        };
-        start.wait();
-        drop(lease);
-        failer.join().unwrap();
+        let (m, _, p) = race.round(i, false, |rt, m, p| {
+            rt.block_on(m.update_status(p, Failed));
+        });
         assert_eq!(
-            (rt.block_on(m.get_status(&p)), m.idle()),
+            (race.rt.block_on(m.get_status(&p)), m.idle()),
             (Some(Failed), 0),
             "round {i}"
         );
@@ -568,37 +603,14 @@ fn connect_skips_the_pool_while_a_failed_drains_it() {
 /// test, not a proof.
 #[test]
 fn a_status_change_racing_a_lease_drop_leaves_its_connection_pooled() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let race = LeaseDropRace::new();
     let mut emptied = 0;
     let rounds = if cfg!(miri) { 10 } else { 3_000 };
     for i in 0..rounds {
-        let dialer = TestDialer::default();
-        let m = ConnectionManager::builder()
-            .max_connections(4)
-            .dialer(dialer.clone())
-            .build()
-            .unwrap();
-        let p = peer(OK, i);
-        rt.block_on(m.connect(p)).unwrap();
-        let lease = m.lease(&p).unwrap();
-        rt.block_on(m.disconnect(&p));
-        rt.block_on(m.connect(p)).unwrap();
-        let start = Arc::new(std::sync::Barrier::new(2));
-        let disconnecter = {
-            let (m, start, rt) = (m.clone(), start.clone(), rt.handle().clone());
-            std::thread::spawn(move || {
-                start.wait();
-                rt.block_on(m.disconnect(&p));
-            })
-        };
-        start.wait();
-        drop(lease);
-        disconnecter.join().unwrap();
-        assert_eq!(rt.block_on(m.get_status(&p)), Some(Disconnected));
+        let (m, dialer, p) = race.round(i, true, |rt, m, p| {
+            rt.block_on(m.disconnect(&p));
+        });
+        assert_eq!(race.rt.block_on(m.get_status(&p)), Some(Disconnected));
         if m.idle() != 1 {
             emptied += 1;
         }
@@ -619,35 +631,13 @@ fn a_status_change_racing_a_lease_drop_leaves_its_connection_pooled() {
 /// window is a few loads wide; the argument is in `Lease::drop`.
 #[test]
 fn a_lease_dropped_across_failed_then_disconnected_keeps_nothing_pooled() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let race = LeaseDropRace::new();
     let rounds = if cfg!(miri) { 10 } else { 3_000 };
     for i in 0..rounds {
-        let dialer = TestDialer::default();
-        let m = ConnectionManager::builder()
-            .max_connections(4)
-            .dialer(dialer.clone())
-            .build()
-            .unwrap();
-        let p = peer(OK, i);
-        rt.block_on(m.connect(p)).unwrap();
-        let lease = m.lease(&p).unwrap();
-        rt.block_on(m.disconnect(&p));
-        let start = Arc::new(std::sync::Barrier::new(2));
-        let failer = {
-            let (m, start, rt) = (m.clone(), start.clone(), rt.handle().clone());
-            std::thread::spawn(move || {
-                start.wait();
-                rt.block_on(m.update_status(p, Failed));
-                rt.block_on(m.update_status(p, Disconnected));
-            })
-        };
-        start.wait();
-        drop(lease);
-        failer.join().unwrap();
+        let (m, dialer, _) = race.round(i, false, |rt, m, p| {
+            rt.block_on(m.update_status(p, Failed));
+            rt.block_on(m.update_status(p, Disconnected));
+        });
         assert_eq!((m.idle(), dialer.closed()), (0, 1), "round {i}");
     }
 }
