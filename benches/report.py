@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
-"""Print the latest criterion results as markdown tables with ratios.
+"""Write BENCHMARKS.md: the latest criterion results as markdown tables with ratios.
 
-Usage: python3 benches/report.py [--earlier DIR] [TARGET_DIR ...]   (default: target)
+Usage: python3 benches/report.py [--out FILE] [--earlier DIR] [TARGET_DIR ...]   (default: target)
+
+The page starts with the machine (CPU model, cores, memory), the toolchain
+(`rustc --version`), the commands that produced the results and the date
+they were written, then the scorecard and a table per benchmark family.
+With `--out FILE` the page goes to FILE (the repository's copy is
+BENCHMARKS.md at the root), otherwise to standard output.
 
 With `--earlier DIR` (a directory holding a `criterion/` tree saved from an
 earlier full run, e.g. `mkdir -p runs/a && cp -rp target/criterion runs/a/`;
@@ -34,6 +40,9 @@ more than 3 hours (results of different runs mixed). It exits non-zero
 when a directory has no criterion/ tree or no results in it.
 """
 import json
+import os
+import platform
+import subprocess
 import sys
 from collections import OrderedDict
 from datetime import datetime, timezone
@@ -45,7 +54,7 @@ OURS = {"StatusTable", "ConnectionManager", "ours", "connmgr"}
 # of runs (a full `cargo bench -p connmgr-benches` takes about 7 minutes).
 MAX_SPAN_S = 3 * 3600
 
-# The issue's floor target: within 1.5x of a single-threaded HashMap::get.
+# The floor target: within 1.5x of a single-threaded HashMap::get.
 FLOOR_FACTOR = 1.5
 
 # Verdict states; rendered by `render`.
@@ -213,7 +222,7 @@ def render(row):
 
 
 def scorecard(run):
-    """The performance issue's targets, each measured against its baseline
+    """The project's performance targets, each measured against its baseline
     from the same run: a list of `Row`s. Every row is emitted whether or not
     it was measured, under a name that does not depend on the results, so
     the rows of two runs pair up."""
@@ -384,7 +393,10 @@ def budgets(rows):
 def print_budgets(rows):
     if not rows:
         return
-    print("\n**What the 2x targets allow** (one thread, same run; time per call)\n")
+    print("\n## What the 2x lookup and update targets allow\n")
+    print("One thread, same run, time per call. Each contender hashes the key once per call, "
+          "so the keyed hash alone bounds them all from below; the single-threaded "
+          "`HashMap::get` is the floor a concurrent table is compared with.\n")
     print("| target | allowed: DashMap / 2 | floor: `HashMap::get` | keyed hash alone | connmgr | the allowance is |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -425,7 +437,8 @@ RATIO_NOTE = ("The ratio column is the quotient named at the start of each row's
 def print_scorecard(rows, earlier, notes=()):
     """This run's scorecard; with `earlier` (another run's rows), that run's
     ratio beside each of ours."""
-    print("\n**Targets** (performance issue; each ratio from one run, defined in its row's goal)\n")
+    print("\n## Scorecard\n")
+    print("Each ratio is from one run, defined in its row's goal.\n")
     if earlier is None:
         print("| target | connmgr | baseline | ratio | goal | verdict |")
         print("| --- | --- | --- | --- | --- | --- |")
@@ -496,14 +509,77 @@ def print_spans(runs):
         warn(f"WARNING: {msg}")
 
 
+def machine():
+    """CPU model, cores and memory of this machine, as one line."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem = f", {int(line.split()[1]) / 2**20:.0f} GiB memory"
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    return f"{model}, {os.cpu_count()} logical CPUs{mem}, {platform.system()} {platform.release()}"
+
+
+def toolchain():
+    try:
+        return subprocess.run(["rustc", "--version"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (rustc not found)"
+
+
+def print_header(runs):
+    """Title, machine, toolchain, commands and date: what a reader needs to
+    reproduce the page."""
+    newest = max((p.stat().st_mtime for run in runs for _, p in run.files()), default=None)
+    print("# Benchmarks\n")
+    print("Written by `benches/report.py` from criterion's results; do not edit by hand.\n")
+    print(f"- **Measured:** {when(newest) + ' UTC' if newest else 'unknown'} (newest result file)")
+    print(f"- **Machine:** {machine()}")
+    print(f"- **Toolchain:** {toolchain()}, release profile")
+    print("- **Commands:**\n")
+    print("```sh")
+    print("rm -rf target/criterion && cargo bench -p connmgr-benches   # all four suites, about 9 minutes")
+    print("mkdir -p runs/a && cp -rp target/criterion runs/a/           # keep it as the earlier run")
+    print("rm -rf target/criterion && cargo bench -p connmgr-benches   # the same build again")
+    print("python3 benches/report.py --out BENCHMARKS.md --earlier runs/a target")
+    print("```\n")
+    print("Ratios are from one run, on the same keys in the same order: *baseline time / "
+          "connmgr time*, so **above 1 means connmgr is faster** (the scorecard's goal column "
+          "names the exceptions). \"2t\" rows give the time per operation as each of two "
+          "threads sees it, each thread walking its own half of the keys. Baselines: `DashMap` "
+          "(what the reference implementation uses) and `RwLock<HashMap>` with the same keyed "
+          "hasher; a single-threaded `HashMap::get` as the floor and the keyed hash alone "
+          "(`hash only`); a `Mutex<HashMap<K, Vec<C>>>` pool and the reference's `DashMap` with "
+          "a retain scan per return; a shared `AtomicU64` pair and a `parking_lot::RwLock` for "
+          "metrics. On a shared 2-vCPU guest, 2-thread rows move between runs, so a target "
+          "counts as met only when both runs meet it.")
+
+
 def parse_args(args):
-    earlier_dir, targets = None, []
+    earlier_dir, out, targets = None, None, []
     i = 0
     while i < len(args):
         a = args[i]
         if a in ("-h", "--help"):
             print(__doc__)
             sys.exit(0)
+        if a == "--out":
+            if i + 1 >= len(args):
+                sys.exit("report.py: --out needs a file name")
+            out = args[i + 1]
+            i += 2
+            continue
         if a == "--earlier":
             if i + 1 >= len(args):
                 sys.exit("report.py: --earlier needs a directory holding a criterion/ tree")
@@ -513,17 +589,20 @@ def parse_args(args):
         if a.startswith("--earlier="):
             earlier_dir = a.split("=", 1)[1]
         elif a.startswith("-"):
-            sys.exit(f"report.py: unknown option {a} (usage: report.py [--earlier DIR] [TARGET_DIR ...])")
+            sys.exit(f"report.py: unknown option {a} (usage: report.py [--out FILE] [--earlier DIR] [TARGET_DIR ...])")
         else:
             targets.append(a)
         i += 1
-    return earlier_dir, targets or ["target"]
+    return earlier_dir, out, targets or ["target"]
 
 
 def main():
-    earlier_dir, targets = parse_args(sys.argv[1:])
+    earlier_dir, out, targets = parse_args(sys.argv[1:])
     previous = Run([earlier_dir], "earlier run") if earlier_dir else None
     current = Run(targets, "this run")
+    if out:
+        sys.stdout = open(out, "w", encoding="utf-8")
+    print_header([r for r in (current, previous) if r])
     rows = current.rows
     card = scorecard(current)
     earlier = scorecard(previous) if previous else None
@@ -548,7 +627,10 @@ def main():
                     contenders.append(f)
         ours = [c for c in contenders if c in OURS]
         others = [c for c in contenders if c not in OURS]
-        print(f"\n**{family}** (median time per operation)\n")
+        if family == next(iter(families)):
+            print("\n## Tables\n")
+            print("Median time per operation; the ratio columns are baseline / ours.")
+        print(f"\n### {family}\n")
         head = ["benchmark"] + contenders + [f"{o} / ours" for o in others if ours]
         print("| " + " | ".join(head) + " |")
         print("|" + " --- |" * len(head))
