@@ -69,7 +69,8 @@ use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 use crossbeam_utils::CachePadded;
 
 use crate::status::{self, ConnectionStatus, REMOVED};
-use crate::sync::{thread_index, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::thread_slot;
 
 /// Smallest slot array of a shard.
 pub(crate) const MIN_CAPACITY: usize = if cfg!(any(loom, miri)) { 2 } else { 8 };
@@ -579,7 +580,7 @@ impl<K, S> Raw<K, S> {
     ) {
         match (from, to) {
             (Some(from), Some(to)) if from != to => {
-                let stripe = &self.moves[thread_index() & (self.moves.len() - 1)];
+                let stripe = &self.moves[thread_slot::current() & (self.moves.len() - 1)];
                 stripe.0[from.index()][to.index()].fetch_add(1, Ordering::Relaxed);
             }
             (None, Some(to)) => {

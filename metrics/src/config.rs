@@ -3,7 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::raw::slot::MAX_SLOTS;
+use connmgr_core::thread_slot::DENSE as MAX_SLOTS;
 
 /// Most shared stripes and most history samples a configuration may ask for.
 const MAX_SHARED: usize = 1024;
