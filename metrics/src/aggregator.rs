@@ -420,11 +420,9 @@ mod tests {
     use std::sync::Barrier;
 
     fn tiny(stripes: usize, shared: usize) -> Metrics<ManualClock> {
-        let config = MetricsConfig {
-            stripes,
-            shared_stripes: shared,
-            ..MetricsConfig::default()
-        };
+        let config = MetricsConfig::default()
+            .with_stripes(stripes)
+            .with_shared_stripes(shared);
         Metrics::with_config(config, ManualClock::new()).unwrap()
     }
 

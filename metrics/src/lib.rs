@@ -119,6 +119,7 @@
 
 mod aggregator;
 mod config;
+mod error;
 #[cfg(feature = "metrics")]
 mod facade;
 mod histogram;
@@ -128,9 +129,10 @@ mod snapshot;
 mod sync;
 
 pub use aggregator::{DialOutcome, Metrics};
-pub use config::{Error, MetricsConfig};
+pub use config::MetricsConfig;
 /// The injectable clock, shared with the other connmgr crates.
 pub use connmgr_core::{Clock, ManualClock, SystemClock};
+pub use error::Error;
 #[cfg(feature = "metrics")]
 pub use facade::FacadeExporter;
 pub use histogram::Histogram;

@@ -50,12 +50,11 @@ use loom::thread;
 use std::time::Duration;
 
 fn tiny() -> Arc<Metrics<ManualClock>> {
-    let config = MetricsConfig {
-        window: Duration::from_secs(1),
-        stripes: 1,
-        shared_stripes: 1,
-        history: 2,
-    };
+    let config = MetricsConfig::default()
+        .with_window(Duration::from_secs(1))
+        .with_stripes(1)
+        .with_shared_stripes(1)
+        .with_history(2);
     Arc::new(Metrics::with_config(config, ManualClock::new()).unwrap())
 }
 

@@ -7,11 +7,9 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 fn metrics(stripes: usize, shared_stripes: usize) -> Metrics<ManualClock> {
-    let config = MetricsConfig {
-        stripes,
-        shared_stripes,
-        ..MetricsConfig::default()
-    };
+    let config = MetricsConfig::default()
+        .with_stripes(stripes)
+        .with_shared_stripes(shared_stripes);
     Metrics::with_config(config, ManualClock::new()).unwrap()
 }
 

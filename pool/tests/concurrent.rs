@@ -16,11 +16,10 @@ const PER_THREAD: usize = if cfg!(miri) { 40 } else { 20_000 };
 const KEYS: u64 = 8;
 
 fn pool(clock: &ManualClock, per_key: usize, total: usize) -> IdlePool<u64, Conn, ManualClock> {
-    let config = PoolConfig {
-        ttl: Duration::from_millis(50),
-        max_idle_per_key: per_key,
-        max_idle_total: total,
-    };
+    let config = PoolConfig::default()
+        .with_ttl(Duration::from_millis(50))
+        .with_max_idle_per_key(per_key)
+        .with_max_idle_total(total);
     IdlePool::with_config(config, clock.clone()).unwrap()
 }
 

@@ -13,11 +13,10 @@ use connmgr_pool::{Error, IdlePool, ManualClock, PoolConfig};
 const N: usize = if cfg!(miri) { 50 } else { 10_000 };
 
 fn config(ttl: Duration, per_key: usize, total: usize) -> PoolConfig {
-    PoolConfig {
-        ttl,
-        max_idle_per_key: per_key,
-        max_idle_total: total,
-    }
+    PoolConfig::default()
+        .with_ttl(ttl)
+        .with_max_idle_per_key(per_key)
+        .with_max_idle_total(total)
 }
 
 #[test]

@@ -23,11 +23,10 @@ fn pool<Clk: Clock + Clone>(
     per_key: usize,
     total: usize,
 ) -> Arc<IdlePool<u8, Conn, Clk>> {
-    let config = PoolConfig {
-        ttl: Duration::from_secs(10),
-        max_idle_per_key: per_key,
-        max_idle_total: total,
-    };
+    let config = PoolConfig::default()
+        .with_ttl(Duration::from_secs(10))
+        .with_max_idle_per_key(per_key)
+        .with_max_idle_total(total);
     Arc::new(IdlePool::with_config(config, clock.clone()).unwrap())
 }
 

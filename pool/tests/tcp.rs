@@ -58,10 +58,7 @@ impl Server {
 }
 
 fn pool(clock: &ManualClock) -> IdlePool<&'static str, TcpStream, ManualClock> {
-    let config = PoolConfig {
-        ttl: Duration::from_secs(90),
-        ..PoolConfig::default()
-    };
+    let config = PoolConfig::default().with_ttl(Duration::from_secs(90));
     IdlePool::with_config(config, clock.clone()).unwrap()
 }
 
