@@ -19,18 +19,18 @@
 //! that very slot, or until the shard is rehashed, which leaves dead
 //! entries behind. So a peer that disconnects and reconnects again and
 //! again reuses one slot instead of leaving a trail of tombstones that every
-//! later probe must walk (those trails grew runs of 900 slots in a table of
-//! a million peers with 32k of them reconnecting).
+//! later probe must walk (with tens of thousands of a million peers
+//! reconnecting, such trails grow to runs of hundreds of slots).
 //!
 //! But a dead entry costs its node (40 bytes for a peer id) until then, and
-//! peers that never return would pile them up to the array's rehash limit
-//! (77.5 bytes per live peer at a million, against 56.8 built). So each
+//! peers that never return would pile them up to the array's rehash limit,
+//! well above the table's built size per live peer. So each
 //! table counts its dead entries, and a removal that finds the table holding
 //! its shard's budget already (`dead_budget`: one per 8 live keys, plus one)
 //! leaves a tombstone instead: the DEAD bit and no pointer; the CAS that
 //! puts it there takes the entry out of the table, and the remover then
-//! retires the entry at once. A tombstone costs its slot until the next rehash and
-//! is never reused (its key is gone); a key that comes back past one takes
+//! retires the entry at once. A tombstone costs its slot until the next
+//! rehash and is never reused (its key is gone); a key that comes back past one takes
 //! a new slot like any new key.
 //!
 //! Entries are heap nodes shared by reference, never copied, so a status
@@ -1242,8 +1242,8 @@ mod tests {
 
     /// `with_capacity(n)` sizing: the smallest array whose limit takes its
     /// share, so it keeps the promise and allocates no more than any sizing
-    /// that keeps it (the old one included): 65,536 slots per shard for a
-    /// million keys over 32 shards, as before.
+    /// that keeps it: 65,536 slots per shard for a million keys over 32
+    /// shards.
     #[test]
     fn initial_arrays_are_the_smallest_that_hold_their_share() {
         for entries in 0..UP_TO {

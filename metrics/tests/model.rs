@@ -118,7 +118,7 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
-    /// RELIABILITY 8: a clock that jumps back and forth (and windows longer
+    /// `docs/failure-modes.md #8`: a clock that jumps back and forth (and windows longer
     /// than the uptime) never makes a snapshot panic, and time as the
     /// aggregator sees it never goes backwards.
     #[test]

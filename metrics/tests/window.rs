@@ -205,10 +205,10 @@ fn default_metrics_is_send_sync_and_debug() {
 }
 
 /// The documented bound `W <= window < W + W / (history - 1) + d` with a
-/// window the spacing does not divide (7 ns over 4 gaps). The spacing used
-/// to be rounded down (1 ns), so the full ring spanned only 4 ns of the 7 ns
-/// window, new samples waited for old ones to leave, and windows of 10 ns
-/// came out of snapshots taken every nanosecond (bound: 9.75 ns).
+/// window the spacing does not divide (7 ns over 4 gaps). The spacing is
+/// rounded up: rounded down (1 ns), the full ring would span only 4 ns of
+/// the 7 ns window, and snapshots taken every nanosecond would report
+/// windows of 10 ns (bound: 9.75 ns).
 #[test]
 fn window_bound_holds_when_the_history_does_not_divide_the_window() {
     let clock = ManualClock::new();

@@ -1,5 +1,5 @@
 //! Drop tracking under concurrency: every connection is dropped exactly
-//! once and a connection taken is never handed out again (RELIABILITY 11).
+//! once and a connection taken is never handed out again (`docs/failure-modes.md #11`).
 
 mod common;
 

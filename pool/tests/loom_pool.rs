@@ -1,5 +1,5 @@
 //! Loom models of put vs take vs reap, and of a taken connection never
-//! coming back (RELIABILITY 11). Run by `.ci/loom.sh`:
+//! coming back (`docs/failure-modes.md #11`). Run by `.ci/loom.sh`:
 //! `RUSTFLAGS="--cfg loom --cfg crossbeam_loom -C debug-assertions"
 //! LOOM_MAX_PREEMPTIONS=2 cargo test --release -p connmgr-pool --test loom_pool`.
 //!

@@ -185,7 +185,7 @@ proptest! {
         }
     }
 
-    /// RELIABILITY 8: TTLs longer than uptime, out-of-order instants from
+    /// `docs/failure-modes.md #8`: TTLs longer than uptime, out-of-order instants from
     /// the clock, instants near the representable edge: no panic, caps and
     /// counts stay consistent, every connection dropped exactly once.
     #[test]

@@ -1,4 +1,4 @@
-//! RELIABILITY 6: an idle connection that the peer closed (FIN) or reset
+//! `docs/failure-modes.md #6`: an idle connection that the peer closed (FIN) or reset
 //! (RST) is never handed out: `take_if` with a liveness check rejects it
 //! (and closes it), and the search goes on to an older live one.
 //!
