@@ -39,6 +39,19 @@
 //! from the hash (when the address leaves them free), so a probe skips
 //! entries of other keys without dereferencing them.
 //!
+//! # Memory bounds
+//!
+//! Under churn of keys that never return, a shard holds its live entries,
+//! its array, and at most one dead entry per 8 of the most keys it held
+//! since its last rehash, plus one (plus one per removal racing the budget
+//! check). A rehash comes when live and dead entries and tombstones fill
+//! 3/4 of a shard's array, and leaves the live entries in an array at most
+//! half full (and over a quarter full, above the minimum size), so a shard
+//! above the minimum size holds fewer than 4 slots per key it held at its
+//! last rehash. A shard's array is rehashed smaller once it is under 1/16
+//! full; what stays after every key is gone is the minimum-size arrays and
+//! at most one dead entry each.
+//!
 //! # Invariants
 //!
 //! 1. A slot never returns to EMPTY (only a rehash into a fresh array
