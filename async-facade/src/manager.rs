@@ -254,19 +254,15 @@ impl ConnectionManager<NoTransport> {
 impl<D: Dialer> ConnectionManager<D> {
     pub(crate) fn from_parts(config: Config, dialer: D) -> Self {
         let pool = IdlePool::with_config(
-            PoolConfig {
-                ttl: config.pool_timeout,
-                max_idle_per_key: config.max_idle_per_peer,
-                max_idle_total: config.max_idle_total,
-            },
+            PoolConfig::default()
+                .with_ttl(config.pool_timeout)
+                .with_max_idle_per_key(config.max_idle_per_peer)
+                .with_max_idle_total(config.max_idle_total),
             TokioClock,
         )
         .expect("pool settings are validated by the builder");
         let metrics = Metrics::with_config(
-            MetricsConfig {
-                window: config.metrics_window,
-                ..MetricsConfig::default()
-            },
+            MetricsConfig::default().with_window(config.metrics_window),
             TokioClock,
         )
         .expect("metrics settings are validated by the builder");

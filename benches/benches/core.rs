@@ -168,7 +168,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
     }
     g.finish();
 
-    // Churn, as the performance issue defines it: a new peer connected,
+    // Churn: a new peer connected,
     // then removed; every call uses a peer id never seen before (the
     // cursor keeps counting across samples), so removed entries pile up
     // and the tables' cleanup (our rehash, hashbrown's tombstone reuse)

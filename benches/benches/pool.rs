@@ -77,11 +77,10 @@ impl<Clk: Clock> Contender for IdlePool<u64, u64, Clk> {
 /// Ours on a manual clock, and the clock.
 fn manual_pool(per_key: usize, total: usize) -> (IdlePool<u64, u64, ManualClock>, ManualClock) {
     let clock = ManualClock::new();
-    let config = PoolConfig {
-        ttl: TTL,
-        max_idle_per_key: per_key,
-        max_idle_total: total,
-    };
+    let config = PoolConfig::default()
+        .with_ttl(TTL)
+        .with_max_idle_per_key(per_key)
+        .with_max_idle_total(total);
     (IdlePool::with_config(config, clock.clone()).unwrap(), clock)
 }
 

@@ -6,10 +6,10 @@
 //!
 //! `cargo run --release -p connmgr-benches --example reconnect_runs [N]`
 //!
-//! With removed keys' entries kept for their return (within the dead-entry
-//! budget) the runs stay at their built length; when every removal left a
-//! tombstone instead, each reconnect took a new slot past its own earlier
-//! ones and runs grew to hundreds of slots.
+//! Removed keys' entries are kept for their return (within the dead-entry
+//! budget), so the runs stay at their built length; were every removal to
+//! leave a tombstone, each reconnect would take a new slot past its own
+//! earlier ones and runs would grow to hundreds of slots.
 
 use std::time::Instant;
 

@@ -121,7 +121,7 @@ impl fmt::Debug for ManualClock {
 mod tests {
     use super::*;
 
-    /// RELIABILITY 8: moving a manual clock by any amount, either way, never
+    /// `docs/failure-modes.md #8`: moving a manual clock by any amount, either way, never
     /// panics; an advance that would overflow leaves it where it was.
     #[test]
     fn a_manual_clock_never_panics_on_extreme_moves() {

@@ -11,6 +11,10 @@
 //! * [`PeerId`]: the 32-byte identity of a peer, hex on the outside.
 //! * [`StatusTable`]: a sharded, lock-free map from keys to statuses, with
 //!   conditional transitions and O(shards) counts per status.
+//! * [`Clock`], [`SystemClock`], [`ManualClock`]: injectable time, shared
+//!   by the other connmgr crates.
+//! * [`thread_slot`]: small per-thread numbers for striping, shared by the
+//!   other connmgr crates.
 //!
 //! ```
 //! use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
@@ -50,6 +54,7 @@ mod raw;
 mod status;
 mod sync;
 mod table;
+pub mod thread_slot;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::Error;

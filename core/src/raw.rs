@@ -19,18 +19,18 @@
 //! that very slot, or until the shard is rehashed, which leaves dead
 //! entries behind. So a peer that disconnects and reconnects again and
 //! again reuses one slot instead of leaving a trail of tombstones that every
-//! later probe must walk (those trails grew runs of 900 slots in a table of
-//! a million peers with 32k of them reconnecting).
+//! later probe must walk (with tens of thousands of a million peers
+//! reconnecting, such trails grow to runs of hundreds of slots).
 //!
 //! But a dead entry costs its node (40 bytes for a peer id) until then, and
-//! peers that never return would pile them up to the array's rehash limit
-//! (77.5 bytes per live peer at a million, against 56.8 built). So each
+//! peers that never return would pile them up to the array's rehash limit,
+//! well above the table's built size per live peer. So each
 //! table counts its dead entries, and a removal that finds the table holding
 //! its shard's budget already (`dead_budget`: one per 8 live keys, plus one)
 //! leaves a tombstone instead: the DEAD bit and no pointer; the CAS that
 //! puts it there takes the entry out of the table, and the remover then
-//! retires the entry at once. A tombstone costs its slot until the next rehash and
-//! is never reused (its key is gone); a key that comes back past one takes
+//! retires the entry at once. A tombstone costs its slot until the next
+//! rehash and is never reused (its key is gone); a key that comes back past one takes
 //! a new slot like any new key.
 //!
 //! Entries are heap nodes shared by reference, never copied, so a status
@@ -38,6 +38,19 @@
 //! found, old table or new. The top 16 bits of a stored pointer carry a tag
 //! from the hash (when the address leaves them free), so a probe skips
 //! entries of other keys without dereferencing them.
+//!
+//! # Memory bounds
+//!
+//! Under churn of keys that never return, a shard holds its live entries,
+//! its array, and at most one dead entry per 8 of the most keys it held
+//! since its last rehash, plus one (plus one per removal racing the budget
+//! check). A rehash comes when live and dead entries and tombstones fill
+//! 3/4 of a shard's array, and leaves the live entries in an array at most
+//! half full (and over a quarter full, above the minimum size), so a shard
+//! above the minimum size holds fewer than 4 slots per key it held at its
+//! last rehash. A shard's array is rehashed smaller once it is under 1/16
+//! full; what stays after every key is gone is the minimum-size arrays and
+//! at most one dead entry each.
 //!
 //! # Invariants
 //!
@@ -69,7 +82,8 @@ use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 use crossbeam_utils::CachePadded;
 
 use crate::status::{self, ConnectionStatus, REMOVED};
-use crate::sync::{thread_index, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::thread_slot;
 
 /// Smallest slot array of a shard.
 pub(crate) const MIN_CAPACITY: usize = if cfg!(any(loom, miri)) { 2 } else { 8 };
@@ -579,7 +593,15 @@ impl<K, S> Raw<K, S> {
     ) {
         match (from, to) {
             (Some(from), Some(to)) if from != to => {
-                let stripe = &self.moves[thread_index() & (self.moves.len() - 1)];
+                // Any stripe is correct (they only spread contention), so
+                // under loom every thread uses stripe 0 and the models do
+                // not explore the slot bitmap.
+                let i = if cfg!(loom) {
+                    0
+                } else {
+                    thread_slot::current() & (self.moves.len() - 1)
+                };
+                let stripe = &self.moves[i];
                 stripe.0[from.index()][to.index()].fetch_add(1, Ordering::Relaxed);
             }
             (None, Some(to)) => {
@@ -1241,8 +1263,8 @@ mod tests {
 
     /// `with_capacity(n)` sizing: the smallest array whose limit takes its
     /// share, so it keeps the promise and allocates no more than any sizing
-    /// that keeps it (the old one included): 65,536 slots per shard for a
-    /// million keys over 32 shards, as before.
+    /// that keeps it: 65,536 slots per shard for a million keys over 32
+    /// shards.
     #[test]
     fn initial_arrays_are_the_smallest_that_hold_their_share() {
         for entries in 0..UP_TO {

@@ -170,7 +170,7 @@ mod tests {
     }
 
     proptest! {
-        // RELIABILITY 8: instant arithmetic never panics, whatever the order
+        // `docs/failure-modes.md #8`: instant arithmetic never panics, whatever the order
         // of the instants and however far apart they are.
         #[test]
         fn time_encoding_never_panics(

@@ -7,6 +7,7 @@
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::thread_local;
 
     /// A `std` cell with loom's closure-based access API, so the same code
     /// compiles under both and loom can check every access.
@@ -43,6 +44,7 @@ mod imp {
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::thread_local;
 
     /// loom's mutex behind the same infallible `lock` as the std side.
     #[derive(Debug)]
@@ -62,27 +64,3 @@ mod imp {
 }
 
 pub(crate) use imp::*;
-
-/// A small number fixed for the calling thread (threads are numbered in the
-/// order they first ask), to spread per-thread counters over stripes.
-///
-/// Not a synchronization primitive: it only chooses which counter a thread
-/// adds to, every counter is atomic, and any answer is correct. So it uses
-/// plain std, also under loom (whose threads share one OS thread, and so one
-/// stripe).
-#[inline]
-pub(crate) fn thread_index() -> usize {
-    use std::cell::Cell;
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    INDEX.with(|index| {
-        let mut i = index.get();
-        if i == usize::MAX {
-            i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            index.set(i);
-        }
-        i
-    })
-}

@@ -40,27 +40,16 @@ pub const MAX_SHARDS: usize = 256;
 ///
 /// # Reclamation
 ///
-/// A removed key's entry keeps its slot, marked dead, while its shard holds
-/// at most one dead entry per 8 live keys (plus one): a key that returns
-/// takes that very slot again, so a peer that keeps reconnecting reuses one
-/// slot. Beyond that budget a removal leaves a tombstone (8 bytes, no
-/// entry) and retires the entry at once. Entries taken out of their slot
-/// (by a returning key, a tombstone, or a rehash, which drops dead entries
-/// and tombstones) and replaced slot arrays are retired to
+/// Removed entries and replaced slot arrays are retired to
 /// [crossbeam-epoch](crossbeam_epoch)'s collector and freed, keys included,
-/// once no thread can still be reading them. So under churn of keys that
-/// never return a shard holds its live entries, its array, and at most one
-/// dead entry per 8 of the most keys it held since its last rehash, plus
-/// one (plus one per removal racing the budget check). A rehash comes when live and dead entries and
-/// tombstones fill 3/4 of a shard's array and leaves the live entries in an
-/// array at most half full (and over a quarter full, above the minimum
-/// size), so a shard above the minimum size holds fewer than 4 slots per key
-/// it held at its last rehash. A shard's array is rehashed smaller once it
-/// is under 1/16 full, so memory follows the population down; what stays
-/// after every key is gone is the minimum-size arrays and at most one dead
-/// entry each. Every operation pins the epoch only for its own
-/// duration; no guard or reference into the table is ever handed out, so no
-/// caller can hold one across an `.await` or deadlock on it.
+/// once no thread can still be reading them. A removed key's entry may wait
+/// in its slot for the key's return (so a peer that keeps reconnecting
+/// reuses one slot), within a budget of about one dead entry per 8 live
+/// keys per shard; shards shrink as their population falls, so memory
+/// follows it down. Every operation pins the epoch only for its own
+/// duration; no guard or reference into the table is ever handed out, so
+/// no caller can hold one across an `.await` or deadlock on it. (The exact
+/// bounds are in the module docs of `src/raw.rs`.)
 ///
 /// # Hashing
 ///

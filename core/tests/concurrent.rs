@@ -1,4 +1,4 @@
-//! Multi-threaded tests and the RELIABILITY.md items owned by the core
+//! Multi-threaded tests and the entries of `docs/failure-modes.md` owned by the core
 //! crate (10, 11, 12, 15). Sizes shrink under Miri.
 
 use std::collections::hash_map::RandomState;
@@ -151,7 +151,7 @@ impl Hasher for Collide {
     fn write(&mut self, _: &[u8]) {}
 }
 
-/// RELIABILITY 10: no guard escapes the API, so operations in reversed key
+/// `docs/failure-modes.md #10`: no guard escapes the API, so operations in reversed key
 /// order on colliding keys (one shard, one probe chain, rehashes under way)
 /// cannot deadlock. A watchdog turns a hang into a failure.
 #[test]
@@ -220,7 +220,7 @@ impl Drop for Tracked {
     }
 }
 
-/// RELIABILITY 11: every key moved into the table is dropped exactly once,
+/// `docs/failure-modes.md #11`: every key moved into the table is dropped exactly once,
 /// whether it was removed, replaced as a duplicate insert, or still present
 /// when the table is dropped, with threads racing on the same keys.
 #[test]
@@ -264,7 +264,7 @@ fn every_key_is_dropped_exactly_once() {
     assert_eq!(drops.load(Ordering::Relaxed), made);
 }
 
-/// RELIABILITY 11: a stale view (generation read before a remove and a
+/// `docs/failure-modes.md #11`: a stale view (generation read before a remove and a
 /// re-insert) never overwrites the newer entry.
 #[test]
 fn stale_generation_never_matches_a_newer_entry() {
@@ -284,7 +284,7 @@ fn stale_generation_never_matches_a_newer_entry() {
     );
 }
 
-/// RELIABILITY 12: per-peer state is freed. Cycling a million distinct peers
+/// `docs/failure-modes.md #12`: per-peer state is freed. Cycling a million distinct peers
 /// through insert and remove (1,000 alive at a time) leaves the table empty,
 /// every shard's array back at its starting capacity, and its memory back at
 /// the baseline plus only the dead entries those minimum-size arrays still
@@ -386,7 +386,7 @@ fn ground_ids(n: u64) -> Vec<PeerId> {
         .collect()
 }
 
-/// RELIABILITY 15: ids that all collide under a fixed unkeyed hash pile onto
+/// `docs/failure-modes.md #15`: ids that all collide under a fixed unkeyed hash pile onto
 /// one shard and one probe chain there (shown first, so the test can fail),
 /// but spread evenly with short probe runs under the default keyed hasher.
 #[test]

@@ -1,4 +1,4 @@
-//! RELIABILITY 12 as the allocator sees it: after a million peers are
+//! `docs/failure-modes.md #12` as the allocator sees it: after a million peers are
 //! cycled through a table and the epoch collector has run, the heap holds
 //! what `memory_usage` reports and nothing more. `concurrent.rs` checks the
 //! table's own accounting; this binary counts every live heap byte, so

@@ -383,9 +383,7 @@ fn stale_generation_never_lands_on_a_newer_entry() {
 /// that removal shrinks the shard to 2 slots while the reader looks.
 ///
 /// Checked to fail: with `rehash` publishing the new array before copying
-/// into it (store moved above the copy loop), `get(&1)` returns None
-/// (checked again when the model went from 3 keys to 4 with the half-full
-/// sizing).
+/// into it (store moved above the copy loop), `get(&1)` returns None.
 #[test]
 fn shrink_vs_get() {
     loom::model(|| {

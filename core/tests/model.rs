@@ -193,8 +193,7 @@ fn same_status_changes_nothing_and_transitions_change_generation() {
 
 /// `since` is stamped from the coarse monotonic clock: it may trail the
 /// change by up to a clock tick, but never lies in the future (an origin
-/// anchored on the precise clock made it up to a tick ahead; the
-/// `status_table` fuzz target caught that).
+/// anchored on the precise clock would put it up to a tick ahead).
 #[test]
 fn since_is_never_in_the_future() {
     let table = StatusTable::new();

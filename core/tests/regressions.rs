@@ -1,5 +1,5 @@
-//! Regression tests for bugs found by the fuzz targets (`fuzz/`), each
-//! named after what it guards and holding the minimized reproducer.
+//! Regression tests, each named after what it guards and holding a
+//! minimal reproducer (some were found by the fuzz targets in `fuzz/`).
 
 use std::collections::hash_map::RandomState;
 
@@ -24,16 +24,15 @@ impl std::hash::Hasher for NoTag {
 
 type NoTags = std::hash::BuildHasherDefault<NoTag>;
 
-/// Found by `fuzz/fuzz_targets/status_table.rs`: a new entry's generation
-/// seed comes from a per-shard counter that advances by one per insert,
-/// while a status change also advances the entry's generation by one. A key
-/// inserted (seed 0), changed once (generation 1), removed and inserted
-/// again (seed 1) is back at generation 1, so a stale generation read
-/// before the removal matches the new entry and `set_if_generation`
-/// overwrites it, which its docs rule out ("a stale view, including one of
-/// a removed and re-inserted key, never overwrites a newer entry"; and
-/// `EntryInfo::generation`: "a key removed and inserted again starts at a
-/// different value").
+/// A generation read before a removal never matches the key's next entry.
+/// Were a new entry's generation seeded from a per-shard counter advancing
+/// by one per insert, while a status change advances the entry's generation
+/// by one, a key inserted (seed 0), changed once (generation 1), removed and
+/// inserted again (seed 1) would be back at generation 1, and
+/// `set_if_generation` with the stale view would overwrite the new entry,
+/// which its docs rule out ("a stale view, including one of a removed and
+/// re-inserted key, never overwrites a newer entry"). The
+/// `status_table` fuzz target's reproducer.
 #[test]
 fn stale_generation_of_a_reinserted_key_never_matches() {
     let table = StatusTable::with_shards(1, 0, RandomState::new()).unwrap();
@@ -56,11 +55,11 @@ fn stale_generation_of_a_reinserted_key_never_matches() {
     assert_eq!(table.get(&peer), Some(Connecting));
 }
 
-/// Found in review: a rehash freezes every slot of the old array, then
-/// hashes keys whose tag is unknown (low hash bits 0) to place them. A panic
-/// in the key's `Hash` there left the shard frozen with no successor, so
-/// every later insert or remove on it waited forever. Now the freeze is
-/// undone on unwind: the panic reaches the caller, and the shard goes on.
+/// A rehash freezes every slot of the old array, then hashes keys whose tag
+/// is unknown (low hash bits 0) to place them. A panic in the key's `Hash`
+/// there must not leave the shard frozen with no successor (every later
+/// insert or remove on it would wait forever): the freeze is undone on
+/// unwind, the panic reaches the caller, and the shard goes on.
 #[test]
 fn a_hash_panic_during_a_rehash_leaves_the_shard_usable() {
     use std::hash::{Hash, Hasher};
@@ -117,9 +116,9 @@ fn a_hash_panic_during_a_rehash_leaves_the_shard_usable() {
     assert_eq!(table.len() as u64, next + 100 - 1);
 }
 
-/// Found in review: `insert` of a key that is present waited for a rehash
-/// of its shard (it met the frozen slot and queued on the grow lock), though
-/// a transition of a present key must never wait. Here a rehash is held
+/// `insert` of a key that is present is a transition, which must never
+/// wait for a rehash of its shard (by meeting the frozen slot and queueing
+/// on the grow lock). Here a rehash is held
 /// open inside the key's `Hash` while another thread inserts a present key.
 #[cfg(not(miri))]
 #[test]

@@ -335,11 +335,7 @@ pub fn run(data: &[u8]) {
         return;
     };
     let ops = decode_ops(&mut u);
-    let config = PoolConfig {
-        ttl: Duration::from_millis(u64::from(setup.ttl_ms % 20_000) + 1),
-        max_idle_per_key: usize::from(setup.per_key % 4) + 1,
-        max_idle_total: usize::from(setup.total % 8) + 1,
-    };
+    let config = PoolConfig::default().with_ttl(Duration::from_millis(u64::from(setup.ttl_ms % 20_000) + 1)).with_max_idle_per_key(usize::from(setup.per_key % 4) + 1).with_max_idle_total(usize::from(setup.total % 8) + 1);
     let clock = ManualClock::new();
     let log = Arc::new(Mutex::new(Vec::new()));
     let pool = IdlePool::with_config(config.clone(), clock.clone()).expect("valid config");

@@ -74,12 +74,7 @@ pub fn run(data: &[u8]) {
     let ops = decode_ops(&mut u);
     let window = Duration::from_millis(u64::from(setup.window_ms % 30_000) + 1);
     let history = usize::from(setup.history % 20) + 2;
-    let config = MetricsConfig {
-        window,
-        history,
-        stripes: 1 << (setup.stripes_log2 % 4),
-        shared_stripes: 1 << (setup.shared_log2 % 3),
-    };
+    let config = MetricsConfig::default().with_window(window).with_history(history).with_stripes(1 << (setup.stripes_log2 % 4)).with_shared_stripes(1 << (setup.shared_log2 % 3));
     let spacing = window / u32::try_from(history - 1).unwrap();
     let clock = ManualClock::new();
     let start = clock.now();

@@ -194,8 +194,8 @@ fn fresh_generation(m: &mut Model, k: u8, generation: u32) {
 /// Records a status change the table reported as `info` for `k`, checking
 /// that the generation changed and `since` did not go back.
 fn changed(m: &mut Model, k: u8, before: Entry, info: EntryInfo) {
-    // Generations come from the shard's version clock (lead's fix for the
-    // stale-generation bug this target found): a change gets a fresh one.
+    // Generations come from the shard's version clock, so a change gets a
+    // fresh one that no earlier life of the key had.
     assert_ne!(
         info.generation, before.generation,
         "a status change takes a new generation"

@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::raw::buckets::{self, BUCKETS};
-use crate::raw::slot;
 use crate::raw::stripe::{Stripe, OUTCOMES};
 use crate::sync::{Mutex, Ordering::Relaxed};
 use crate::{Clock, DialCounts, Error, Histogram, MetricsConfig, Snapshot, SystemClock};
+use connmgr_core::thread_slot;
 
 /// How a dial (or a connect served from the pool) ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -198,7 +198,7 @@ impl<Clk: Clock> Metrics<Clk> {
     /// The calling thread's stripe, and whether it owns it.
     #[inline(always)]
     fn stripe(&self) -> (&Stripe, bool) {
-        let slot = slot::current();
+        let slot = thread_slot::current();
         match self.owned.get(slot) {
             Some(stripe) => (stripe, true),
             None => (&self.shared[slot & (self.shared.len() - 1)], false),
@@ -209,8 +209,8 @@ impl<Clk: Clock> Metrics<Clk> {
     /// [`Histogram::MAX_TRACKED`] or more counts as just below it).
     ///
     /// **Progress:** wait-free: three relaxed adds to the caller's stripe,
-    /// no lock, no clock read. On a thread's first recording (into any
-    /// aggregator) it takes a short global mutex once to get a slot.
+    /// no lock, no clock read. A thread's first recording (into any
+    /// aggregator) takes its slot number, a lock-free step.
     #[inline]
     pub fn record_message(&self, latency: Duration) {
         let nanos = buckets::clamp_nanos(latency);
@@ -420,11 +420,9 @@ mod tests {
     use std::sync::Barrier;
 
     fn tiny(stripes: usize, shared: usize) -> Metrics<ManualClock> {
-        let config = MetricsConfig {
-            stripes,
-            shared_stripes: shared,
-            ..MetricsConfig::default()
-        };
+        let config = MetricsConfig::default()
+            .with_stripes(stripes)
+            .with_shared_stripes(shared);
         Metrics::with_config(config, ManualClock::new()).unwrap()
     }
 

@@ -1,9 +1,10 @@
-//! Configuration and the crate's error type.
+//! Aggregator configuration.
 
-use std::fmt;
 use std::time::Duration;
 
-use crate::raw::slot::MAX_SLOTS;
+use crate::Error;
+
+use connmgr_core::thread_slot::DENSE as MAX_SLOTS;
 
 /// Most shared stripes and most history samples a configuration may ask for.
 const MAX_SHARED: usize = 1024;
@@ -11,16 +12,20 @@ const MAX_HISTORY: usize = 1024;
 
 /// How a [`Metrics`](crate::Metrics) aggregator is laid out.
 ///
-/// Build it from [`Default`] and change what you need:
+/// Start from [`Default`] and change what you need with the `with_*`
+/// setters; [`Metrics::with_config`](crate::Metrics::with_config)
+/// validates the result.
 ///
 /// ```
 /// use connmgr_metrics::MetricsConfig;
 /// use std::time::Duration;
 ///
-/// let config = MetricsConfig { window: Duration::from_secs(60), ..MetricsConfig::default() };
+/// let config = MetricsConfig::default().with_window(Duration::from_secs(60));
 /// assert_eq!(config.window, Duration::from_secs(60));
+/// assert!(config.validate().is_ok());
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MetricsConfig {
     /// Length of the sliding window over which
     /// [`Snapshot::messages_per_second`](crate::Snapshot::messages_per_second),
@@ -60,7 +65,39 @@ impl Default for MetricsConfig {
 }
 
 impl MetricsConfig {
+    /// Sets [`window`](Self::window).
+    #[must_use]
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Sets [`stripes`](Self::stripes).
+    #[must_use]
+    pub fn with_stripes(mut self, stripes: usize) -> Self {
+        self.stripes = stripes;
+        self
+    }
+
+    /// Sets [`shared_stripes`](Self::shared_stripes).
+    #[must_use]
+    pub fn with_shared_stripes(mut self, shared_stripes: usize) -> Self {
+        self.shared_stripes = shared_stripes;
+        self
+    }
+
+    /// Sets [`history`](Self::history).
+    #[must_use]
+    pub fn with_history(mut self, history: usize) -> Self {
+        self.history = history;
+        self
+    }
+
     /// Checks every setting, naming the first one that is out of range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the setting.
     ///
     /// **Progress:** wait-free.
     pub fn validate(&self) -> Result<(), Error> {
@@ -80,28 +117,3 @@ impl MetricsConfig {
         Ok(())
     }
 }
-
-/// Everything that can go wrong in this crate.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Error {
-    /// A [`MetricsConfig`] setting is out of range.
-    InvalidConfig {
-        /// The field of [`MetricsConfig`] at fault, e.g. `"window"`.
-        setting: &'static str,
-        /// What it must be instead.
-        reason: &'static str,
-    },
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::InvalidConfig { setting, reason } => {
-                write!(f, "invalid metrics configuration: `{setting}` {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for Error {}

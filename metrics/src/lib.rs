@@ -45,9 +45,10 @@
 //!
 //! # Recording: stripes and thread slots
 //!
-//! Each thread gets a small **slot number** on its first recording (the
-//! lowest free one, from a global registry behind a mutex taken only then)
-//! and gives it back when it exits, through a thread-local destructor. An
+//! Each thread gets a small **slot number** from
+//! [`connmgr_core::thread_slot`] on its first recording (the lowest free
+//! one, taken lock-free) and gives it back when it exits, through a
+//! thread-local destructor. An
 //! aggregator has [`MetricsConfig::stripes`] **owned stripes**: the thread
 //! holding slot `i < stripes` is the only writer of stripe `i`, so it adds
 //! with a relaxed load and store (no locked instruction). Threads without
@@ -60,9 +61,10 @@
 //! outcomes): recording takes no lock, shares no cache line with another
 //! thread's stripe, and never reads the clock.
 //!
-//! A recycled slot's new owner takes it under the registry mutex its
-//! previous owner released it under, so it happens-after every add the
-//! previous owner made: nothing is lost when threads come and go.
+//! A recycled slot's new owner takes it with an `Acquire` read-modify-write
+//! of the bit its previous owner cleared with `Release`, so it
+//! happens-after every add the previous owner made: nothing is lost when
+//! threads come and go.
 //!
 //! # Snapshots and the sliding window
 //!
@@ -117,6 +119,7 @@
 
 mod aggregator;
 mod config;
+mod error;
 #[cfg(feature = "metrics")]
 mod facade;
 mod histogram;
@@ -126,9 +129,10 @@ mod snapshot;
 mod sync;
 
 pub use aggregator::{DialOutcome, Metrics};
-pub use config::{Error, MetricsConfig};
+pub use config::MetricsConfig;
 /// The injectable clock, shared with the other connmgr crates.
 pub use connmgr_core::{Clock, ManualClock, SystemClock};
+pub use error::Error;
 #[cfg(feature = "metrics")]
 pub use facade::FacadeExporter;
 pub use histogram::Histogram;
@@ -144,5 +148,5 @@ struct ReadmeDoctests;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_hooks {
-    pub use crate::raw::slot::release_current as release_thread_slot;
+    pub use connmgr_core::thread_slot::release_current as release_thread_slot;
 }

@@ -1,14 +1,13 @@
 //! The crate's one door to synchronization primitives.
 //!
 //! Under `cfg(loom)` everything comes from loom, so the models in
-//! `tests/loom_*.rs` explore every interleaving of recording, slot recycling
-//! and snapshots; otherwise from std and parking_lot. Code elsewhere in the
+//! `tests/loom_*.rs` explore every interleaving of recording and
+//! snapshots; otherwise from std and parking_lot. Code elsewhere in the
 //! crate never names `std::sync` directly.
 
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use std::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) use std::thread_local;
 
     /// A mutex whose `lock` cannot fail (parking_lot's).
     #[derive(Debug, Default)]
@@ -23,22 +22,11 @@ mod imp {
             self.0.lock()
         }
     }
-
-    /// Declares a lazily initialised `static` (a plain `static` with a
-    /// `const` initialiser on std; loom's `lazy_static!`, reset for every
-    /// model execution, under loom).
-    macro_rules! lazy_static {
-        (static ref $name:ident : $ty:ty = $init:expr;) => {
-            static $name: $ty = $init;
-        };
-    }
-    pub(crate) use lazy_static;
 }
 
 #[cfg(loom)]
 mod imp {
     pub(crate) use loom::sync::atomic::{AtomicU64, Ordering};
-    pub(crate) use loom::thread_local;
 
     /// loom's mutex behind the same infallible `lock` as the std side.
     #[derive(Debug)]
@@ -55,14 +43,6 @@ mod imp {
                 .unwrap_or_else(|poisoned| poisoned.into_inner())
         }
     }
-
-    /// loom's `lazy_static!`: a fresh value for every model execution.
-    macro_rules! lazy_static {
-        (static ref $name:ident : $ty:ty = $init:expr;) => {
-            loom::lazy_static! { static ref $name: $ty = $init; }
-        };
-    }
-    pub(crate) use lazy_static;
 }
 
 pub(crate) use imp::*;

@@ -2,8 +2,8 @@
 //!
 //! Deliberately not `#![cfg(feature = "metrics")]`: the crate's
 //! dev-dependency on itself turns the feature on for every test build, so
-//! `cargo test --workspace` (CI) runs this file; it used to compile to
-//! nothing there, since no workspace member enables the feature.
+//! `cargo test --workspace` (CI) runs this file, although no workspace
+//! member enables the feature.
 
 use connmgr_metrics::{DialOutcome, FacadeExporter, Gauges, ManualClock, Metrics, MetricsConfig};
 use metrics::{

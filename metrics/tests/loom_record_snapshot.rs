@@ -2,9 +2,9 @@
 //! recycling and concurrent snapshots.
 //!
 //! Tiny configuration: one owned stripe, one shared stripe, history 2, and
-//! under `cfg(loom)` the crate shrinks the histogram to 8 buckets and the
-//! slot registry to 4 numbers. A fresh aggregator per model; the slot
-//! registry is a loom `lazy_static`, fresh per execution.
+//! under `cfg(loom)` the crate shrinks the histogram to 8 buckets and
+//! `connmgr_core::thread_slot` to 4 recycled numbers. A fresh aggregator
+//! per model; the slot bitmap is a loom `lazy_static`, fresh per execution.
 //!
 //! Two loom constraints shape the models: loom drops lazy statics before
 //! the main thread's thread-locals, so the main thread only snapshots and
@@ -22,15 +22,15 @@
 //! * `snapshot` skipping the shared stripes (iterating `owned` only):
 //!   all three models fail their exact totals after the joins.
 //! * Slot numbers not unique among live threads (`acquire` in
-//!   `src/raw/slot.rs` always handing out 0, so two live threads "own" one
+//!   `core/src/thread_slot.rs` always handing out 0, so two live threads "own" one
 //!   stripe and both use load + store): all three models fail with lost
 //!   adds, `recycled_slot_keeps_the_previous_owners_counts` among them.
 //!
-//! * The slot handoff without happens-before: `release` publishing the
-//!   number through a relaxed atomic bitmask that `acquire` drains (instead
-//!   of the registry mutex): the first three models fail, a thread that
-//!   reuses an exited thread's slot loading its owned stripe's stale 0. With
-//!   Release/Acquire on the same bitmask they pass again. (`a` and `b` of
+//! * The slot handoff without happens-before: `release` and `acquire` in
+//!   `core/src/thread_slot.rs` clearing and taking the bit with `Relaxed`
+//!   instead of `Release`/`Acquire`: the first three models fail, a thread
+//!   that reuses an exited thread's slot loading its owned stripe's stale
+//!   0. With `Release`/`Acquire` they pass. (`a` and `b` of
 //!   `recycled_slot_keeps_the_previous_owners_counts` overlap, so the
 //!   handoff is exercised there even though the join orders `c` after `a`.)
 //! * `snapshot` summing the stripes before taking its mutex (instead of
@@ -50,12 +50,11 @@ use loom::thread;
 use std::time::Duration;
 
 fn tiny() -> Arc<Metrics<ManualClock>> {
-    let config = MetricsConfig {
-        window: Duration::from_secs(1),
-        stripes: 1,
-        shared_stripes: 1,
-        history: 2,
-    };
+    let config = MetricsConfig::default()
+        .with_window(Duration::from_secs(1))
+        .with_stripes(1)
+        .with_shared_stripes(1)
+        .with_history(2);
     Arc::new(Metrics::with_config(config, ManualClock::new()).unwrap())
 }
 

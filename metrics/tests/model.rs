@@ -37,7 +37,7 @@ proptest! {
     fn metrics_match_the_model(ops in prop::collection::vec(op(), 1..300)) {
         let clock = ManualClock::new();
         let start = clock.now();
-        let config = MetricsConfig { window: WINDOW, history: 11, ..MetricsConfig::default() };
+        let config = MetricsConfig::default().with_window(WINDOW).with_history(11);
         let m = Metrics::with_config(config, clock.clone()).unwrap();
 
         // Model: events as (number of snapshots before it, latency ns).
@@ -118,7 +118,7 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
-    /// RELIABILITY 8: a clock that jumps back and forth (and windows longer
+    /// `docs/failure-modes.md #8`: a clock that jumps back and forth (and windows longer
     /// than the uptime) never makes a snapshot panic, and time as the
     /// aggregator sees it never goes backwards.
     #[test]
@@ -128,7 +128,7 @@ proptest! {
     ) {
         let clock = ManualClock::new();
         let start = clock.now();
-        let config = MetricsConfig { window: Duration::from_secs(window_secs), ..MetricsConfig::default() };
+        let config = MetricsConfig::default().with_window(Duration::from_secs(window_secs));
         let m = Metrics::with_config(config, clock.clone()).unwrap();
         let mut last = start;
         let mut recorded = 0u64;

@@ -321,7 +321,7 @@ fn nanos_of(le: &str) -> u128 {
 /// `le` is an inclusive upper bound: each bucket counts the latencies at or
 /// below it. Latencies on and next to every power of two of nanoseconds
 /// (the internal bucket edges) must land on the right side of every bound;
-/// a latency of exactly 2^10 ns used to be left out of `le="0.000001024"`.
+/// a latency of exactly 2^10 ns belongs in `le="0.000001024"`.
 #[test]
 fn every_le_bucket_counts_the_latencies_at_or_below_its_bound() {
     let m = Metrics::with_config(MetricsConfig::default(), ManualClock::new()).unwrap();

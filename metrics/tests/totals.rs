@@ -7,11 +7,9 @@ use std::sync::Barrier;
 use std::time::Duration;
 
 fn metrics(stripes: usize, shared_stripes: usize) -> Metrics<ManualClock> {
-    let config = MetricsConfig {
-        stripes,
-        shared_stripes,
-        ..MetricsConfig::default()
-    };
+    let config = MetricsConfig::default()
+        .with_stripes(stripes)
+        .with_shared_stripes(shared_stripes);
     Metrics::with_config(config, ManualClock::new()).unwrap()
 }
 
@@ -140,8 +138,8 @@ fn snapshots_during_recording_never_go_backwards() {
 
 /// A stripe's latency sum is a wrapping `u64` of nanoseconds: 2^24 latencies
 /// at the clamp (`Duration::MAX`, ~18.3 min each) wrap it between two
-/// snapshots. The snapshot must still widen it exactly (it used to report
-/// a sum 2^64 ns short, and a mean latency of a few hundred microseconds).
+/// snapshots. The snapshot must still widen it exactly, not report a sum
+/// 2^64 ns short and a mean latency of a few hundred microseconds.
 #[test]
 fn latency_sum_past_two_to_the_64_ns_between_snapshots_stays_exact() {
     let clock = ManualClock::new();

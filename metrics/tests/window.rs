@@ -174,10 +174,7 @@ fn network_metrics_combine_the_window_with_the_owners_figures() {
 #[test]
 fn invalid_configs_name_the_setting() {
     let bad = |config: MetricsConfig| Metrics::with_config(config, ManualClock::new()).unwrap_err();
-    let zero_window = bad(MetricsConfig {
-        window: Duration::ZERO,
-        ..MetricsConfig::default()
-    });
+    let zero_window = bad(MetricsConfig::default().with_window(Duration::ZERO));
     assert!(matches!(
         zero_window,
         Error::InvalidConfig {
@@ -189,20 +186,11 @@ fn invalid_configs_name_the_setting() {
         zero_window.to_string(),
         "invalid metrics configuration: `window` must be greater than zero"
     );
-    let stripes = bad(MetricsConfig {
-        stripes: 3,
-        ..MetricsConfig::default()
-    });
+    let stripes = bad(MetricsConfig::default().with_stripes(3));
     assert!(stripes.to_string().contains("`stripes`"));
-    let shared = bad(MetricsConfig {
-        shared_stripes: 0,
-        ..MetricsConfig::default()
-    });
+    let shared = bad(MetricsConfig::default().with_shared_stripes(0));
     assert!(shared.to_string().contains("`shared_stripes`"));
-    let history = bad(MetricsConfig {
-        history: 1,
-        ..MetricsConfig::default()
-    });
+    let history = bad(MetricsConfig::default().with_history(1));
     assert!(history.to_string().contains("`history`"));
 }
 
@@ -217,20 +205,18 @@ fn default_metrics_is_send_sync_and_debug() {
 }
 
 /// The documented bound `W <= window < W + W / (history - 1) + d` with a
-/// window the spacing does not divide (7 ns over 4 gaps). The spacing used
-/// to be rounded down (1 ns), so the full ring spanned only 4 ns of the 7 ns
-/// window, new samples waited for old ones to leave, and windows of 10 ns
-/// came out of snapshots taken every nanosecond (bound: 9.75 ns).
+/// window the spacing does not divide (7 ns over 4 gaps). The spacing is
+/// rounded up: rounded down (1 ns), the full ring would span only 4 ns of
+/// the 7 ns window, and snapshots taken every nanosecond would report
+/// windows of 10 ns (bound: 9.75 ns).
 #[test]
 fn window_bound_holds_when_the_history_does_not_divide_the_window() {
     let clock = ManualClock::new();
     let w: u32 = 7;
     let gaps: u32 = 4; // history 5
-    let config = MetricsConfig {
-        window: Duration::from_nanos(w.into()),
-        history: gaps as usize + 1,
-        ..MetricsConfig::default()
-    };
+    let config = MetricsConfig::default()
+        .with_window(Duration::from_nanos(w.into()))
+        .with_history(gaps as usize + 1);
     let m = Metrics::with_config(config, clock.clone()).unwrap();
     let d = Duration::from_nanos(1);
     for step in 1..=200u32 {

@@ -1,10 +1,28 @@
-//! Pool configuration and the crate's error type.
+//! Pool configuration.
 
-use std::fmt;
 use std::time::Duration;
 
+use crate::Error;
+
 /// Settings of an [`IdlePool`](crate::IdlePool).
+///
+/// Start from [`Default`] and change what you need with the `with_*`
+/// setters; [`IdlePool::with_config`](crate::IdlePool::with_config)
+/// validates the result.
+///
+/// ```
+/// use connmgr_pool::PoolConfig;
+/// use std::time::Duration;
+///
+/// let config = PoolConfig::default()
+///     .with_ttl(Duration::from_secs(30))
+///     .with_max_idle_per_key(2);
+/// assert_eq!(config.ttl, Duration::from_secs(30));
+/// assert_eq!(config.max_idle_total, PoolConfig::default().max_idle_total);
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// How long a connection may stay idle before it expires. Must be
     /// greater than zero.
@@ -33,7 +51,35 @@ impl PoolConfig {
     /// fields.
     pub const MAX_CAP: usize = 1 << 30;
 
-    pub(crate) fn validate(&self) -> Result<(), Error> {
+    /// Sets [`ttl`](Self::ttl).
+    #[must_use]
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets [`max_idle_per_key`](Self::max_idle_per_key).
+    #[must_use]
+    pub fn with_max_idle_per_key(mut self, max: usize) -> Self {
+        self.max_idle_per_key = max;
+        self
+    }
+
+    /// Sets [`max_idle_total`](Self::max_idle_total).
+    #[must_use]
+    pub fn with_max_idle_total(mut self, max: usize) -> Self {
+        self.max_idle_total = max;
+        self
+    }
+
+    /// Checks every setting, naming the first one that is out of range.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the setting.
+    ///
+    /// **Progress:** wait-free.
+    pub fn validate(&self) -> Result<(), Error> {
         if self.ttl.is_zero() {
             return Err(Error::InvalidConfig {
                 setting: "ttl",
@@ -60,28 +106,3 @@ impl PoolConfig {
         Ok(())
     }
 }
-
-/// Errors of this crate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Error {
-    /// A [`PoolConfig`] setting is out of range.
-    InvalidConfig {
-        /// The name of the offending field of [`PoolConfig`].
-        setting: &'static str,
-        /// What the setting must satisfy.
-        reason: &'static str,
-    },
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::InvalidConfig { setting, reason } => {
-                write!(f, "invalid pool configuration: `{setting}` {reason}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for Error {}

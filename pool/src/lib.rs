@@ -15,11 +15,10 @@
 //!
 //! // Time is injected: tests drive a manual clock instead of sleeping.
 //! let clock = ManualClock::new();
-//! let config = PoolConfig {
-//!     ttl: Duration::from_secs(30),
-//!     max_idle_per_key: 2,
-//!     max_idle_total: 100,
-//! };
+//! let config = PoolConfig::default()
+//!     .with_ttl(Duration::from_secs(30))
+//!     .with_max_idle_per_key(2)
+//!     .with_max_idle_total(100);
 //! let pool: IdlePool<&str, String, ManualClock> =
 //!     IdlePool::with_config(config, clock.clone()).unwrap();
 //!
@@ -61,76 +60,34 @@
 //! assert_eq!(pool.config().max_idle_per_key, 8);
 //! ```
 //!
-//! # Design
+//! # How it works
 //!
-//! * Each idle connection lives in a heap node whose ownership is claimed
-//!   **exactly once** by an atomic `fetch_or` on the node's state word:
-//!   by `take`/`take_if`, by `reap`/`clear` (or the eviction in `put`), or
-//!   by the pool's drop. The winner moves the connection out and returns it
-//!   or drops it on the spot. A connection is therefore never duplicated
-//!   and never lost, and its destructor (closing the socket) runs at that
-//!   moment, never later from the garbage collector.
-//! * One TTL per pool makes insertion order expiry order, so nodes are
-//!   threaded, oldest first, through a lock-free FIFO (a Michael–Scott
-//!   queue). The FIFO is striped by thread (a power of two of cache-padded
-//!   stripes, about two per CPU): a put appends to its own thread's
-//!   stripe, so threads do not fight over one tail. `reap` pops each
-//!   stripe's head while it has expired: O(expired + stripes). Records of
-//!   connections already taken are unlinked as they reach a head. A stripe
-//!   holding more records than its limit (taken connections' records
-//!   behind an old idle one) moves its idle head to the stripe's holdover
-//!   queue, a second queue of small proxy records that reapers also drain,
-//!   so the oldest idle connection is not closed early. It still is in
-//!   two bounded cases, to keep memory bounded: a holdover queue over the
-//!   limit, or a stripe over twice the limit whose reaping claim another
-//!   call holds (see `IdlePool::put`).
+//! * Each idle connection lives in a heap node that one atomic `fetch_or`
+//!   hands to exactly one owner (`take`, `reap`, `clear` or the pool's
+//!   drop): a connection is never duplicated and never lost, and its
+//!   destructor runs in that call, never later from the garbage collector.
+//! * One TTL per pool makes insertion order expiry order, so a lock-free
+//!   FIFO, striped by thread, makes reaping O(expired), never a scan.
 //! * Each key has an entry with a reservation counter (the per-key cap)
-//!   and an index of fixed slots written in place: a chunk of 8 node
-//!   pointers, plus more chunks (appended, never moved) up to
-//!   `ceil(max_idle_per_key / 8)`. `put` stores its node by CAS into a
-//!   slot that is empty or holds an already-claimed node; `take` picks the
-//!   unclaimed node with the highest put stamp (the freshest), claims it
-//!   and empties its slot. No allocation or copy of the index per call.
-//! * Caps are reservations taken by CAS before anything is published and
-//!   given back once per claimed connection: they hold exactly and the
-//!   counters never underflow. The total cap is striped like the FIFO:
-//!   each stripe holds spare units borrowed in batches of 32 from a global
-//!   pool, so a put and a take on one thread touch only that thread's
-//!   stripe. A put whose stripe is empty borrows a batch, or else takes
-//!   the other stripes' spare units; it is refused only after a pass that
-//!   found none while no transfer of units was under way. A stripe with 64
-//!   spare units gives 32 back.
-//! * Keys map to entries through sharded bucket chains: lookups are
-//!   lock-free; creating or removing an entry takes the shard's lock. An
-//!   entry lives while it counts an idle connection or a FIFO record of one
-//!   of its connections (a holdover proxy's record counts too), so a key that churns (put, take, put, ...) keeps
-//!   its entry and stays off the lock; once an emptied key's records leave
-//!   the FIFO (at the next `reap`/`next_expiry`, or when `put` finds more
-//!   than 64 records queued in its stripe) the entry is removed and
-//!   retired, so per-key state does not pile up as keys churn.
+//!   and a fixed index of slots; caps are reservations taken before
+//!   anything is published, so they hold exactly.
+//!
+//! The `raw` module's docs give the mechanics (stripes, holdover queues,
+//! the bounds on memory).
 //!
 //! # Progress and reclamation
 //!
 //! * `take`, `take_if`, `len_for`: lock-free.
-//! * `put` on a key that has an entry: lock-free; on a key without, a short
-//!   per-shard lock creates its entry.
-//! * `reap`, `clear`, `next_expiry`: lock-free per record, plus the short
-//!   per-shard lock for each key entry they free; a `reap` also waits for
-//!   another `reap` that is draining a stripe where it has something due
-//!   (one reaper per stripe at a time), or for a `put` moving that
-//!   stripe's idle connections to its holdover queue.
-//! * `watch_next_expiry`, `take_wake_request`: the reaper's wake-up
-//!   handshake (as `next_expiry`; wait-free).
-//! * `len`, `is_empty`: wait-free, O(stripes); exact when no call runs.
-//! * `ttl`, `config`: wait-free.
-//! * Memory of nodes, key entries (with their index chunks) and bucket
-//!   arrays is retired through crossbeam-epoch's default collector; `reap`,
-//!   `clear` and `next_expiry` retire nodes in batches of 64 per deferred
-//!   call (holdover proxies one per deferred call). Connections are never retired: they are dropped by the call
-//!   that claims them. A key entry holds a clone of its key, which is
-//!   dropped when the entry's memory is reclaimed.
-//! * Dropping the pool closes every idle connection, in the dropping thread,
-//!   without blocking or needing a runtime.
+//! * `put`: lock-free on a key that has an entry; on a key without, a
+//!   short per-shard lock creates it.
+//! * `reap`, `clear`, `next_expiry`: lock-free per record, plus a short
+//!   per-shard lock for each key entry they free; a `reap` may wait for
+//!   another `reap` draining a stripe where it has something due.
+//! * `len`, `is_empty`, `ttl`, `config`, `take_wake_request`: wait-free.
+//! * Node, key-entry and bucket memory is retired through
+//!   crossbeam-epoch's default collector; connections never are.
+//! * Dropping the pool closes every idle connection, in the dropping
+//!   thread, without blocking or needing a runtime.
 //!
 //! Each method's documentation states its own **Progress:** and
 //! **Reclamation:**.
@@ -143,12 +100,14 @@
 struct ReadmeDoctests;
 
 mod config;
+mod error;
 mod pool;
 mod quota;
 mod raw;
 mod sync;
 
-pub use config::{Error, PoolConfig};
+pub use config::PoolConfig;
 /// The injectable clock, shared with the other connmgr crates.
 pub use connmgr_core::{Clock, ManualClock, SystemClock};
+pub use error::Error;
 pub use pool::IdlePool;

@@ -1,17 +1,19 @@
-//! The public [`IdlePool`] API over the machinery in [`raw`](crate::raw).
+//! The public [`IdlePool`] API over the machinery in [`crate::raw`].
 
 use std::fmt;
 use std::hash::Hash;
 use std::mem::size_of;
 use std::time::{Duration, Instant};
 
-use crossbeam_epoch::{self as epoch, Guard};
+use crossbeam_epoch as epoch;
 use crossbeam_utils::CachePadded;
 
-use crate::config::{Error, PoolConfig};
 use crate::quota::Quota;
-use crate::raw::{self, Claim, Entry, Fifo, KeyMap, Node, Reserve, Retired};
-use crate::sync::{fence, pause, thread_index, AtomicBool, Ordering};
+use crate::raw::{self, Entry, Fifo, KeyMap, Node, Reserve, Retired};
+use crate::sync::{fence, thread_index, AtomicBool, Ordering};
+use crate::{Error, PoolConfig};
+
+mod records;
 use crate::{Clock, SystemClock};
 
 /// Fewest FIFO records a stripe may hold before `put` moves its idle head
@@ -68,10 +70,7 @@ where
     ///
     /// **Progress:** allocates; no synchronisation.
     pub fn new(ttl: Duration) -> Self {
-        let config = PoolConfig {
-            ttl,
-            ..PoolConfig::default()
-        };
+        let config = PoolConfig::default().with_ttl(ttl);
         match Self::with_config(config, SystemClock) {
             Ok(pool) => pool,
             Err(e) => panic!("IdlePool::new: {e}"),
@@ -123,57 +122,36 @@ where
     /// # Errors
     ///
     /// Gives `conn` back untouched if `max_idle_per_key` connections are
-    /// already idle for `key` or `max_idle_total` in the pool. Expired
-    /// connections count until they are reaped, so before refusing, a put
-    /// that finds a cap full while something is due reaps the pool (as
-    /// [`reap`](Self::reap)) and tries once more. Caps hold
-    /// exactly under any concurrency. With no concurrent call a refusal
-    /// means a cap is reached; near a cap, a concurrent put that is itself
-    /// refused can make another one fail too (the reservation is taken then
-    /// given back), and so can a thread descheduled while it moves spare
-    /// total-cap units between stripes (see the crate docs).
+    /// already idle for `key`, or `max_idle_total` in the pool. Expired
+    /// connections count until they are reaped, so a put that finds a cap
+    /// full while something is due first reaps (as [`reap`](Self::reap))
+    /// and tries once more. Caps hold exactly under any concurrency; near a
+    /// cap, a concurrent put that is itself refused can make another one
+    /// fail too.
     ///
-    /// Housekeeping: the expiry FIFO keeps one record per put, in the
-    /// stripe of the putting thread, until the record reaches the stripe's
-    /// head. Once the caller's stripe holds more than 64 records, `put`
-    /// unlinks up to two records of connections already taken from its
-    /// head, and from its holdover queue's head whenever that queue is not
-    /// empty. If more than
-    /// `max(2 × max_idle_total, 1024)` records are queued in the stripe
-    /// (many connections put and taken while an older one stays idle), it
-    /// moves the idle connections at the stripe's head to the stripe's
-    /// holdover queue, which reapers also drain (after the stripe), so the
-    /// records behind them can go. An idle connection is closed early, to
-    /// keep memory bounded, in two cases only: the holdover queue itself
-    /// holds more than that limit (more than that many connections, each
-    /// idle through that many puts, were moved and then taken while an
-    /// older one stays idle), or a put finds the stripe's reaping claim
-    /// held by another call while the stripe holds more than twice the
-    /// limit. Moves are made under the stripe's reaping claim; a
-    /// put that finds a reaper holding it leaves them to a later put,
-    /// unless the stripe holds more than twice that limit: then it closes
-    /// the stripe's oldest idle connections early, as the bound requires.
+    /// To keep memory bounded, a put also unlinks a few records of taken
+    /// connections from its stripe's head, and in two rare cases closes the
+    /// oldest idle connection of its stripe early (the bounds are in the
+    /// crate's `raw` module docs).
     ///
-    /// **Progress:** lock-free when `key` has an entry, i.e. it has idle
-    /// connections or had some recently: a CAS on the thread's stripe of
-    /// the total cap, a CAS on the key's count, a CAS into a free slot of
-    /// the key's index, and the append to the thread's FIFO stripe; no
-    /// cache line shared with other threads is written unless the stripe
-    /// must borrow total-cap units. Otherwise the key's entry is created
-    /// under a short per-shard lock (held for a bucket insert, or a
-    /// bucket-array copy when the shard grows), never while a connection is
-    /// touched. The housekeeping above may free key entries (same lock);
-    /// a move to the holdover queue takes the stripe's reaping claim with
-    /// one CAS and never waits for it.
-    /// A put that finds a cap full while something is due reaps first,
-    /// with [`reap`](Self::reap)'s progress (it may wait for another
-    /// reaper).
+    /// **Progress:** lock-free when `key` has an entry (it has idle
+    /// connections or had some recently); otherwise the entry is created
+    /// under a short per-shard lock, never held while a connection is
+    /// touched. A put that finds a cap full while something is due reaps
+    /// first, with [`reap`](Self::reap)'s progress.
     ///
-    /// **Reclamation:** allocates one node (and a holdover proxy per
-    /// connection moved); a taken connection's node found in the chosen
-    /// slot, and FIFO records and proxies unlinked on the way, are retired
-    /// through crossbeam-epoch (memory only). A connection closed by the
-    /// eviction above, or by the reap before a retry, is dropped here.
+    /// **Reclamation:** allocates one node; records unlinked on the way are
+    /// retired through crossbeam-epoch (memory only). A connection closed
+    /// early, or by the reap before a retry, is dropped in this call.
+    ///
+    /// ```
+    /// use connmgr_pool::IdlePool;
+    /// use std::time::Duration;
+    ///
+    /// let pool = IdlePool::new(Duration::from_secs(60));
+    /// assert_eq!(pool.put("peer", 1), Ok(()));
+    /// assert_eq!(pool.take(&"peer"), Some(1));
+    /// ```
     pub fn put(&self, key: K, conn: C) -> Result<(), C> {
         let now = self.clock.now();
         match self.try_put(&key, conn, now) {
@@ -233,19 +211,13 @@ where
     /// Expired connections met on the way (all older than the one
     /// returned) are dropped here. `None` if the key has none.
     ///
-    /// **Progress:** lock-free (an atomic read of the key map, a scan of
-    /// the key's index slots, one claim RMW per candidate, one CAS to empty
-    /// its slot). Only if a reaper unlinked the claimed candidate's FIFO
-    /// record in the meantime does this call free the key's entry, under a
-    /// short per-shard lock.
+    /// **Progress:** lock-free; in the rare case that a reaper unlinked the
+    /// taken connection's record meanwhile, this call frees the key's
+    /// entry under a short per-shard lock.
     ///
-    /// **Reclamation:** the node of a taken connection is retired through
-    /// crossbeam-epoch once its FIFO record is unlinked too (memory only);
-    /// connections of dropped candidates are dropped immediately, in this
-    /// call. A key left without idle connections keeps
-    /// its entry until the FIFO records of its connections leave the FIFO
-    /// (see [`reap`](Self::reap)); then the entry is unhooked (short
-    /// per-shard lock) and retired.
+    /// **Reclamation:** the taken connection's node is retired through
+    /// crossbeam-epoch (memory only); dropped expired connections are
+    /// dropped in this call.
     pub fn take(&self, key: &K) -> Option<C> {
         self.take_if(key, |_| true)
     }
@@ -292,43 +264,23 @@ where
     /// Closes every connection whose deadline has passed and returns how
     /// many it closed.
     ///
-    /// Walks each stripe of the expiry FIFO from its head, then the
-    /// stripe's holdover queue (idle connections moved off its head, see
-    /// [`put`](Self::put)), and stops in each at the first live record that
-    /// has not expired: O(expired + records of connections already taken +
-    /// stripes), never a scan of the pool.
-    /// Records are ordered by expiry within a stripe, except that two puts
-    /// from threads sharing a stripe (more threads than stripes) append in
-    /// the order they reach the FIFO, not the order they read the clock: a
-    /// put delayed (descheduled, say) between the two can sit behind a
-    /// younger connection and be reaped late, by at most that delay, when
-    /// the younger one is due. The same holds with a clock that goes
-    /// backwards. `take` never returns an expired connection either way.
+    /// O(expired + stripes) plus the records of taken connections it
+    /// unlinks on the way: never a scan of the pool. When it returns,
+    /// nothing that was due when it read the clock is left idle, except a
+    /// put delayed between reading the clock and queueing its record, which
+    /// is reaped late by at most that delay (`take` never returns an
+    /// expired connection either way). Concurrent reapers drain each
+    /// stripe one at a time; connections another reaper closed are counted
+    /// by that call.
     ///
-    /// Records of connections already taken are unlinked on the way, and a
-    /// key whose last record leaves while it has no idle connection has its
-    /// entry freed.
-    ///
-    /// Concurrent reapers do not fight over one stripe: each call starts at
-    /// its own thread's stripe, and a stripe is drained by one reaper at a
-    /// time. A call that finds another reaper (or a put moving idle
-    /// connections to the holdover queue) on a stripe with something due
-    /// waits until it has closed it or moved on, then closes what is still
-    /// due itself. The connections another reaper closed are counted by
-    /// that call.
-    ///
-    /// **Progress:** lock-free towards every other call (one CAS per
-    /// record, one more per stripe with something due; the per-shard lock
-    /// is taken briefly for each key entry freed), except another `reap`
-    /// draining a stripe where this one has something due, or a `put`
-    /// moving that stripe's idle connections: then it waits for that call,
-    /// spinning then yielding. A `reap` run from a destructor inside
-    /// another `reap` of the same pool never waits.
+    /// **Progress:** lock-free, except that it waits (spinning, then
+    /// yielding) for another `reap`, or a `put` moving idle connections,
+    /// that holds a stripe where this call has something due. A `reap` run
+    /// from a destructor inside a `reap` of the same pool never waits. Key
+    /// entries it frees take a short per-shard lock each.
     ///
     /// **Reclamation:** expired connections are dropped in this call; node
-    /// memory is retired through crossbeam-epoch in batches of up to 64
-    /// nodes per deferred call, emptied key entries one by one (memory
-    /// only).
+    /// memory and freed key entries are retired through crossbeam-epoch.
     pub fn reap(&self) -> usize {
         let now = self.clock.now();
         self.drain(|n| n.is_claimed() || n.expired(now), true)
@@ -524,254 +476,6 @@ where
     #[doc(hidden)]
     pub fn holdover_moves(&self) -> usize {
         self.fifos.iter().map(|f| f.hold.moves()).sum()
-    }
-
-    /// Gives back the reservations of a node the caller just claimed and
-    /// moves its connection out.
-    ///
-    /// # Safety
-    ///
-    /// The caller won `node.claim()` and calls this once for it.
-    unsafe fn finish_claim(
-        &self,
-        node: &Node<K, C>,
-        guard: &Guard,
-        batch: Option<&mut Retired<K, C>>,
-    ) -> C {
-        // SAFETY: we won the claim (contract).
-        let conn = unsafe { raw::take_conn(node) };
-        // SAFETY: claimed by us, reservation not yet given back, pinned.
-        let entry = unsafe { node.entry(guard) };
-        self.total.release(thread_index() & (self.fifos.len() - 1));
-        if entry.unreserve() {
-            // SAFETY: `entry` came from this map under `guard`.
-            unsafe { self.map.close(entry, guard, batch) };
-        }
-        conn
-    }
-
-    /// Handles a record the caller just popped from a FIFO stripe (`hold`:
-    /// a proxy from its holdover queue): claims the node if nobody has
-    /// (closing its connection), then gives the record back to the node's
-    /// entry (freeing the entry if that was its last count), and for a
-    /// proxy the node's `IN_HOLD` link. Returns `true` if it closed a
-    /// connection.
-    ///
-    /// # Safety
-    ///
-    /// The caller's `pop_if` (of the FIFO, or with `hold` of its holdover
-    /// queue) just returned `node`; called once per pop.
-    unsafe fn retire_record(
-        &self,
-        node: &Node<K, C>,
-        hold: bool,
-        guard: &Guard,
-        mut batch: Option<&mut Retired<K, C>>,
-    ) -> bool {
-        // A load first: most records reaching the head in a busy pool are
-        // of connections already taken, and a load is cheaper than the RMW.
-        let conn = if !node.is_claimed() && node.claim() {
-            // SAFETY: we just won the claim.
-            Some(unsafe { self.finish_claim(node, guard, batch.as_deref_mut()) })
-        } else {
-            None
-        };
-        // SAFETY: the record we popped is still counted in the entry.
-        let entry = unsafe { node.entry(guard) };
-        if entry.release_record() {
-            // SAFETY: `entry` came from this map under `guard`.
-            unsafe { self.map.close(entry, guard, batch.as_deref_mut()) };
-        }
-        if hold {
-            // SAFETY: we popped the proxy that held the link (contract).
-            unsafe { raw::release_hold(node, guard, batch) };
-        }
-        // Dropped last, so a panicking destructor leaves the counts right.
-        let closed = conn.is_some();
-        drop(conn);
-        closed
-    }
-
-    /// Pops the oldest record of `fifo` (`hold`: of its holdover queue) if
-    /// `pred` accepts its node, and retires it (see `retire_record`).
-    /// `Some(closed)` if it popped one.
-    fn pop_and_retire(
-        &self,
-        fifo: &Fifo<K, C>,
-        hold: bool,
-        pred: impl FnMut(&Node<K, C>) -> bool,
-        guard: &Guard,
-        mut batch: Option<&mut Retired<K, C>>,
-    ) -> Option<bool> {
-        let node = if hold {
-            fifo.hold.pop_if(pred, guard)?
-        } else {
-            fifo.pop_if(pred, guard, batch.as_deref_mut())?
-        };
-        // SAFETY: just popped from the queue `hold` names.
-        Some(unsafe { self.retire_record(node, hold, guard, batch) })
-    }
-
-    /// Pops records from the head of each FIFO stripe while `pred` accepts
-    /// them, closing the connections it claims. Returns how many it closed.
-    ///
-    /// Starts at the caller's own stripe, so concurrent callers begin apart.
-    /// With `one_reaper`, a stripe whose head `pred` accepts is drained only
-    /// under its reaping claim: while another reaper holds it, this call
-    /// waits until that reaper has drained what `pred` accepts or has let
-    /// go (then it drains the rest itself). So when the call returns,
-    /// nothing `pred` accepts is left at any stripe's head.
-    fn drain(&self, mut pred: impl FnMut(&Node<K, C>) -> bool, one_reaper: bool) -> usize {
-        let mut guard = epoch::pin();
-        let mut closed = 0;
-        let mut steps = 0;
-        let mut batch = Retired::new();
-        let mask = self.fifos.len() - 1;
-        let me = thread_index();
-        for i in 0..self.fifos.len() {
-            let fifo = &self.fifos[(me + i) & mask];
-            let mut wait = 0;
-            let _claim = loop {
-                if !one_reaper {
-                    break None;
-                }
-                // The stripe first, then its holdover queue (see
-                // `next_expiry` for why this order).
-                if !fifo.peek(&guard).is_some_and(&mut pred)
-                    && !fifo.hold.peek(&guard).is_some_and(&mut pred)
-                {
-                    break None; // nothing (left) for us here
-                }
-                match fifo.claim_reaping(me) {
-                    Claim::Got(claim) => break Some(claim),
-                    // Our own reap, re-entered from a destructor: go on
-                    // under the claim we already hold.
-                    Claim::Reentrant => break None,
-                    // Re-entered from a destructor while we hold another
-                    // stripe: waiting could close a cycle with a reaper
-                    // that waits for that stripe, so pop alongside instead.
-                    Claim::Busy if self.fifos.iter().any(|f| f.reaped_by(me)) => break None,
-                    Claim::Busy => {
-                        // Let the holder work; unpin meanwhile so that what
-                        // it retires can be freed.
-                        batch.flush(&guard);
-                        guard.repin();
-                        pause(&mut wait);
-                    }
-                }
-            };
-            // The stripe, then its holdover queue (see `next_expiry` for
-            // why this order; without the stripe's claim, as in `clear`, a
-            // node moved meanwhile is met in one or the other).
-            for hold in [false, true] {
-                while let Some(closed_one) =
-                    self.pop_and_retire(fifo, hold, &mut pred, &guard, Some(&mut batch))
-                {
-                    closed += usize::from(closed_one);
-                    steps += 1;
-                    if steps % REPIN_EVERY == 0 {
-                        batch.flush(&guard);
-                        guard.repin();
-                    }
-                }
-            }
-        }
-        batch.flush(&guard);
-        closed
-    }
-
-    /// Bounds the records queued in the caller's FIFO stripe (see
-    /// [`put`](Self::put)).
-    fn housekeeping(&self, fifo: &Fifo<K, C>, guard: &Guard) {
-        for (hold, queued) in [
-            (false, fifo.len() > DEAD_SLACK),
-            (true, fifo.hold.len() != 0),
-        ] {
-            if queued {
-                for _ in 0..PUT_CLEANUP {
-                    if self
-                        .pop_and_retire(fifo, hold, |n| n.is_claimed(), guard, None)
-                        .is_none()
-                    {
-                        break;
-                    }
-                }
-            }
-        }
-        if fifo.len() > self.record_limit {
-            self.move_idle_heads(fifo, guard);
-        }
-        // The holdover queue's own bound: only reached when more than the
-        // limit of connections that each stayed idle through the limit of
-        // puts were then taken, while an older one stays idle. Close the
-        // oldest early.
-        while fifo.hold.len() > self.record_limit
-            && self
-                .pop_and_retire(fifo, true, |_| true, guard, None)
-                .is_some()
-        {}
-    }
-
-    /// Brings the caller's FIFO stripe back to its record limit without
-    /// closing anything: records of taken connections at the head are
-    /// unlinked, and an idle connection at the head (due or not: the
-    /// reaper closes it from there) is moved to the stripe's holdover queue
-    /// (see `raw::Holdover`), which lets the records behind it go. Only
-    /// under the stripe's reaping claim, so moves keep the holdover queue
-    /// in deadline order; if a reaper holds it, the stripe stays over its
-    /// limit until a later put.
-    fn move_idle_heads(&self, fifo: &Fifo<K, C>, guard: &Guard) {
-        let _claim = match fifo.claim_reaping(thread_index()) {
-            Claim::Got(claim) => Some(claim),
-            // A destructor run by our own reap is putting: that reap holds
-            // the claim, and pushes nothing onto the holdover queue.
-            Claim::Reentrant => None,
-            Claim::Busy => {
-                // A reaper (or another put) holds the stripe, maybe while
-                // slow destructors run. Leave the moves to it or to a later
-                // put, unless the stripe holds more than twice its limit:
-                // then close its oldest idle connections early, as before
-                // moves existed, so memory stays bounded.
-                while fifo.len() > self.record_limit.saturating_mul(2)
-                    && self
-                        .pop_and_retire(fifo, false, |_| true, guard, None)
-                        .is_some()
-                {}
-                return;
-            }
-        };
-        while fifo.len() > self.record_limit {
-            let Some(head) = fifo.peek(guard) else {
-                return;
-            };
-            if head.is_claimed() {
-                self.pop_and_retire(fifo, false, |n| std::ptr::eq(n, head), guard, None);
-                continue;
-            }
-            // SAFETY: `peek` found `head` queued under `guard`.
-            let entry = unsafe { head.entry_unchecked(guard) };
-            if !entry.try_add_record() {
-                continue; // closed: `head` was taken and unlinked meanwhile
-            }
-            if !head.try_hold() {
-                // Taken meanwhile: give the record back; its FIFO record
-                // is unlinked as a taken one next time round.
-                if entry.release_record() {
-                    // SAFETY: `entry` came from this map under `guard`.
-                    unsafe { self.map.close(entry, guard, None) };
-                }
-                continue;
-            }
-            // SAFETY: we hold the node's IN_HOLD link and a record for the
-            // proxy.
-            unsafe { fifo.hold.push(head, guard) };
-            // The node is in both queues now; unlink its FIFO record (unless
-            // a reaper, or `clear`, popped it meanwhile, and closed it).
-            if fifo.pop_node(head, guard, None) && entry.release_record() {
-                // SAFETY: `entry` came from this map under `guard`.
-                unsafe { self.map.close(entry, guard, None) };
-            }
-        }
     }
 }
 

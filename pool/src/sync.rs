@@ -13,20 +13,6 @@ mod imp {
     }
     pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-    /// A small number identifying the calling thread, for striping. Loom
-    /// numbers its threads deterministically within an execution (the main
-    /// thread is 0), so the stripe a thread uses is the same on every
-    /// replay.
-    pub(crate) fn thread_index() -> usize {
-        // `ThreadId(n)`, n counted from 0 within the execution; the id's
-        // `Hash` also covers the execution, which differs on every replay.
-        let id = format!("{:?}", loom::thread::current().id());
-        id.trim_start_matches("ThreadId(")
-            .trim_end_matches(')')
-            .parse()
-            .unwrap_or(0)
-    }
-
     /// `loom::sync::Mutex` with the `parking_lot` calling convention.
     #[derive(Debug)]
     pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
@@ -62,29 +48,6 @@ mod imp {
     }
     pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-    /// A small number identifying the calling thread, for striping:
-    /// threads are numbered in the order they first ask, so `n` threads
-    /// spread over `n` stripes round-robin.
-    pub(crate) fn thread_index() -> usize {
-        use std::cell::Cell;
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        std::thread_local! {
-            static INDEX: Cell<usize> = const { Cell::new(usize::MAX) };
-        }
-        INDEX
-            .try_with(|i| {
-                let v = i.get();
-                if v != usize::MAX {
-                    return v;
-                }
-                let v = NEXT.fetch_add(1, Ordering::Relaxed) & (usize::MAX >> 1);
-                i.set(v);
-                v
-            })
-            // During thread-local destruction: any stripe is correct.
-            .unwrap_or(0)
-    }
-
     /// `std::cell::UnsafeCell` with loom's closure-based access API, so the
     /// same code checks causality under loom.
     #[derive(Debug)]
@@ -109,3 +72,11 @@ mod imp {
 }
 
 pub(crate) use imp::*;
+
+/// The calling thread's slot number, for striping and for telling a
+/// reaper that re-enters its own stripe from another one: unique among
+/// live threads (see [`connmgr_core::thread_slot`]).
+#[inline]
+pub(crate) fn thread_index() -> usize {
+    connmgr_core::thread_slot::current()
+}

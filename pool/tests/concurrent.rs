@@ -1,5 +1,5 @@
 //! Drop tracking under concurrency: every connection is dropped exactly
-//! once and a connection taken is never handed out again (RELIABILITY 11).
+//! once and a connection taken is never handed out again (`docs/failure-modes.md #11`).
 
 mod common;
 
@@ -16,11 +16,10 @@ const PER_THREAD: usize = if cfg!(miri) { 40 } else { 20_000 };
 const KEYS: u64 = 8;
 
 fn pool(clock: &ManualClock, per_key: usize, total: usize) -> IdlePool<u64, Conn, ManualClock> {
-    let config = PoolConfig {
-        ttl: Duration::from_millis(50),
-        max_idle_per_key: per_key,
-        max_idle_total: total,
-    };
+    let config = PoolConfig::default()
+        .with_ttl(Duration::from_millis(50))
+        .with_max_idle_per_key(per_key)
+        .with_max_idle_total(total);
     IdlePool::with_config(config, clock.clone()).unwrap()
 }
 

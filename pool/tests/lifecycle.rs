@@ -13,11 +13,10 @@ use connmgr_pool::{Error, IdlePool, ManualClock, PoolConfig};
 const N: usize = if cfg!(miri) { 50 } else { 10_000 };
 
 fn config(ttl: Duration, per_key: usize, total: usize) -> PoolConfig {
-    PoolConfig {
-        ttl,
-        max_idle_per_key: per_key,
-        max_idle_total: total,
-    }
+    PoolConfig::default()
+        .with_ttl(ttl)
+        .with_max_idle_per_key(per_key)
+        .with_max_idle_total(total)
 }
 
 #[test]
@@ -58,7 +57,7 @@ fn new_with_zero_ttl_panics_with_the_setting_name() {
     let _ = IdlePool::<u8, ()>::new(Duration::ZERO);
 }
 
-/// RELIABILITY 7: with the manual clock, the idle count is 0 once the TTL
+/// `docs/failure-modes.md #7`: with the manual clock, the idle count is 0 once the TTL
 /// has passed and the reaper (driven by `next_expiry`) ran; reaping costs
 /// nothing before that.
 #[test]
@@ -229,7 +228,7 @@ fn the_holdover_queue_stays_bounded_too() {
     assert!(round > limit / 6 - 1, "evicted after {round} rounds only");
 }
 
-/// RELIABILITY 9: dropping the pool inside `catch_unwind`, and while the
+/// `docs/failure-modes.md #9`: dropping the pool inside `catch_unwind`, and while the
 /// dropping thread unwinds from a panic, closes each connection once and
 /// does not panic or block.
 #[test]
@@ -297,7 +296,7 @@ fn panicking_destructor_during_reap_keeps_counts_consistent() {
     assert!(pool.is_empty());
 }
 
-/// RELIABILITY 9: a destructor that panics while the pool is dropped does
+/// `docs/failure-modes.md #9`: a destructor that panics while the pool is dropped does
 /// not leak the connections queued behind it in the same FIFO stripe.
 #[test]
 fn a_panicking_destructor_at_pool_drop_leaves_no_connection_open() {

@@ -21,11 +21,10 @@ use loom_support::{Conn, Tracker};
 fn drop_pool_vs_put_vs_take() {
     loom::model(|| {
         let clock = ManualClock::new();
-        let config = PoolConfig {
-            ttl: Duration::from_secs(10),
-            max_idle_per_key: 2,
-            max_idle_total: 2,
-        };
+        let config = PoolConfig::default()
+            .with_ttl(Duration::from_secs(10))
+            .with_max_idle_per_key(2)
+            .with_max_idle_total(2);
         let pool: Arc<IdlePool<u8, Conn, ManualClock>> =
             Arc::new(IdlePool::with_config(config, clock).unwrap());
         let t = Tracker::new();

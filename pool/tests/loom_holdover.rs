@@ -31,11 +31,10 @@ fn pool_with_an_idle_head(
     clock: &ManualClock,
     t: &Tracker,
 ) -> (Arc<IdlePool<u8, Conn, ManualClock>>, Instant) {
-    let config = PoolConfig {
-        ttl: TTL,
-        max_idle_per_key: 2,
-        max_idle_total: 4,
-    };
+    let config = PoolConfig::default()
+        .with_ttl(TTL)
+        .with_max_idle_per_key(2)
+        .with_max_idle_total(4);
     let pool = Arc::new(IdlePool::with_config(config, clock.clone()).unwrap());
     let first = clock.now() + TTL;
     pool.put(1, t.conn(0)).unwrap();

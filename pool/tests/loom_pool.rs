@@ -1,5 +1,5 @@
 //! Loom models of put vs take vs reap, and of a taken connection never
-//! coming back (RELIABILITY 11). Run by `.ci/loom.sh`:
+//! coming back (`docs/failure-modes.md #11`). Run by `.ci/loom.sh`:
 //! `RUSTFLAGS="--cfg loom --cfg crossbeam_loom -C debug-assertions"
 //! LOOM_MAX_PREEMPTIONS=2 cargo test --release -p connmgr-pool --test loom_pool`.
 //!
@@ -23,11 +23,10 @@ fn pool<Clk: Clock + Clone>(
     per_key: usize,
     total: usize,
 ) -> Arc<IdlePool<u8, Conn, Clk>> {
-    let config = PoolConfig {
-        ttl: Duration::from_secs(10),
-        max_idle_per_key: per_key,
-        max_idle_total: total,
-    };
+    let config = PoolConfig::default()
+        .with_ttl(Duration::from_secs(10))
+        .with_max_idle_per_key(per_key)
+        .with_max_idle_total(total);
     Arc::new(IdlePool::with_config(config, clock.clone()).unwrap())
 }
 

@@ -101,7 +101,7 @@ proptest! {
     #[test]
     fn pool_matches_model(ops in prop::collection::vec(op(), 1..MAX_OPS)) {
         let clock = ManualClock::new();
-        let config = PoolConfig { ttl: TTL, max_idle_per_key: PER_KEY, max_idle_total: TOTAL };
+        let config = PoolConfig::default().with_ttl(TTL).with_max_idle_per_key(PER_KEY).with_max_idle_total(TOTAL);
         let pool: IdlePool<u8, Conn, ManualClock> =
             IdlePool::with_config(config, clock.clone()).unwrap();
         let tracker = Tracker::new(ops.len());
@@ -185,7 +185,7 @@ proptest! {
         }
     }
 
-    /// RELIABILITY 8: TTLs longer than uptime, out-of-order instants from
+    /// `docs/failure-modes.md #8`: TTLs longer than uptime, out-of-order instants from
     /// the clock, instants near the representable edge: no panic, caps and
     /// counts stay consistent, every connection dropped exactly once.
     #[test]
@@ -195,11 +195,7 @@ proptest! {
     ) {
         let base = Instant::now();
         let clock = ManualClock::starting_at(base);
-        let config = PoolConfig {
-            ttl: Duration::from_secs(ttl_secs),
-            max_idle_per_key: PER_KEY,
-            max_idle_total: TOTAL,
-        };
+        let config = PoolConfig::default().with_ttl(Duration::from_secs(ttl_secs)).with_max_idle_per_key(PER_KEY).with_max_idle_total(TOTAL);
         let pool: IdlePool<u8, Conn, ManualClock> =
             IdlePool::with_config(config, clock.clone()).unwrap();
         let tracker = Tracker::new(steps.len());

@@ -1,4 +1,4 @@
-//! RELIABILITY 6: an idle connection that the peer closed (FIN) or reset
+//! `docs/failure-modes.md #6`: an idle connection that the peer closed (FIN) or reset
 //! (RST) is never handed out: `take_if` with a liveness check rejects it
 //! (and closes it), and the search goes on to an older live one.
 //!
@@ -58,10 +58,7 @@ impl Server {
 }
 
 fn pool(clock: &ManualClock) -> IdlePool<&'static str, TcpStream, ManualClock> {
-    let config = PoolConfig {
-        ttl: Duration::from_secs(90),
-        ..PoolConfig::default()
-    };
+    let config = PoolConfig::default().with_ttl(Duration::from_secs(90));
     IdlePool::with_config(config, clock.clone()).unwrap()
 }
 
