@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use connmgr::{Dialer, PeerId};
 
+mod hooks;
+pub use hooks::*;
+
 /// A fake connection that counts when it is closed (dropped).
 #[derive(Debug)]
 pub struct Conn {
