@@ -7,7 +7,7 @@
 //! touched. What a locked step takes out (a live slot, a connection) is
 //! dropped after the lock, as is every status event sent.
 
-use std::collections::HashMap;
+use std::collections::hash_map::{Entry, HashMap};
 use std::marker::PhantomData;
 use std::mem::size_of;
 use std::time::Instant;
@@ -23,7 +23,7 @@ use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
 use crate::peer::{Live, Parts, Pooled, Record};
 use crate::peers::Peers;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::{Result, StatusEvent};
 
 /// The pool's and the metrics' clock: tokio's, so that paused time in
@@ -77,6 +77,10 @@ pub(crate) struct Inner<D: Dialer> {
     pub(crate) metrics: Metrics<TokioClock>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) peers: Peers<Tokio<D>>,
+    /// Records in `peers`. While there are none, no peer has anything but
+    /// a status, and a bookkeeping status write needs no record lock (see
+    /// [`set_status`](Self::set_status)).
+    pub(crate) records: AtomicUsize,
     pub(crate) events: broadcast::Sender<StatusEvent>,
     /// Receivers handed out so far (only grows) and, in `silent_at`, how
     /// many had been handed out when a send last found none of them alive.
@@ -117,6 +121,23 @@ impl<D: Dialer> Inner<D> {
             && self.pool.len_for(peer) == 0
         {
             map.remove(peer);
+            self.records.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `peer`'s record, made if it has none. Under the record lock.
+    pub(crate) fn record<'m>(&self, map: &'m mut Map<D>, peer: PeerId) -> &'m mut Rec<D> {
+        match map.entry(peer) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                self.records.fetch_add(1, Ordering::SeqCst);
+                // Store-buffering with `set_status`'s lock-free path
+                // (status write, fence, count read): either that write is
+                // visible to what this record's maker reads next, or that
+                // path sees the count and settles under this lock.
+                fence(Ordering::SeqCst);
+                e.insert(Record::default())
+            }
         }
     }
 
@@ -150,7 +171,7 @@ impl<D: Dialer> Inner<D> {
             if self.shut_down.load(Ordering::Acquire) {
                 return Err((conn, permit));
             }
-            let record = map.entry(peer).or_default();
+            let record = self.record(map, peer);
             if pooled.is_some_and(|g| !record.admits(g)) {
                 return Err((conn, permit));
             }
@@ -211,9 +232,51 @@ impl<D: Dialer> Inner<D> {
     /// Sets a status as given. Failed fails the peer ([`fail`](Self::fail));
     /// Disconnected retires its live connection to the pool; Connected and
     /// Connecting are bookkeeping alone (a live connection stays).
+    ///
+    /// While the manager holds no record at all (bookkeeping alone, as in
+    /// the transport-less default), a status other than Failed is written
+    /// without the record lock: no peer has a live connection, lease, dial
+    /// or watch for it to act on. A record made meanwhile (by a `connect`
+    /// or a `watch` of this peer) is the one case to settle: after the
+    /// write, a fence and a second look at the record count; if any record
+    /// appeared, the side effects are done under the lock, as on the
+    /// locked path, provided our status is still the peer's (else the call
+    /// that replaced it decides).
     pub(crate) fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
         if status == ConnectionStatus::Failed {
             return self.fail(peer, None);
+        }
+        if self.records.load(Ordering::Acquire) == 0 {
+            let before = self.table.insert(peer, status);
+            // Store-buffering with `record` (count, fence, reads).
+            fence(Ordering::SeqCst);
+            if self.records.load(Ordering::Relaxed) == 0 {
+                if before != Some(status) {
+                    self.emit(peer, before, Some(status), None);
+                }
+                return;
+            }
+            let settled = self.peers.with(&peer, |map| {
+                if self.table.get(&peer) != Some(status) {
+                    return (None, 0, None);
+                }
+                let (slot, generation) = match map.get_mut(&peer) {
+                    Some(r) if status == ConnectionStatus::Disconnected => {
+                        (r.live.take(), r.generation)
+                    }
+                    Some(r) => (None, r.generation),
+                    None => (None, 0),
+                };
+                (slot, generation, Self::watch_of(map, &peer))
+            });
+            let (slot, generation, watch) = settled;
+            self.retire(peer, slot, Some(generation));
+            if before != Some(status) {
+                self.emit(peer, before, Some(status), watch);
+            } else if let Some(tx) = watch {
+                self.publish(peer, &tx);
+            }
+            return;
         }
         let (before, slot, generation, watch) = self.peers.with(&peer, |map| {
             let before = self.table.insert(peer, status);
@@ -362,18 +425,24 @@ impl<D: Dialer> Inner<D> {
             }
         }
         if let Some(tx) = watch {
-            tx.send_if_modified(|status| {
-                let now = self.table.get(&peer);
-                std::mem::replace(status, now) != now
-            });
+            self.publish(peer, &tx);
         }
+    }
+
+    /// Gives `peer`'s watch the table's status, read under the watch's
+    /// lock (so the last publisher leaves the current status).
+    fn publish(&self, peer: PeerId, tx: &WatchTx) {
+        tx.send_if_modified(|status| {
+            let now = self.table.get(&peer);
+            std::mem::replace(status, now) != now
+        });
     }
 
     /// A receiver of `peer`'s status watch; the watch lives in the peer's
     /// record while it has receivers.
     pub(crate) fn watch(&self, peer: PeerId) -> watch::Receiver<Option<ConnectionStatus>> {
         self.peers.with(&peer, |map| {
-            let record = map.entry(peer).or_default();
+            let record = self.record(map, peer);
             match record.watch.as_ref().filter(|w| watched(w)) {
                 Some(tx) => tx.subscribe(),
                 None => {
@@ -435,7 +504,7 @@ impl<D: Dialer> DialMap for Inner<D> {
 
     fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut Option<Self::Tx>) -> R) -> R {
         self.peers.with(peer, |map| {
-            let r = f(&mut map.entry(*peer).or_default().dial);
+            let r = f(&mut self.record(map, *peer).dial);
             self.tidy(map, peer);
             r
         })

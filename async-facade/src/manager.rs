@@ -22,7 +22,7 @@ use crate::inner::{event_ring_bytes, Inner, TokioClock};
 use crate::lease::Lease;
 use crate::peers::Peers;
 use crate::reaper::reaper;
-use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering};
+use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::{Error, Result, StatusEvent};
 
 /// Manages connections to peers: limits, idle pooling with a TTL that
@@ -121,6 +121,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 pool,
                 metrics,
                 peers: Peers::new(),
+                records: AtomicUsize::new(0),
                 events,
                 subscribers: AtomicU64::new(0),
                 silent_at: AtomicU64::new(0),

@@ -7,5 +7,5 @@
 //! take no atomics from here, and whose models take loom's types in their
 //! own test modules (`dial_share::loom_models`, `peer::loom_models`).
 
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 pub(crate) use std::sync::{Arc, Weak};

@@ -507,3 +507,43 @@ fn a_lease_dropped_across_failed_then_disconnected_keeps_nothing_pooled() {
         assert_eq!((m.idle(), dialer.closed()), (0, 1), "round {i}");
     }
 }
+
+/// While a manager holds no peer record, `update_status` writes the status
+/// without the record lock; a record made meanwhile (a first `connect`, a
+/// first `watch`) must still see the write or have it settled under its
+/// lock. Raced many times on fresh managers: at rest the watch shows the
+/// table's status, and the peer is Connected exactly when it has a live
+/// connection, which holds the one slot in use. A stress test, not a
+/// proof: its window is a few instructions wide, and it did not catch the
+/// settling step removed in 2,000 rounds; the argument is on
+/// `Inner::set_status`.
+#[test]
+fn a_status_written_without_records_settles_with_a_first_record() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rounds = if cfg!(miri) { 10 } else { 2_000 };
+    for i in 0..rounds {
+        let m = ConnectionManager::new(4);
+        let p = peer(OK, i);
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let writer = {
+            let (m, start, rt) = (m.clone(), start.clone(), rt.handle().clone());
+            std::thread::spawn(move || {
+                start.wait();
+                rt.block_on(m.update_status(p, Disconnected));
+            })
+        };
+        start.wait();
+        let watch = m.watch(&p);
+        rt.block_on(m.connect(p)).unwrap();
+        writer.join().unwrap();
+        let status = rt.block_on(m.get_status(&p));
+        assert_eq!(*watch.borrow(), status, "round {i}: the watch");
+        let live = m.lease(&p).is_ok();
+        assert_eq!(status == Some(Connected), live, "round {i}: {status:?}");
+        assert_eq!(m.active(), usize::from(live), "round {i}: slots");
+    }
+}
