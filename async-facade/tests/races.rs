@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use connmgr::{Config, ConnectionManager, ConnectionStatus::*, Dialer, Error, PeerId};
+use connmgr::{Config, ConnectionManager, ConnectionStatus::*, Error, PeerId};
 
 /// A connect that completes while a disconnect of the same peer is
 /// announcing itself keeps its connection and its slot; with a limit of 1
