@@ -3,9 +3,11 @@
 
 use connmgr_core::{ConnectionStatus, PeerId};
 use connmgr_metrics::DialOutcome;
+use tokio::sync::watch;
 
+use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
-use crate::inner::Inner;
+use crate::inner::{DialResult, Inner};
 use crate::sync::{Arc, Ordering};
 use crate::{Error, Result};
 
@@ -136,5 +138,38 @@ impl<D: Dialer> Drop for RestoreOnDrop<'_, D> {
         if let Some(watch) = restored {
             inner.emit(peer, Some(ConnectionStatus::Connecting), self.before, watch);
         }
+    }
+}
+
+/// A dial's outcome channel for [`dial_share`](crate::dial_share): tokio's
+/// `watch`, whose `changed` reports a value sent after `subscribe`, or the
+/// sender's drop.
+impl Channel for watch::Sender<DialResult> {
+    type Outcome = Result<()>;
+    type Rx = watch::Receiver<DialResult>;
+
+    fn open() -> Self {
+        watch::channel(None).0
+    }
+
+    fn subscribe(&self) -> Self::Rx {
+        watch::Sender::subscribe(self)
+    }
+
+    fn publish(&self, outcome: Result<()>) {
+        self.send_replace(Some(outcome));
+    }
+}
+
+/// Dials in flight live in their peer's record.
+impl<D: Dialer> DialMap for Inner<D> {
+    type Tx = watch::Sender<DialResult>;
+
+    fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut Option<Self::Tx>) -> R) -> R {
+        self.peers.with(peer, |map| {
+            let r = f(&mut self.record(map, *peer).dial);
+            self.tidy(map, peer);
+            r
+        })
     }
 }

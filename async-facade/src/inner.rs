@@ -19,7 +19,6 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use crate::admission::{Admission, Permit};
 use crate::config::Config;
-use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
 use crate::peer::{Live, Parts, Pooled, Record};
 use crate::peers::Peers;
@@ -475,38 +474,5 @@ impl<D: Dialer> Inner<D> {
         self.peers
             .for_each_shard(|map| slots.extend(map.values_mut().filter_map(|r| r.live.take())));
         drop(slots);
-    }
-}
-
-/// A dial's outcome channel for [`dial_share`](crate::dial_share): tokio's
-/// `watch`, whose `changed` reports a value sent after `subscribe`, or the
-/// sender's drop.
-impl Channel for watch::Sender<DialResult> {
-    type Outcome = Result<()>;
-    type Rx = watch::Receiver<DialResult>;
-
-    fn open() -> Self {
-        watch::channel(None).0
-    }
-
-    fn subscribe(&self) -> Self::Rx {
-        watch::Sender::subscribe(self)
-    }
-
-    fn publish(&self, outcome: Result<()>) {
-        self.send_replace(Some(outcome));
-    }
-}
-
-/// Dials in flight live in their peer's record.
-impl<D: Dialer> DialMap for Inner<D> {
-    type Tx = watch::Sender<DialResult>;
-
-    fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut Option<Self::Tx>) -> R) -> R {
-        self.peers.with(peer, |map| {
-            let r = f(&mut self.record(map, *peer).dial);
-            self.tidy(map, peer);
-            r
-        })
     }
 }

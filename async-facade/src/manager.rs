@@ -429,41 +429,7 @@ impl<D: Dialer> ConnectionManager<D> {
         if inner.shut_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Every live slot is retired under its record lock, after the flag
-        // is set: a `go_live` that takes a record lock later sees the flag
-        // and installs nothing.
-        inner.retire_all();
-        // Every Connected peer, including those marked so by bookkeeping
-        // alone (`update_status`), is Disconnected now, each under its
-        // record lock. O(peers), once.
-        inner.table.for_each(|peer, info| {
-            if info.status != ConnectionStatus::Connected {
-                return;
-            }
-            let done = inner.peers.with(peer, |map| {
-                inner
-                    .table
-                    .compare_and_set(
-                        peer,
-                        ConnectionStatus::Connected,
-                        ConnectionStatus::Disconnected,
-                    )
-                    .is_ok()
-                    .then(|| Inner::watch_of(map, peer))
-            });
-            if let Some(watch) = done {
-                inner.emit(
-                    *peer,
-                    Some(ConnectionStatus::Connected),
-                    Some(ConnectionStatus::Disconnected),
-                    watch,
-                );
-            }
-        });
-        // A put that lands after this clear takes its peer's record lock
-        // afterwards, sees the flag and closes what it pooled.
-        inner.pool.clear();
-        inner.reaper_wake.notify_one();
+        inner.close_all();
     }
 
     /// True once [`shutdown`](Self::shutdown) was called.

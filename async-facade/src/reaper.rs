@@ -1,4 +1,5 @@
-//! Expiry and forgetting: the reaper task, and the sweeps it runs.
+//! Closing what the manager holds: the reaper task and the sweeps it runs
+//! (expiry, forgetting), and shutdown.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -11,6 +12,45 @@ use crate::inner::Inner;
 use crate::sync::{Arc, Ordering, Weak};
 
 impl<D: Dialer> Inner<D> {
+    /// `shutdown`'s work, once its flag is set: closes every live and idle
+    /// connection and disconnects every Connected peer.
+    pub(crate) fn close_all(&self) {
+        // Every live slot is retired under its record lock, after the flag
+        // is set: a `go_live` that takes a record lock later sees the flag
+        // and installs nothing.
+        self.retire_all();
+        // Every Connected peer, including those marked so by bookkeeping
+        // alone (`update_status`), is Disconnected now, each under its
+        // record lock. O(peers), once.
+        self.table.for_each(|peer, info| {
+            if info.status != ConnectionStatus::Connected {
+                return;
+            }
+            let done = self.peers.with(peer, |map| {
+                self.table
+                    .compare_and_set(
+                        peer,
+                        ConnectionStatus::Connected,
+                        ConnectionStatus::Disconnected,
+                    )
+                    .is_ok()
+                    .then(|| Inner::watch_of(map, peer))
+            });
+            if let Some(watch) = done {
+                self.emit(
+                    *peer,
+                    Some(ConnectionStatus::Connected),
+                    Some(ConnectionStatus::Disconnected),
+                    watch,
+                );
+            }
+        });
+        // A put that lands after this clear takes its peer's record lock
+        // afterwards, sees the flag and closes what it pooled.
+        self.pool.clear();
+        self.reaper_wake.notify_one();
+    }
+
     /// Closes expired idle connections; forgets Disconnected or Failed
     /// peers untouched for `forget_after` with nothing pooled.
     pub(crate) fn reap(&self) -> usize {
