@@ -223,11 +223,13 @@ mod loom_models {
     /// goes live after it, and the `Failed`'s drain or the put's re-check
     /// leaves nothing stale pooled.
     ///
-    /// Checked once with the fix removed (locally, then reverted): with
-    /// `admits` answering `true` whatever the generation, loom failed the
-    /// model: the take held `OLD` while the `Failed` ran whole, then made
-    /// it live. With the put's re-check removed, it failed with `PUT`
-    /// left pooled after the `Failed`'s drain.
+    /// Checked once with each fix removed (locally, then reverted), at
+    /// `LOOM_MAX_PREEMPTIONS=2`: with `admits` answering `true` whatever
+    /// the generation, loom failed the model with "a connection from
+    /// before the Failed went live" (the take held `OLD` while the
+    /// `Failed` ran whole, then made it live); with the put's second look
+    /// at the record removed, with "a stale connection stayed pooled"
+    /// (`PUT` landed after the `Failed`'s drain).
     #[test]
     fn a_failed_racing_a_put_and_a_take_revives_nothing() {
         loom::model(|| {
@@ -244,15 +246,13 @@ mod loom_models {
                 generation: 0,
                 conn: OLD,
             }]));
-            // Set, under the record lock, by the Failed: its generation.
-            let failed_at = Arc::new(Mutex::new(None::<u64>));
 
             let taker = {
                 let (record, pool) = (record.clone(), pool.clone());
                 thread::spawn(move || {
                     let taken = pool.lock().unwrap().pop();
                     let pooled = taken?;
-                    let mut r = record.lock().unwrap();
+                    let r = record.lock().unwrap();
                     // Made live only if admitted: report the generation
                     // it went live at.
                     r.admits(pooled.generation).then_some(r.generation)
@@ -277,19 +277,17 @@ mod loom_models {
                     }
                 })
             };
-            {
-                {
-                    let mut r = record.lock().unwrap();
-                    let _slot = r.fail(None);
-                    *failed_at.lock().unwrap() = Some(r.generation);
-                }
-                // The drain, after the lock (closing runs no user code
-                // under it): every idle connection of the peer.
-                pool.lock().unwrap().clear();
-            }
+            // The Failed, on this thread: its generation.
+            let failed = {
+                let mut r = record.lock().unwrap();
+                let _slot = r.fail(None);
+                r.generation
+            };
+            // The drain, after the lock (closing runs no user code under
+            // it): every idle connection of the peer.
+            pool.lock().unwrap().clear();
             let live_at = taker.join().unwrap();
             putter.join().unwrap();
-            let failed = failed_at.lock().unwrap().unwrap();
             if let Some(at) = live_at {
                 assert!(at < failed, "a connection from before the Failed went live");
             }
