@@ -1,13 +1,14 @@
 //! `connect`'s leader: what the one call that dials for a peer does,
 //! between the API and the peer's record.
 
-use connmgr_core::{ConnectionStatus, PeerId};
+use connmgr_core::ConnectionStatus;
 use connmgr_metrics::DialOutcome;
 use tokio::sync::watch;
 
 use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
 use crate::inner::{DialResult, Inner};
+use crate::peers::Key;
 use crate::sync::{Arc, Ordering};
 use crate::{Error, Result};
 
@@ -15,13 +16,14 @@ impl<D: Dialer> Inner<D> {
     /// Connects `peer` as the leader of its shared dial: takes back a live
     /// connection kept by bookkeeping, or reserves a slot and reuses an
     /// alive pooled connection of the peer's current generation, or dials.
-    pub(crate) async fn dial_as_leader(&self, peer: PeerId) -> Result<()> {
+    pub(crate) async fn dial_as_leader(&self, key: Key) -> Result<()> {
+        let peer = key.peer;
         if self.table.get(&peer) == Some(ConnectionStatus::Connected) {
             return Ok(());
         }
         // A live connection whose status bookkeeping moved off Connected
         // (`update_status(p, Connecting)`, say) is still this peer's.
-        if self.revive(peer) {
+        if self.revive(key) {
             return Ok(());
         }
         let permit = self.admission.try_acquire().ok_or(Error::LimitReached {
@@ -38,7 +40,7 @@ impl<D: Dialer> Inner<D> {
             self.pool.take_if(&peer, |p| dialer.is_alive(&mut p.conn))
         };
         let permit = match pooled {
-            Some(p) => match self.go_live(peer, p.conn, permit, Some(p.generation)) {
+            Some(p) => match self.go_live(key, p.conn, permit, Some(p.generation)) {
                 Ok(()) => {
                     self.metrics.record_dial(DialOutcome::PoolHit);
                     return Ok(());
@@ -56,14 +58,14 @@ impl<D: Dialer> Inner<D> {
             None => permit,
         };
         self.metrics.record_dial(DialOutcome::PoolMiss);
-        let (before, watch) = self.peers.with(&peer, |map| {
+        let (before, watch) = self.peers.at(&key, |map| {
             let before = self.table.insert(peer, ConnectionStatus::Connecting);
             (before, Self::watch_of(map, &peer))
         });
         self.emit(peer, before, Some(ConnectionStatus::Connecting), watch);
         let restore = RestoreOnDrop {
             inner: self,
-            peer,
+            key,
             before,
             armed: true,
         };
@@ -75,7 +77,7 @@ impl<D: Dialer> Inner<D> {
                 self.metrics.record_dial(DialOutcome::Ok);
                 // A fresh dial has the last word over any status set
                 // meanwhile: `go_live` refuses it only after a shutdown.
-                match self.go_live(peer, conn, permit, None) {
+                match self.go_live(key, conn, permit, None) {
                     Ok(()) => Ok(()),
                     Err((conn, _permit)) => {
                         drop(conn);
@@ -108,7 +110,7 @@ impl<D: Dialer> Inner<D> {
 /// if it is still Connecting.
 struct RestoreOnDrop<'a, D: Dialer> {
     inner: &'a Inner<D>,
-    peer: PeerId,
+    key: Key,
     before: Option<ConnectionStatus>,
     armed: bool,
 }
@@ -124,9 +126,9 @@ impl<D: Dialer> Drop for RestoreOnDrop<'_, D> {
         if !self.armed {
             return;
         }
-        let (inner, peer) = (self.inner, self.peer);
+        let (inner, peer) = (self.inner, self.key.peer);
         let t = &inner.table;
-        let restored = inner.peers.with(&peer, |map| {
+        let restored = inner.peers.at(&self.key, |map| {
             let restored = match self.before {
                 Some(before) => t
                     .compare_and_set(&peer, ConnectionStatus::Connecting, before)
@@ -164,11 +166,15 @@ impl Channel for watch::Sender<DialResult> {
 /// Dials in flight live in their peer's record.
 impl<D: Dialer> DialMap for Inner<D> {
     type Tx = watch::Sender<DialResult>;
+    type Key = Key;
 
-    fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut Option<Self::Tx>) -> R) -> R {
-        self.peers.with(peer, |map| {
-            let r = f(&mut self.record(map, *peer).dial);
-            self.tidy(map, peer);
+    fn with<R>(&self, key: &Key, f: impl FnOnce(&mut Option<Self::Tx>) -> R) -> R {
+        self.peers.at(key, |map| {
+            let record = self.record(map, key.peer);
+            let r = f(&mut record.dial);
+            if record.is_idle(|w| !w.is_closed()) {
+                self.tidy(map, &key.peer);
+            }
             r
         })
     }

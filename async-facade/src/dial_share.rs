@@ -16,8 +16,6 @@
 //! which nobody else depends on. So no waiter is stranded and no wake-up is
 //! lost (`docs/failure-modes.md` #5).
 
-use connmgr_core::PeerId;
-
 /// The sending half of a dial's outcome channel.
 pub(crate) trait Channel: Sized {
     /// What the dial ends with.
@@ -38,8 +36,10 @@ pub(crate) trait Channel: Sized {
 pub(crate) trait DialMap {
     /// The channel type registered per peer.
     type Tx: Channel;
-    /// Runs `f` on `peer`'s slot, under its lock.
-    fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut Option<Self::Tx>) -> R) -> R;
+    /// How a peer is found: its id, or its id and where it lives.
+    type Key: Copy + std::fmt::Debug;
+    /// Runs `f` on `key`'s slot, under its lock.
+    fn with<R>(&self, key: &Self::Key, f: impl FnOnce(&mut Option<Self::Tx>) -> R) -> R;
 }
 
 /// What a caller of [`join`] is to do.
@@ -55,7 +55,7 @@ pub(crate) enum Join<'a, M: DialMap> {
 /// check, the registration and the subscription happen under the slot's
 /// lock, as does the leader's removal, so a waiter always subscribes while
 /// the channel is registered, hence before its outcome is published.
-pub(crate) fn join<M: DialMap>(map: &M, peer: PeerId) -> Join<'_, M> {
+pub(crate) fn join<M: DialMap>(map: &M, peer: M::Key) -> Join<'_, M> {
     let follow = map.with(&peer, |dial| match dial {
         Some(tx) => Some(tx.subscribe()),
         None => {
@@ -74,7 +74,7 @@ pub(crate) fn join<M: DialMap>(map: &M, peer: PeerId) -> Join<'_, M> {
 /// which wakes the waiters with "closed" so one of them takes over.
 pub(crate) struct Leader<'a, M: DialMap> {
     map: &'a M,
-    peer: PeerId,
+    peer: M::Key,
 }
 
 impl<M: DialMap> Leader<'_, M> {
@@ -117,6 +117,7 @@ impl<M: DialMap> std::fmt::Debug for Leader<'_, M> {
 #[cfg(all(test, loom))]
 mod loom_models {
     use super::*;
+    use connmgr_core::PeerId;
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::sync::{Arc, Condvar, Mutex};
     use loom::thread;
@@ -190,6 +191,7 @@ mod loom_models {
 
     impl DialMap for Map {
         type Tx = Tx;
+        type Key = PeerId;
         fn with<R>(&self, _: &PeerId, f: impl FnOnce(&mut Option<Tx>) -> R) -> R {
             f(&mut self.0.lock().unwrap())
         }

@@ -21,7 +21,7 @@ use crate::admission::{Admission, Permit};
 use crate::config::Config;
 use crate::dialer::Dialer;
 use crate::peer::{Live, Parts, Pooled, Record};
-use crate::peers::Peers;
+use crate::peers::{Key, Peers};
 use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::{Result, StatusEvent};
 
@@ -141,12 +141,18 @@ impl<D: Dialer> Inner<D> {
     }
 
     /// The peer's watch, if it has receivers, to publish to after the lock.
-    pub(crate) fn watch_of(map: &Map<D>, peer: &PeerId) -> Option<WatchTx> {
-        map.get(peer)?
-            .watch
-            .as_ref()
-            .filter(|w| watched(w))
-            .cloned()
+    /// One whose receivers are all gone is freed here (its sender wakes
+    /// nobody).
+    pub(crate) fn watch_of(map: &mut Map<D>, peer: &PeerId) -> Option<WatchTx> {
+        Self::watch_in(map.get_mut(peer)?)
+    }
+
+    /// As [`watch_of`](Self::watch_of), for a record at hand.
+    pub(crate) fn watch_in(record: &mut Rec<D>) -> Option<WatchTx> {
+        if record.watch.as_ref().is_some_and(|w| !watched(w)) {
+            record.watch = None;
+        }
+        record.watch.clone()
     }
 
     /// Makes `conn` the peer's live connection and marks it Connected, in
@@ -158,12 +164,13 @@ impl<D: Dialer> Inner<D> {
     /// back.
     pub(crate) fn go_live(
         &self,
-        peer: PeerId,
+        key: Key,
         conn: D::Conn,
         permit: Permit,
         pooled: Option<u64>,
     ) -> std::result::Result<(), (D::Conn, Permit)> {
-        let (replaced, before, watch) = self.peers.with(&peer, |map| {
+        let peer = key.peer;
+        let (replaced, before, watch) = self.peers.at(&key, |map| {
             // `shutdown` sets its flag before it takes each record lock to
             // retire live slots: a slot installed here after that is
             // refused, one installed before is retired by it.
@@ -180,7 +187,7 @@ impl<D: Dialer> Inner<D> {
                 _permit: permit,
             });
             let before = self.table.insert(peer, ConnectionStatus::Connected);
-            Ok((replaced, before, Self::watch_of(map, &peer)))
+            Ok((replaced, before, Self::watch_in(record)))
         })?;
         // A stale slot (left by bookkeeping such as `update_status(p,
         // Connecting)` over a Connected peer): closed and freed here.
@@ -192,11 +199,12 @@ impl<D: Dialer> Inner<D> {
     /// A live connection whose status bookkeeping moved off Connected is
     /// still the peer's: marks it Connected again. `false` if the peer has
     /// no live connection.
-    pub(crate) fn revive(&self, peer: PeerId) -> bool {
-        let revived = self.peers.with(&peer, |map| {
-            map.get(&peer).filter(|r| r.live.is_some())?;
+    pub(crate) fn revive(&self, key: Key) -> bool {
+        let peer = key.peer;
+        let revived = self.peers.at(&key, |map| {
+            let record = map.get_mut(&peer).filter(|r| r.live.is_some())?;
             let before = self.table.insert(peer, ConnectionStatus::Connected);
-            Some((before, Self::watch_of(map, &peer)))
+            Some((before, Self::watch_in(record)))
         });
         match revived {
             Some((before, watch)) => {
@@ -209,21 +217,20 @@ impl<D: Dialer> Inner<D> {
 
     /// Disconnects a Connected peer: Disconnected, and its live connection
     /// pooled, in one locked step; nothing if it is not Connected.
-    pub(crate) fn disconnect(&self, peer: PeerId) {
+    pub(crate) fn disconnect(&self, key: Key) {
         use ConnectionStatus::{Connected, Disconnected};
-        let done = self.peers.with(&peer, |map| {
+        let peer = key.peer;
+        let done = self.peers.at(&key, |map| {
             self.table
                 .compare_and_set(&peer, Connected, Disconnected)
                 .ok()?;
-            let record = map.get_mut(&peer);
-            let (slot, generation) = match record {
-                Some(r) => (r.live.take(), r.generation),
-                None => (None, 0),
-            };
-            Some((slot, generation, Self::watch_of(map, &peer)))
+            Some(match map.get_mut(&peer) {
+                Some(r) => (r.live.take(), r.generation, Self::watch_in(r)),
+                None => (None, 0, None),
+            })
         });
         if let Some((slot, generation, watch)) = done {
-            self.retire(peer, slot, Some(generation));
+            self.retire(key, slot, Some(generation));
             self.emit(peer, Some(Connected), Some(Disconnected), watch);
         }
     }
@@ -255,7 +262,8 @@ impl<D: Dialer> Inner<D> {
                 }
                 return;
             }
-            let settled = self.peers.with(&peer, |map| {
+            let key = self.peers.key(peer);
+            let settled = self.peers.at(&key, |map| {
                 if self.table.get(&peer) != Some(status) {
                     return (None, 0, None);
                 }
@@ -269,7 +277,7 @@ impl<D: Dialer> Inner<D> {
                 (slot, generation, Self::watch_of(map, &peer))
             });
             let (slot, generation, watch) = settled;
-            self.retire(peer, slot, Some(generation));
+            self.retire(key, slot, Some(generation));
             if before != Some(status) {
                 self.emit(peer, before, Some(status), watch);
             } else if let Some(tx) = watch {
@@ -277,7 +285,8 @@ impl<D: Dialer> Inner<D> {
             }
             return;
         }
-        let (before, slot, generation, watch) = self.peers.with(&peer, |map| {
+        let key = self.peers.key(peer);
+        let (before, slot, generation, watch) = self.peers.at(&key, |map| {
             let before = self.table.insert(peer, status);
             let (slot, generation) = match map.get_mut(&peer) {
                 Some(r) if status == ConnectionStatus::Disconnected => {
@@ -291,7 +300,7 @@ impl<D: Dialer> Inner<D> {
         if before == Some(status) && slot.is_none() {
             return;
         }
-        self.retire(peer, slot, Some(generation));
+        self.retire(key, slot, Some(generation));
         self.emit(peer, before, Some(status), watch);
     }
 
@@ -353,10 +362,10 @@ impl<D: Dialer> Inner<D> {
     /// limit back) and pools its connection with `generation`, or closes it
     /// on `None`. A slot whose connection is leased has none: the lease
     /// disposes of it when it ends.
-    pub(crate) fn retire(&self, peer: PeerId, slot: Option<Live<Tokio<D>>>, pool: Option<u64>) {
+    pub(crate) fn retire(&self, key: Key, slot: Option<Live<Tokio<D>>>, pool: Option<u64>) {
         if let Some(conn) = slot.and_then(|s| s.conn) {
             match pool {
-                Some(generation) => self.pool_put(peer, conn, generation),
+                Some(generation) => self.pool_put(key, conn, generation),
                 None => drop(conn),
             }
         }
@@ -370,7 +379,8 @@ impl<D: Dialer> Inner<D> {
     /// connections are closed. Either the `Failed`'s locked step comes
     /// before that second look, which then sees the new generation, or
     /// after it, and then its drain finds this connection.
-    pub(crate) fn pool_put(&self, peer: PeerId, conn: D::Conn, generation: u64) {
+    pub(crate) fn pool_put(&self, key: Key, conn: D::Conn, generation: u64) {
+        let peer = key.peer;
         if self.shut_down.load(Ordering::Acquire) {
             return; // closed as it goes out of scope
         }
@@ -384,7 +394,7 @@ impl<D: Dialer> Inner<D> {
         if self.pool.take_wake_request() {
             self.reaper_wake.notify_one();
         }
-        let stale = self.peers.with(&peer, |map| {
+        let stale = self.peers.at(&key, |map| {
             self.shut_down.load(Ordering::Acquire)
                 || !self.table.contains_key(&peer)
                 || map.get(&peer).is_none_or(|r| r.generation != generation)

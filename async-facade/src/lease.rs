@@ -8,6 +8,7 @@ use connmgr_core::{ConnectionStatus, PeerId};
 use crate::dialer::Dialer;
 use crate::inner::Inner;
 use crate::peer::LeaseEnd;
+use crate::peers::Key;
 use crate::sync::{Arc, Ordering};
 use crate::{Error, Result};
 
@@ -25,7 +26,8 @@ use crate::{Error, Result};
 /// never handed out again.
 pub struct Lease<D: Dialer> {
     inner: Arc<Inner<D>>,
-    peer: PeerId,
+    /// The peer, and where its record lives.
+    key: Key,
     /// The id of the live slot the connection came from.
     slot: u64,
     /// The peer's failure generation when the lease was taken.
@@ -39,7 +41,8 @@ impl<D: Dialer> Lease<D> {
         if inner.shut_down.load(Ordering::Acquire) {
             return Err(Error::ShutDown);
         }
-        let (slot, conn, generation) = inner.peers.with(peer, |map| {
+        let key = inner.peers.key(*peer);
+        let (slot, conn, generation) = inner.peers.at(&key, |map| {
             let record = map
                 .get_mut(peer)
                 .ok_or(Error::NotConnected { peer: *peer })?;
@@ -50,7 +53,7 @@ impl<D: Dialer> Lease<D> {
         })?;
         Ok(Self {
             inner: Arc::clone(inner),
-            peer: *peer,
+            key,
             slot,
             generation,
             conn: Some(conn),
@@ -59,7 +62,7 @@ impl<D: Dialer> Lease<D> {
 
     /// The peer this connection goes to.
     pub fn peer(&self) -> &PeerId {
-        &self.peer
+        &self.key.peer
     }
 
     /// The connection is broken: close it and mark the peer Failed (if
@@ -67,7 +70,7 @@ impl<D: Dialer> Lease<D> {
     /// connect, the newer connection and its status are left alone).
     pub fn discard(mut self) {
         drop(self.conn.take());
-        self.inner.discard_lease(self.peer, self.slot);
+        self.inner.discard_lease(self.key.peer, self.slot);
     }
 }
 
@@ -94,27 +97,28 @@ impl<D: Dialer> Drop for Lease<D> {
         let inner = &*self.inner;
         if std::thread::panicking() {
             drop(conn);
-            inner.discard_lease(self.peer, self.slot);
+            inner.discard_lease(self.key.peer, self.slot);
             return;
         }
         // Decided under the record lock; acted on after it.
-        let end = inner.peers.with(&self.peer, |map| {
+        let peer = self.key.peer;
+        let end = inner.peers.at(&self.key, |map| {
             let may_pool = !inner.shut_down.load(Ordering::Acquire)
                 && !matches!(
-                    inner.table.get(&self.peer),
+                    inner.table.get(&peer),
                     None | Some(ConnectionStatus::Failed)
                 );
-            let end = match map.get_mut(&self.peer) {
+            let end = match map.get_mut(&peer) {
                 Some(record) => record.end_lease(self.slot, self.generation, conn, may_pool),
                 // Unreachable: a lease keeps its record. Closed.
                 None => LeaseEnd::Close(conn),
             };
-            inner.tidy(map, &self.peer);
+            inner.tidy(map, &peer);
             end
         });
         match end {
             LeaseEnd::Home | LeaseEnd::Close(_) => {}
-            LeaseEnd::Pool(conn, generation) => inner.pool_put(self.peer, conn, generation),
+            LeaseEnd::Pool(conn, generation) => inner.pool_put(self.key, conn, generation),
         }
     }
 }
@@ -122,7 +126,7 @@ impl<D: Dialer> Drop for Lease<D> {
 impl<D: Dialer> fmt::Debug for Lease<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Lease")
-            .field("peer", &self.peer)
+            .field("peer", &self.key.peer)
             .finish_non_exhaustive()
     }
 }

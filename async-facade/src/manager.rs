@@ -165,6 +165,10 @@ impl<D: Dialer> ConnectionManager<D> {
     /// returns `Ok` without dialing, and [`lease`](Self::lease) then fails
     /// with [`Error::NotConnected`].
     ///
+    /// **Progress:** waits for the dial (or for the dial another call leads);
+    /// every step on the peer's record is a short lock, never held across
+    /// an `.await`, and a slot is reserved with one CAS.
+    ///
     /// # Errors
     ///
     /// [`Error::LimitReached`] (status unchanged) when `max_connections`
@@ -179,6 +183,7 @@ impl<D: Dialer> ConnectionManager<D> {
     pub async fn connect(&self, peer_id: PeerId) -> Result<()> {
         let inner = &*self.inner;
         self.ensure_reaper();
+        let mut key = None;
         loop {
             if inner.shut_down.load(Ordering::Acquire) {
                 return Err(Error::ShutDown);
@@ -186,9 +191,10 @@ impl<D: Dialer> ConnectionManager<D> {
             if inner.table.get(&peer_id) == Some(ConnectionStatus::Connected) {
                 return Ok(());
             }
+            let key = *key.get_or_insert_with(|| inner.peers.key(peer_id));
             // Join the dial in flight, or become its leader (see
             // `dial_share` for why no waiter is stranded).
-            match dial_share::join(inner, peer_id) {
+            match dial_share::join(inner, key) {
                 Join::Follow(mut rx) => {
                     // The leader either publishes an outcome or, if it is
                     // cancelled, drops the sender: `changed` then errs and we
@@ -200,7 +206,7 @@ impl<D: Dialer> ConnectionManager<D> {
                     }
                 }
                 Join::Lead(lead) => {
-                    let outcome = inner.dial_as_leader(peer_id).await;
+                    let outcome = inner.dial_as_leader(key).await;
                     lead.publish(outcome.clone());
                     return outcome;
                 }
@@ -216,6 +222,10 @@ impl<D: Dialer> ConnectionManager<D> {
     /// whose live connection is still held, with its slot: `connect` takes
     /// it back, `update_status` to Disconnected or Failed retires it.
     ///
+    /// **Progress:** one lock-free status read for a peer that is not
+    /// Connected; otherwise two short holds of the peer's record lock
+    /// around a lock-free pool put.
+    ///
     /// # Cancellation safety
     ///
     /// Safe: it never waits; the work is done in the first poll.
@@ -225,7 +235,7 @@ impl<D: Dialer> ConnectionManager<D> {
         if inner.table.get(peer_id) != Some(ConnectionStatus::Connected) {
             return;
         }
-        inner.disconnect(*peer_id);
+        inner.disconnect(inner.peers.key(*peer_id));
     }
 
     /// Sets a peer's status as given (bookkeeping, as in the reference).
@@ -234,9 +244,16 @@ impl<D: Dialer> ConnectionManager<D> {
     ///
     /// Moving a peer to Disconnected pools its live connection, to Failed
     /// closes it, and the peer's idle pooled connections too (a leased one
-    /// is closed when its lease is dropped); either frees its slot. Setting Connected or Connecting
-    /// opens nothing and takes no slot: limits apply to
-    /// [`connect`](Self::connect). Counts stay exact either way.
+    /// is closed when its lease is dropped); either frees its slot. Setting
+    /// Connected or Connecting opens nothing and takes no slot: limits
+    /// apply to [`connect`](Self::connect). Counts stay exact either way.
+    /// A Failed touches only this peer: other peers' pooled connections
+    /// stay pooled and reusable.
+    ///
+    /// **Progress:** a short hold of the peer's record lock around one CAS
+    /// of its status word. While the manager holds no peer record at all
+    /// (bookkeeping alone), a status other than Failed is written
+    /// lock-free.
     ///
     /// # Cancellation safety
     ///
@@ -248,8 +265,8 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// The peer's status, if the manager knows it.
     ///
-    /// Lock-free and wait-free: one hash, an epoch pin and one atomic load
-    /// of the peer's state word (see `StatusTable::get`).
+    /// **Progress:** wait-free, no lock: one hash, an epoch pin and one
+    /// atomic load of the peer's state word (see `StatusTable::get`).
     pub async fn get_status(&self, peer_id: &PeerId) -> Option<ConnectionStatus> {
         self.inner.table.get(peer_id)
     }
@@ -312,6 +329,9 @@ impl<D: Dialer> ConnectionManager<D> {
     /// estimated), and the status event ring (its per-slot bookkeeping
     /// estimated), each computed from its capacity (the connections
     /// themselves, and allocator overhead, are not counted).
+    ///
+    /// **Progress:** takes each shard lock of the peer records in turn,
+    /// O(records).
     pub fn memory_usage(&self) -> usize {
         let i = &*self.inner;
         size_of::<Inner<D>>()
@@ -333,6 +353,9 @@ impl<D: Dialer> ConnectionManager<D> {
     }
 
     /// Dials in flight.
+    ///
+    /// **Progress:** takes each shard lock of the peer records in turn,
+    /// O(records).
     pub fn pending_dials(&self) -> usize {
         self.inner.pending_dials()
     }
@@ -360,7 +383,10 @@ impl<D: Dialer> ConnectionManager<D> {
         rx
     }
 
-    /// The status of one peer, now and as it changes.
+    /// The status of one peer, now and as it changes. The watch lives in
+    /// the peer's record while it has receivers.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
     pub fn watch(&self, peer: &PeerId) -> watch::Receiver<Option<ConnectionStatus>> {
         self.inner.watch(*peer)
     }
@@ -371,6 +397,9 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Failed while this lease held it (even if reconnected or set
     /// Disconnected since), is Failed or forgotten now, or the manager shut
     /// down: then it is closed. Not async: it never waits.
+    ///
+    /// **Progress:** a short hold of the peer's record lock (dropping the
+    /// lease takes it once more, and puts in the pool lock-free).
     ///
     /// # Errors
     ///

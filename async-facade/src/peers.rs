@@ -14,6 +14,14 @@ use crate::peer::{Parts, Record};
 /// One shard: the records of the peers whose keyed hash picks it.
 type Shard<P> = CachePadded<Mutex<HashMap<PeerId, Record<P>>>>;
 
+/// A peer and the shard of its record, found once per call (the keyed
+/// hash is the costly part of a lookup).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Key {
+    pub(crate) peer: PeerId,
+    shard: usize,
+}
+
 /// The record of every peer that has one, behind short sharded locks.
 ///
 /// A peer's record lock is its shard's lock: every write transition of the
@@ -41,14 +49,30 @@ impl<P: Parts> Peers<P> {
         }
     }
 
+    /// Where `peer`'s record lives.
+    pub(crate) fn key(&self, peer: PeerId) -> Key {
+        Key {
+            peer,
+            shard: self.hasher.hash_one(peer) as usize & (self.shards.len() - 1),
+        }
+    }
+
     /// Runs `f` under `peer`'s record lock, on the map holding its record.
     pub(crate) fn with<R>(
         &self,
         peer: &PeerId,
         f: impl FnOnce(&mut HashMap<PeerId, Record<P>>) -> R,
     ) -> R {
-        let i = self.hasher.hash_one(peer) as usize & (self.shards.len() - 1);
-        f(&mut self.shards[i].lock())
+        self.at(&self.key(*peer), f)
+    }
+
+    /// As [`with`](Self::with), for a peer already located.
+    pub(crate) fn at<R>(
+        &self,
+        key: &Key,
+        f: impl FnOnce(&mut HashMap<PeerId, Record<P>>) -> R,
+    ) -> R {
+        f(&mut self.shards[key.shard].lock())
     }
 
     /// Runs `f` on each shard's map in turn, under its lock.

@@ -547,3 +547,29 @@ fn a_status_written_without_records_settles_with_a_first_record() {
         assert_eq!(m.active(), usize::from(live), "round {i}: slots");
     }
 }
+
+/// `memory_usage` counts what the peer records hold: a watch adds its
+/// channel, and the channel is freed with its last receiver (at the peer's
+/// next transition, or the reaper's sweep).
+#[test]
+fn memory_usage_counts_watches_and_frees_them_with_their_receivers() {
+    let m = ConnectionManager::new(4);
+    let rt = rt();
+    let peers: Vec<_> = (0..100).map(|i| peer(OK, i)).collect();
+    let before = m.memory_usage();
+    let watches: Vec<_> = peers.iter().map(|p| m.watch(p)).collect();
+    let watched = m.memory_usage();
+    assert!(
+        watched >= before + 100 * 100,
+        "{before} bytes before 100 watches, {watched} with them"
+    );
+    drop(watches);
+    for p in &peers {
+        rt.block_on(m.update_status(*p, Connected));
+    }
+    let after = m.memory_usage();
+    assert!(
+        after + 100 * 100 <= watched,
+        "{watched} bytes with 100 watches, {after} after their receivers left"
+    );
+}
