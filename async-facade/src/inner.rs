@@ -53,6 +53,8 @@ impl<D: Dialer> Parts for Tokio<D> {
 }
 
 pub(crate) type Rec<D> = Record<Tokio<D>>;
+/// A live slot taken out of a record, the record's generation, its watch.
+type Retired<D> = (Option<Live<Tokio<D>>>, u64, Option<WatchTx>);
 pub(crate) type Map<D> = HashMap<PeerId, Rec<D>>;
 
 /// Bytes of one tokio `watch` channel's shared state (a value behind a
@@ -263,20 +265,12 @@ impl<D: Dialer> Inner<D> {
                 return;
             }
             let key = self.peers.key(peer);
-            let settled = self.peers.at(&key, |map| {
+            let (slot, generation, watch) = self.peers.at(&key, |map| {
                 if self.table.get(&peer) != Some(status) {
                     return (None, 0, None);
                 }
-                let (slot, generation) = match map.get_mut(&peer) {
-                    Some(r) if status == ConnectionStatus::Disconnected => {
-                        (r.live.take(), r.generation)
-                    }
-                    Some(r) => (None, r.generation),
-                    None => (None, 0),
-                };
-                (slot, generation, Self::watch_of(map, &peer))
+                Self::take_for(map, &peer, status)
             });
-            let (slot, generation, watch) = settled;
             self.retire(key, slot, Some(generation));
             if before != Some(status) {
                 self.emit(peer, before, Some(status), watch);
@@ -286,22 +280,31 @@ impl<D: Dialer> Inner<D> {
             return;
         }
         let key = self.peers.key(peer);
-        let (before, slot, generation, watch) = self.peers.at(&key, |map| {
+        let (before, (slot, generation, watch)) = self.peers.at(&key, |map| {
             let before = self.table.insert(peer, status);
-            let (slot, generation) = match map.get_mut(&peer) {
-                Some(r) if status == ConnectionStatus::Disconnected => {
-                    (r.live.take(), r.generation)
-                }
-                Some(r) => (None, r.generation),
-                None => (None, 0),
-            };
-            (before, slot, generation, Self::watch_of(map, &peer))
+            (before, Self::take_for(map, &peer, status))
         });
         if before == Some(status) && slot.is_none() {
             return;
         }
         self.retire(key, slot, Some(generation));
         self.emit(peer, before, Some(status), watch);
+    }
+
+    /// What a bookkeeping `status` takes out of `peer`'s record, under its
+    /// lock: the live slot if Disconnected, the generation to pool its
+    /// connection with, and the watch to publish to.
+    fn take_for(map: &mut Map<D>, peer: &PeerId, status: ConnectionStatus) -> Retired<D> {
+        match map.get_mut(peer) {
+            Some(r) => {
+                let slot = match status {
+                    ConnectionStatus::Disconnected => r.live.take(),
+                    _ => None,
+                };
+                (slot, r.generation, Self::watch_in(r))
+            }
+            None => (None, 0, None),
+        }
     }
 
     /// Sets `peer` Failed: with `only_slot`, only if its live slot is that

@@ -102,7 +102,7 @@ pub use backoff::Backoff;
 #[cfg(not(loom))]
 pub use config::{Builder, Config};
 pub use connmgr_core::{ConnectionStatus, PeerId};
-pub use connmgr_metrics::{Gauges, NetworkMetrics, Snapshot};
+pub use connmgr_metrics::{DialCounts, Gauges, Histogram, NetworkMetrics, Snapshot};
 #[cfg(not(loom))]
 pub use dialer::{Dialer, NoTransport, TcpDialer};
 #[cfg(not(loom))]
