@@ -5,20 +5,16 @@
 //! in a few lines (status check, follow or lead, status re-check, dial,
 //! publish); keep the two in step.
 //!
-//! The first caller for a peer registers a channel in the peer's map entry
+//! The first caller for a peer registers a channel in the peer's record
 //! and becomes the dial's [`Leader`]; later callers subscribe to that
-//! channel and wait for its outcome. The leader takes the channel out of the
-//! map *before* it publishes (so nobody subscribes after the outcome is
-//! sent: such a waiter would see only the close, and go round again) and,
-//! when it is cancelled instead, drops the
-//! channel on the spot, which wakes every waiter with "closed": each goes
-//! round again, and one of them leads the next attempt. A cancelled waiter
-//! only drops its own receiver, which nobody else depends on. So no waiter
-//! is stranded and no wake-up is lost (RELIABILITY 5).
-
-use std::collections::HashMap;
-
-use connmgr_core::PeerId;
+//! channel and wait for its outcome. The leader takes the channel out of
+//! the record *before* it publishes (so nobody subscribes after the outcome
+//! is sent: such a waiter would see only the close, and go round again)
+//! and, when it is cancelled instead, drops the channel on the spot, which
+//! wakes every waiter with "closed": each goes round again, and one of them
+//! leads the next attempt. A cancelled waiter only drops its own receiver,
+//! which nobody else depends on. So no waiter is stranded and no wake-up is
+//! lost (`docs/failure-modes.md` #5).
 
 /// The sending half of a dial's outcome channel.
 pub(crate) trait Channel: Sized {
@@ -35,13 +31,15 @@ pub(crate) trait Channel: Sized {
     fn publish(&self, outcome: Self::Outcome);
 }
 
-/// Where dials in flight are registered, by peer: a map behind a lock (the
-/// manager shards it).
+/// Where dials in flight are registered, by peer: a slot per peer behind
+/// a lock (the manager's is the `dial` field of the peer's record).
 pub(crate) trait DialMap {
     /// The channel type registered per peer.
     type Tx: Channel;
-    /// Runs `f` on the map holding `peer`'s entry, under its lock.
-    fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut HashMap<PeerId, Self::Tx>) -> R) -> R;
+    /// How a peer is found: its id, or its id and where it lives.
+    type Key: Copy + std::fmt::Debug;
+    /// Runs `f` on `key`'s slot, under its lock.
+    fn with<R>(&self, key: &Self::Key, f: impl FnOnce(&mut Option<Self::Tx>) -> R) -> R;
 }
 
 /// What a caller of [`join`] is to do.
@@ -54,14 +52,14 @@ pub(crate) enum Join<'a, M: DialMap> {
 }
 
 /// Joins the dial in flight to `peer`, or registers one and leads it. The
-/// check, the registration and the subscription happen under the map's
+/// check, the registration and the subscription happen under the slot's
 /// lock, as does the leader's removal, so a waiter always subscribes while
 /// the channel is registered, hence before its outcome is published.
-pub(crate) fn join<M: DialMap>(map: &M, peer: PeerId) -> Join<'_, M> {
-    let follow = map.with(&peer, |dials| match dials.get(&peer) {
+pub(crate) fn join<M: DialMap>(map: &M, peer: M::Key) -> Join<'_, M> {
+    let follow = map.with(&peer, |dial| match dial {
         Some(tx) => Some(tx.subscribe()),
         None => {
-            dials.insert(peer, M::Tx::open());
+            *dial = Some(M::Tx::open());
             None
         }
     });
@@ -76,11 +74,11 @@ pub(crate) fn join<M: DialMap>(map: &M, peer: PeerId) -> Join<'_, M> {
 /// which wakes the waiters with "closed" so one of them takes over.
 pub(crate) struct Leader<'a, M: DialMap> {
     map: &'a M,
-    peer: PeerId,
+    peer: M::Key,
 }
 
 impl<M: DialMap> Leader<'_, M> {
-    /// Ends the dial: takes the channel out of the map (later callers start
+    /// Ends the dial: takes the channel out of its slot (later callers start
     /// a new dial), then sends `outcome` to everyone who joined.
     pub(crate) fn publish(self, outcome: <M::Tx as Channel>::Outcome) {
         if let Some(tx) = self.take() {
@@ -90,7 +88,7 @@ impl<M: DialMap> Leader<'_, M> {
     }
 
     fn take(&self) -> Option<M::Tx> {
-        self.map.with(&self.peer, |dials| dials.remove(&self.peer))
+        self.map.with(&self.peer, Option::take)
     }
 }
 
@@ -106,7 +104,7 @@ impl<M: DialMap> std::fmt::Debug for Leader<'_, M> {
     }
 }
 
-/// Loom models of the protocol above (RELIABILITY 5), run by `.ci/loom.sh`
+/// Loom models of the protocol above (`docs/failure-modes.md` #5), run by `.ci/loom.sh`
 /// (`--cfg loom`: the facade then builds only this module, without tokio).
 /// A cancelled *follower* is not modelled: it only drops its own receiver,
 /// which nobody waits on; the deterministic test in `tests/reliability.rs`
@@ -119,6 +117,7 @@ impl<M: DialMap> std::fmt::Debug for Leader<'_, M> {
 #[cfg(all(test, loom))]
 mod loom_models {
     use super::*;
+    use connmgr_core::PeerId;
     use loom::sync::atomic::{AtomicUsize, Ordering};
     use loom::sync::{Arc, Condvar, Mutex};
     use loom::thread;
@@ -188,11 +187,12 @@ mod loom_models {
         }
     }
 
-    struct Map(Mutex<HashMap<PeerId, Tx>>);
+    struct Map(Mutex<Option<Tx>>);
 
     impl DialMap for Map {
         type Tx = Tx;
-        fn with<R>(&self, _: &PeerId, f: impl FnOnce(&mut HashMap<PeerId, Tx>) -> R) -> R {
+        type Key = PeerId;
+        fn with<R>(&self, _: &PeerId, f: impl FnOnce(&mut Option<Tx>) -> R) -> R {
             f(&mut self.0.lock().unwrap())
         }
     }
@@ -266,7 +266,7 @@ mod loom_models {
     #[test]
     fn concurrent_connects_share_one_dial() {
         loom::model(|| {
-            let map = Arc::new(Map(Mutex::new(HashMap::new())));
+            let map = Arc::new(Map(Mutex::new(None)));
             let dials = Arc::new(AtomicUsize::new(0));
             let connected = Arc::new(AtomicUsize::new(NONE));
             let others: Vec<_> = (0..2)
@@ -277,7 +277,7 @@ mod loom_models {
                 assert_eq!(t.join().unwrap(), mine);
             }
             assert_eq!(dials.load(Ordering::Relaxed), 1);
-            assert!(map.0.lock().unwrap().is_empty());
+            assert!(map.0.lock().unwrap().is_none());
         });
     }
 
@@ -291,7 +291,7 @@ mod loom_models {
     #[test]
     fn a_cancelled_leader_strands_no_waiter() {
         loom::model(|| {
-            let map = Arc::new(Map(Mutex::new(HashMap::new())));
+            let map = Arc::new(Map(Mutex::new(None)));
             let dials = Arc::new(AtomicUsize::new(0));
             let connected = Arc::new(AtomicUsize::new(NONE));
             let waiter = spawn_connect(&map, &dials, &connected);
@@ -309,7 +309,7 @@ mod loom_models {
                     assert_eq!(dials.load(Ordering::Relaxed), 1);
                 }
             }
-            assert!(map.0.lock().unwrap().is_empty());
+            assert!(map.0.lock().unwrap().is_none());
         });
     }
 }

@@ -62,15 +62,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
-// Under `--cfg loom` (`.ci/loom.sh`) only the tokio-free dial-sharing
-// protocol is built, for its loom models: tokio does not build under loom.
+// Under `--cfg loom` (`.ci/loom.sh`) only the tokio-free parts are built
+// (the dial-sharing protocol and the peer record), for their loom models:
+// tokio does not build under loom.
 #[cfg_attr(loom, allow(dead_code))]
 mod dial_share;
+#[cfg_attr(loom, allow(dead_code))]
+mod peer;
 
 #[cfg(not(loom))]
 mod admission;
 #[cfg(not(loom))]
+mod backoff;
+#[cfg(not(loom))]
 mod config;
+#[cfg(not(loom))]
+mod connect;
 #[cfg(not(loom))]
 mod dialer;
 #[cfg(not(loom))]
@@ -78,16 +85,24 @@ mod error;
 #[cfg(not(loom))]
 mod event;
 #[cfg(not(loom))]
-mod failures;
+mod inner;
+#[cfg(not(loom))]
+mod lease;
 #[cfg(not(loom))]
 mod manager;
+#[cfg(not(loom))]
+mod peers;
+#[cfg(not(loom))]
+mod reaper;
 #[cfg(not(loom))]
 mod sync;
 
 #[cfg(not(loom))]
+pub use backoff::Backoff;
+#[cfg(not(loom))]
 pub use config::{Builder, Config};
 pub use connmgr_core::{ConnectionStatus, PeerId};
-pub use connmgr_metrics::{NetworkMetrics, Snapshot};
+pub use connmgr_metrics::{DialCounts, Gauges, Histogram, NetworkMetrics, Snapshot};
 #[cfg(not(loom))]
 pub use dialer::{Dialer, NoTransport, TcpDialer};
 #[cfg(not(loom))]
@@ -95,7 +110,9 @@ pub use error::{Error, Result};
 #[cfg(not(loom))]
 pub use event::StatusEvent;
 #[cfg(not(loom))]
-pub use manager::{Backoff, ConnectionManager, Lease};
+pub use lease::Lease;
+#[cfg(not(loom))]
+pub use manager::ConnectionManager;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../../README.md")]

@@ -3,9 +3,9 @@
 //! directly.
 //!
 //! There is no loom twin: under `--cfg loom` the facade builds only its
-//! dial-sharing protocol (tokio does not build under loom), which shares
-//! no atomics with the rest of the crate, and whose models take loom's
-//! types in their own test module (`dial_share::loom_models`).
+//! tokio-free parts (the dial-sharing protocol and the peer record), which
+//! take no atomics from here, and whose models take loom's types in their
+//! own test modules (`dial_share::loom_models`, `peer::loom_models`).
 
 pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 pub(crate) use std::sync::{Arc, Weak};

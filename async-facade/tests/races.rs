@@ -6,61 +6,12 @@
 //! goes away, and settings the builder must refuse.
 mod common;
 
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Wake, Waker};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use connmgr::{Config, ConnectionManager, ConnectionStatus::*, Dialer, Error, PeerId};
-
-/// Parks the thread that wakes it (the next `emit` of a status event)
-/// until `go` is sent; reports through `entered` that it is parked.
-struct Pause {
-    entered: Mutex<Option<mpsc::Sender<()>>>,
-    go: Mutex<Option<mpsc::Receiver<()>>>,
-}
-
-impl Wake for Pause {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref()
-    }
-    fn wake_by_ref(self: &Arc<Self>) {
-        if let Some(tx) = self.entered.lock().unwrap().take() {
-            tx.send(()).unwrap();
-            self.go.lock().unwrap().take().unwrap().recv().unwrap();
-        }
-    }
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// Arms a pause on the next status event `m` emits: returns the channel
-/// that reports the emitting thread parked, and the one that lets it go.
-fn pause_next_event<D: Dialer>(m: &ConnectionManager<D>) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
-    let mut events = m.subscribe();
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel();
-    let waker = Waker::from(Arc::new(Pause {
-        entered: Mutex::new(Some(entered_tx)),
-        go: Mutex::new(Some(go_rx)),
-    }));
-    let mut recv = Box::pin(async move { events.recv().await });
-    assert!(recv
-        .as_mut()
-        .poll(&mut Context::from_waker(&waker))
-        .is_pending());
-    // Keep the receiver and its registered waker alive for the test.
-    std::mem::forget(recv);
-    (entered_rx, go_tx)
-}
+use connmgr::{Config, ConnectionManager, ConnectionStatus::*, Error, PeerId};
 
 /// A connect that completes while a disconnect of the same peer is
 /// announcing itself keeps its connection and its slot; with a limit of 1
@@ -417,10 +368,11 @@ impl LeaseDropRace {
 /// A lease dropped after its peer's disconnect (so it pools its
 /// connection) racing `update_status(p, Failed)` (which closes the peer's
 /// pooled connections): whichever comes second, the Failed peer must not
-/// keep a pooled connection. Both sides fence between their write and
-/// their read (store-buffering). Without the fences and the re-check after
-/// the put, a review's run of this loop found 6 Failed peers with a pooled
-/// connection in 20,000 rounds; a stress test, not a proof.
+/// keep a pooled connection. The lease decides under the record lock and
+/// puts after it, then looks at the record again: either that look sees
+/// the Failed's new generation and drains, or the Failed's drain comes
+/// after the put and finds it. A stress test, not a proof (the loom model
+/// in `src/peer.rs` is the proof).
 #[test]
 fn a_failed_peer_keeps_no_pooled_connection_when_a_lease_drop_races_it() {
     let race = LeaseDropRace::new();
@@ -436,93 +388,13 @@ fn a_failed_peer_keeps_no_pooled_connection_when_a_lease_drop_races_it() {
     }
 }
 
-/// A one-shot parking point: armed by [`arm`], it parks the first thread
-/// that reaches it until the test lets it go.
-type Hook = Arc<Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>>;
-
-/// Arms `hook`: returns the channel that reports a thread parked there,
-/// and the one that lets it go.
-fn arm(hook: &Hook) -> (mpsc::Receiver<()>, mpsc::Sender<()>) {
-    let (entered_tx, entered_rx) = mpsc::channel();
-    let (go_tx, go_rx) = mpsc::channel();
-    *hook.lock().unwrap() = Some((entered_tx, go_rx));
-    (entered_rx, go_tx)
-}
-
-fn park_if_armed(hook: &Hook) {
-    let armed = hook.lock().unwrap().take();
-    if let Some((entered, go)) = armed {
-        entered.send(()).unwrap();
-        go.recv().unwrap();
-    }
-}
-
-/// A connection whose drop counts a close, after parking at the dialer's
-/// `on_drop` hook if that is armed.
-#[derive(Debug)]
-struct HookConn {
-    closed: Arc<AtomicUsize>,
-    on_drop: Hook,
-}
-
-impl Drop for HookConn {
-    fn drop(&mut self) {
-        park_if_armed(&self.on_drop);
-        self.closed.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-/// Dials always succeed; `is_alive` parks at `in_is_alive` and a
-/// connection's drop at `on_drop`, each while armed.
-#[derive(Clone, Debug, Default)]
-struct HookDialer {
-    dials: Arc<AtomicUsize>,
-    closed: Arc<AtomicUsize>,
-    in_is_alive: Hook,
-    on_drop: Hook,
-}
-
-impl HookDialer {
-    fn dials(&self) -> usize {
-        self.dials.load(Ordering::SeqCst)
-    }
-    fn closed(&self) -> usize {
-        self.closed.load(Ordering::SeqCst)
-    }
-}
-
-impl Dialer for HookDialer {
-    type Conn = HookConn;
-
-    async fn dial(&self, _peer: &PeerId) -> std::io::Result<HookConn> {
-        self.dials.fetch_add(1, Ordering::SeqCst);
-        Ok(HookConn {
-            closed: self.closed.clone(),
-            on_drop: self.on_drop.clone(),
-        })
-    }
-
-    fn is_alive(&self, _conn: &mut HookConn) -> bool {
-        park_if_armed(&self.in_is_alive);
-        true
-    }
-}
-
-fn hook_manager(dialer: &HookDialer) -> ConnectionManager<HookDialer> {
-    ConnectionManager::builder()
-        .max_connections(4)
-        .dialer(dialer.clone())
-        .build()
-        .unwrap()
-}
-
 /// A `connect` that has taken a pooled connection out of the pool (and is
 /// checking it alive) while `update_status(p, Failed)` runs whole: the
 /// Failed found nothing pooled to close, so the connect must not make that
 /// connection live (Failed closes the peer's pooled connections; `connect`
-/// never revives one across a Failed). It closes it and dials instead.
-/// Before the failure stamps, `go_live` installed it: one dial, the old
-/// connection live and Connected.
+/// never revives one across a Failed). The connection carries the peer's
+/// generation from before the Failed, which the record refuses: it is
+/// closed and the peer dialed instead.
 #[test]
 fn a_pooled_connection_taken_while_its_peer_fails_is_not_revived() {
     let dialer = HookDialer::default();
@@ -554,11 +426,10 @@ fn a_pooled_connection_taken_while_its_peer_fails_is_not_revived() {
 
 /// While a Failed of `p` is between its locked step and its drain of the
 /// pool (parked in the drop of `p`'s live connection), the status is set
-/// Disconnected and `p` connected again: that connect must not take the
-/// idle connection the Failed is about to close; it dials. Once the Failed
-/// finishes, the old idle connection is closed. Without the drain check,
-/// the connect reused it (one dial fewer) and the Failed's drain found
-/// nothing.
+/// Disconnected and `p` connected again: that connect must not reuse the
+/// idle connection the Failed is about to close. It carries the
+/// generation from before the Failed: it is refused and closed, and the
+/// peer dialed.
 #[test]
 fn connect_skips_the_pool_while_a_failed_drains_it() {
     let dialer = HookDialer::default();
@@ -596,11 +467,10 @@ fn connect_skips_the_pool_while_a_failed_drains_it() {
 /// A lease dropped after its peer was disconnected and connected anew
 /// (it pools its connection) racing a disconnect of the newer connection,
 /// with one idle connection allowed per peer: whichever put lands second
-/// is refused and closed, and one connection stays pooled. When the pool
-/// re-check after a put compared the peer's generation, the lease's drop
-/// closed the peer's idle connection whenever the disconnect's status
-/// change came between its put and its re-check, leaving none. A stress
-/// test, not a proof.
+/// is refused and closed, and one connection stays pooled. A status change
+/// between a put and its second look at the record is not a Failed (the
+/// generation is unchanged), so it closes nothing. A stress test, not a
+/// proof.
 #[test]
 fn a_status_change_racing_a_lease_drop_leaves_its_connection_pooled() {
     let race = LeaseDropRace::new();
@@ -622,13 +492,9 @@ fn a_status_change_racing_a_lease_drop_leaves_its_connection_pooled() {
 /// A lease dropped after its peer was disconnected racing
 /// `update_status(p, Failed)` then `update_status(p, Disconnected)`:
 /// whichever comes first, the connection must end closed (pooled before
-/// the Failed, it is drained; dropped after, the lease was marked failed).
-/// The lease reads its failure stamp before it takes itself out of the
-/// register of leases that lost their slot: a Failed whose locked step
-/// comes after that (so it cannot mark the lease) counted itself started
-/// after the stamp, which the re-check sees. A stress test, not a proof: it did
-/// not catch the old order (register first, then the status read), whose
-/// window is a few loads wide; the argument is in `Lease::drop`.
+/// the Failed, it is drained; dropped after, the lease carries the
+/// generation from before the Failed, and its record closes it). A stress
+/// test, not a proof.
 #[test]
 fn a_lease_dropped_across_failed_then_disconnected_keeps_nothing_pooled() {
     let race = LeaseDropRace::new();
@@ -640,4 +506,70 @@ fn a_lease_dropped_across_failed_then_disconnected_keeps_nothing_pooled() {
         });
         assert_eq!((m.idle(), dialer.closed()), (0, 1), "round {i}");
     }
+}
+
+/// While a manager holds no peer record, `update_status` writes the status
+/// without the record lock; a record made meanwhile (a first `connect`, a
+/// first `watch`) must still see the write or have it settled under its
+/// lock. Raced many times on fresh managers: at rest the watch shows the
+/// table's status, and the peer is Connected exactly when it has a live
+/// connection, which holds the one slot in use. A stress test, not a
+/// proof: its window is a few instructions wide, and it did not catch the
+/// settling step removed in 2,000 rounds; the argument is on
+/// `Inner::set_status`.
+#[test]
+fn a_status_written_without_records_settles_with_a_first_record() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rounds = if cfg!(miri) { 10 } else { 2_000 };
+    for i in 0..rounds {
+        let m = ConnectionManager::new(4);
+        let p = peer(OK, i);
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let writer = {
+            let (m, start, rt) = (m.clone(), start.clone(), rt.handle().clone());
+            std::thread::spawn(move || {
+                start.wait();
+                rt.block_on(m.update_status(p, Disconnected));
+            })
+        };
+        start.wait();
+        let watch = m.watch(&p);
+        rt.block_on(m.connect(p)).unwrap();
+        writer.join().unwrap();
+        let status = rt.block_on(m.get_status(&p));
+        assert_eq!(*watch.borrow(), status, "round {i}: the watch");
+        let live = m.lease(&p).is_ok();
+        assert_eq!(status == Some(Connected), live, "round {i}: {status:?}");
+        assert_eq!(m.active(), usize::from(live), "round {i}: slots");
+    }
+}
+
+/// `memory_usage` counts what the peer records hold: a watch adds its
+/// channel, and the channel is freed with its last receiver (at the peer's
+/// next transition, or the reaper's sweep).
+#[test]
+fn memory_usage_counts_watches_and_frees_them_with_their_receivers() {
+    let m = ConnectionManager::new(4);
+    let rt = rt();
+    let peers: Vec<_> = (0..100).map(|i| peer(OK, i)).collect();
+    let before = m.memory_usage();
+    let watches: Vec<_> = peers.iter().map(|p| m.watch(p)).collect();
+    let watched = m.memory_usage();
+    assert!(
+        watched >= before + 100 * 100,
+        "{before} bytes before 100 watches, {watched} with them"
+    );
+    drop(watches);
+    for p in &peers {
+        rt.block_on(m.update_status(*p, Connected));
+    }
+    let after = m.memory_usage();
+    assert!(
+        after + 100 * 100 <= watched,
+        "{watched} bytes with 100 watches, {after} after their receivers left"
+    );
 }

@@ -1,4 +1,5 @@
-//! RELIABILITY.md items owned by the facade: 1-5, 7, 9, 13, 14.
+//! The `docs/failure-modes.md` entries owned by the facade: #1-#5, #7, #9,
+//! #13, #14.
 #![cfg(not(loom))] // tokio does not build under loom (see .ci/loom.sh)
 
 mod common;
@@ -42,7 +43,7 @@ impl Rng {
     }
 }
 
-/// RELIABILITY 1: 10,000 `connect` futures (to 300 peers, so many share a
+/// `docs/failure-modes.md` #1: 10,000 `connect` futures (to 300 peers, so many share a
 /// dial) are polled a random number of times and then dropped, or cut off by
 /// a timeout. No slot leaks: afterwards nothing is reserved, pending or
 /// stuck, and `max_connections` new connects all succeed.
@@ -86,7 +87,7 @@ async fn dropped_connects_never_leak_slots() {
     ));
 }
 
-/// RELIABILITY 2: many tasks on two worker threads connect with dialers that
+/// `docs/failure-modes.md` #2: many tasks on two worker threads connect with dialers that
 /// succeed, fail, hang and are slow, and disconnect again; a sampler checks
 /// at every sample, not just at the end, that the slots in use (connecting +
 /// connected: `active()`, one atomic) never exceed the limit.
@@ -141,7 +142,7 @@ async fn the_limit_holds_at_every_sample() {
     assert_quiet(&m);
 }
 
-/// RELIABILITY 3: thousands of dials to a port that refuses free their
+/// `docs/failure-modes.md` #3: thousands of dials to a port that refuses free their
 /// pending slots; a good dial still succeeds afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_dials_free_their_slots() {
@@ -183,7 +184,7 @@ async fn refused_dials_free_their_slots() {
     accept.await.unwrap().unwrap();
 }
 
-/// RELIABILITY 4: every exit path leaves the gauges exact and never below
+/// `docs/failure-modes.md` #4: every exit path leaves the gauges exact and never below
 /// zero (a usize gauge that underflowed would be astronomically large).
 #[tokio::test(start_paused = true)]
 async fn no_exit_path_underflows_a_gauge() {
@@ -227,7 +228,7 @@ async fn no_exit_path_underflows_a_gauge() {
     );
 }
 
-/// RELIABILITY 5 (deterministic; the loom models are in
+/// `docs/failure-modes.md` #5 (deterministic; the loom models are in
 /// `src/dial_share.rs`): a cancelled waiter never swallows the
 /// wake-up of the others. The dial's leader is cancelled while two callers
 /// wait on it: one of them takes the dial over and both get its outcome. A
@@ -276,7 +277,7 @@ async fn cancelled_leader_or_follower_strands_no_waiter() {
     assert_eq!(d.dials(), 3);
 }
 
-/// RELIABILITY 7: with paused time, idle connections are closed after the
+/// `docs/failure-modes.md` #7: with paused time, idle connections are closed after the
 /// TTL with no API call, and dropping the manager ends the reaper task.
 #[tokio::test(start_paused = true)]
 async fn idle_connections_expire_by_themselves_and_the_reaper_ends_with_the_manager() {
@@ -311,7 +312,7 @@ async fn idle_connections_expire_by_themselves_and_the_reaper_ends_with_the_mana
     assert_eq!(rt.metrics().num_alive_tasks(), baseline, "the reaper ended");
 }
 
-/// RELIABILITY 9: dropping a lease outside any runtime, after shutdown, or
+/// `docs/failure-modes.md` #9: dropping a lease outside any runtime, after shutdown, or
 /// while its thread unwinds neither panics nor blocks, and a connection
 /// whose user panicked is never handed out again.
 #[test]
@@ -352,7 +353,7 @@ fn lease_drops_are_safe_everywhere() {
     drop(m);
 }
 
-/// RELIABILITY 13: 100 concurrent connects to one peer make one dial.
+/// `docs/failure-modes.md` #13: 100 concurrent connects to one peer make one dial.
 #[tokio::test(start_paused = true)]
 async fn concurrent_connects_to_one_peer_share_one_dial() {
     let (m, d) = manager(4, Duration::from_secs(5));
@@ -369,7 +370,7 @@ async fn concurrent_connects_to_one_peer_share_one_dial() {
     assert_eq!(m.active(), 1);
 }
 
-/// RELIABILITY 14: a dial that answers after the deadline: its connection
+/// `docs/failure-modes.md` #14: a dial that answers after the deadline: its connection
 /// is closed when it arrives, and nothing is counted.
 #[tokio::test(start_paused = true)]
 async fn a_late_answer_after_the_timeout_is_closed() {

@@ -1,4 +1,4 @@
-//! Real TCP on 127.0.0.1: dialing, leasing, pooled reuse, and RELIABILITY 6
+//! Real TCP on 127.0.0.1: dialing, leasing, pooled reuse, and `docs/failure-modes.md` #6
 //! (an idle connection the peer closed or reset is never handed out).
 #![cfg(not(loom))] // tokio does not build under loom (see .ci/loom.sh)
 
@@ -104,7 +104,7 @@ async fn echo_through_a_lease_and_reuse_after_disconnect() {
     assert_eq!(&buf, b"again");
 }
 
-/// RELIABILITY 6: the peer closes (FIN) an idle pooled connection; the next
+/// `docs/failure-modes.md` #6: the peer closes (FIN) an idle pooled connection; the next
 /// connect detects it, closes it and dials afresh.
 #[tokio::test]
 async fn an_idle_connection_the_peer_closed_is_not_reused() {
@@ -123,7 +123,7 @@ async fn an_idle_connection_the_peer_closed_is_not_reused() {
     assert_eq!(m.snapshot().dials.pool_hits, 0);
 }
 
-/// RELIABILITY 6: the peer resets (RST, SO_LINGER 0) an idle pooled
+/// `docs/failure-modes.md` #6: the peer resets (RST, SO_LINGER 0) an idle pooled
 /// connection; the next connect does not hand it out.
 #[tokio::test]
 async fn an_idle_connection_the_peer_reset_is_not_reused() {

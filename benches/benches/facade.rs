@@ -27,11 +27,11 @@
 //!   Connected <-> Disconnected; every call is a real transition (each
 //!   thread walks its keys in passes and alternates the status per pass),
 //!   so it pays what a transition costs: the table CAS and the status event
-//!   broadcast (the transport-less manager holds no live connection here,
-//!   so Disconnected takes no lock and pools nothing). Baseline:
+//!   broadcast (the transport-less manager holds no peer record here, so
+//!   a status write takes no record lock and pools nothing). Baseline:
 //!   `DashMap::insert`.
 //! - `facade/get_metrics/{n}`: `get_metrics` (sums the metric stripes and
-//!   computes `memory_usage`, which locks each live/dial/watcher shard
+//!   computes `memory_usage`, which locks each shard of peer records
 //!   briefly). No baseline: the reference returns numbers fed to it.
 //! - `facade/connect_disconnect/tcp`: loopback TCP with `TcpDialer` on a
 //!   current-thread runtime. `pooled`: `connect` + `disconnect` on one peer,

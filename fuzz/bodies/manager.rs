@@ -12,7 +12,10 @@
 // idle connections (exact, except that expired ones may or may not have
 // been closed by the reaper yet), dial outcome counters, message totals,
 // and the status events broadcast (exactly the model's transitions, with
-// the runtime's time).
+// the runtime's time). The model keeps each peer's state apart, as the
+// manager's records do: a Failed moves only its own peer's failure
+// generation, closes only its own peer's connections, and a lease taken
+// before it closes its connection when dropped.
 //
 // Leases are held across operations (`Hold`), then returned (`Return`) or
 // discarded (`Discard`), so every call above also meets peers whose
@@ -97,8 +100,10 @@ impl Op {
 struct Held {
     /// The model's id of the live slot the connection came from.
     slot: u64,
-    /// The peer was set Failed while this lease held the connection.
-    failed: bool,
+    /// The peer's failure generation when the lease was taken: if the
+    /// peer was set Failed while this lease held the connection, the
+    /// peer's generation has moved on.
+    generation: u64,
 }
 
 #[derive(Default)]
@@ -112,6 +117,9 @@ struct Model {
     next_slot: u64,
     /// The leases held, per peer.
     held: HashMap<u8, Held>,
+    /// Per peer, how many times it was set Failed: its failure
+    /// generation. Only a peer's own Failed moves it.
+    generation: HashMap<u8, u64>,
     /// Idle pooled connection per peer (max_idle_per_peer is 1) and its
     /// deadline; an expired one may already have been reaped.
     pool: HashMap<u8, Instant>,
@@ -143,6 +151,19 @@ impl Model {
         if before != Some(s) {
             self.events.push((k, before, Some(s)));
         }
+    }
+
+    fn generation(&self, k: u8) -> u64 {
+        self.generation.get(&k).copied().unwrap_or(0)
+    }
+
+    /// `k` fails: Failed, its generation moves on (a lease taken before
+    /// closes its connection when dropped) and its idle connection is
+    /// closed. No other peer is touched.
+    fn fail(&mut self, k: u8) {
+        self.set(k, ConnectionStatus::Failed);
+        *self.generation.entry(k).or_default() += 1;
+        self.pool.remove(&k);
     }
 
     fn unexpired_idle(&self) -> usize {
@@ -205,7 +226,7 @@ impl Model {
             return;
         }
         let failed_now = matches!(self.status.get(&k), None | Some(ConnectionStatus::Failed));
-        if !h.failed && !failed_now {
+        if h.generation == self.generation(k) && !failed_now {
             self.put_idle(k);
         }
     }
@@ -225,8 +246,7 @@ impl Model {
     fn discard(&mut self, k: u8, h: Held) {
         if !self.shut && self.live.get(&k) == Some(&h.slot) {
             self.live.remove(&k);
-            self.set(k, ConnectionStatus::Failed);
-            self.pool.remove(&k);
+            self.fail(k);
         }
     }
 
@@ -380,22 +400,21 @@ async fn apply(
         }
         Op::UpdateStatus(k, s) => {
             let (k, s) = (k % PEERS, s.get());
-            m.set(k, s);
             match s {
-                ConnectionStatus::Disconnected => m.retire(k, true),
+                ConnectionStatus::Disconnected => {
+                    m.set(k, s);
+                    m.retire(k, true);
+                }
                 ConnectionStatus::Failed => {
                     // Closes the live connection and the idle one (if any);
-                    // a leased one is closed when its lease is dropped.
-                    if let Some(h) = m.held.get_mut(&k) {
-                        // `lease` docs: "unless the peer was set Failed
-                        // while this lease held it (even if reconnected or
-                        // set Disconnected since)".
-                        h.failed = true;
-                    }
+                    // a leased one is closed when its lease is dropped
+                    // (`lease` docs: "unless the peer was set Failed while
+                    // this lease held it (even if reconnected or set
+                    // Disconnected since)").
                     m.retire(k, false);
-                    m.pool.remove(&k);
+                    m.fail(k);
                 }
-                ConnectionStatus::Connected | ConnectionStatus::Connecting => {}
+                ConnectionStatus::Connected | ConnectionStatus::Connecting => m.set(k, s),
             }
             mgr.update_status(peer(k), s).await;
         }
@@ -440,7 +459,7 @@ async fn apply(
             if let Some(lease) = lease_checked(mgr, m, k) {
                 let h = Held {
                     slot: m.live[&k],
-                    failed: false,
+                    generation: m.generation(k),
                 };
                 // A lease held already is of an older connection (this
                 // one was not Busy): it is returned after the new one is

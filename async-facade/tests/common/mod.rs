@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use connmgr::{Dialer, PeerId};
 
+mod hooks;
+#[allow(unused_imports)] // not every test binary uses the hooks
+pub use hooks::*;
+
 /// A fake connection that counts when it is closed (dropped).
 #[derive(Debug)]
 pub struct Conn {

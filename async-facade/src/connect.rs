@@ -1,0 +1,181 @@
+//! `connect`'s leader: what the one call that dials for a peer does,
+//! between the API and the peer's record.
+
+use connmgr_core::ConnectionStatus;
+use connmgr_metrics::DialOutcome;
+use tokio::sync::watch;
+
+use crate::dial_share::{Channel, DialMap};
+use crate::dialer::Dialer;
+use crate::inner::{DialResult, Inner};
+use crate::peers::Key;
+use crate::sync::{Arc, Ordering};
+use crate::{Error, Result};
+
+impl<D: Dialer> Inner<D> {
+    /// Connects `peer` as the leader of its shared dial: takes back a live
+    /// connection kept by bookkeeping, or reserves a slot and reuses an
+    /// alive pooled connection of the peer's current generation, or dials.
+    pub(crate) async fn dial_as_leader(&self, key: Key) -> Result<()> {
+        let peer = key.peer;
+        if self.table.get(&peer) == Some(ConnectionStatus::Connected) {
+            return Ok(());
+        }
+        // A live connection whose status bookkeeping moved off Connected
+        // (`update_status(p, Connecting)`, say) is still this peer's.
+        if self.revive(key) {
+            return Ok(());
+        }
+        let permit = self.admission.try_acquire().ok_or(Error::LimitReached {
+            max: self.admission.max(),
+        })?;
+        let dialer = &self.dialer;
+        // A Failed peer is dialed afresh: its pooled connections were
+        // closed when it failed, and any put since carries an older
+        // generation, which `go_live` refuses. `is_alive` (user code) runs
+        // outside the record lock.
+        let pooled = if self.table.get(&peer) == Some(ConnectionStatus::Failed) {
+            None
+        } else {
+            self.pool.take_if(&peer, |p| dialer.is_alive(&mut p.conn))
+        };
+        let permit = match pooled {
+            Some(p) => match self.go_live(key, p.conn, permit, Some(p.generation)) {
+                Ok(()) => {
+                    self.metrics.record_dial(DialOutcome::PoolHit);
+                    return Ok(());
+                }
+                // The peer failed since the connection was pooled, or the
+                // manager shut down: it is closed here.
+                Err((conn, permit)) => {
+                    drop(conn);
+                    if self.shut_down.load(Ordering::Acquire) {
+                        return Err(Error::ShutDown);
+                    }
+                    permit
+                }
+            },
+            None => permit,
+        };
+        self.metrics.record_dial(DialOutcome::PoolMiss);
+        let (before, watch) = self.peers.at(&key, |map| {
+            let before = self.table.insert(peer, ConnectionStatus::Connecting);
+            (before, Self::watch_of(map, &peer))
+        });
+        self.emit(peer, before, Some(ConnectionStatus::Connecting), watch);
+        let restore = RestoreOnDrop {
+            inner: self,
+            key,
+            before,
+            armed: true,
+        };
+        let timeout = self.config.dial_timeout;
+        let dialed = tokio::time::timeout(timeout, dialer.dial(&peer)).await;
+        restore.disarm();
+        match dialed {
+            Ok(Ok(conn)) => {
+                self.metrics.record_dial(DialOutcome::Ok);
+                // A fresh dial has the last word over any status set
+                // meanwhile: `go_live` refuses it only after a shutdown.
+                match self.go_live(key, conn, permit, None) {
+                    Ok(()) => Ok(()),
+                    Err((conn, _permit)) => {
+                        drop(conn);
+                        self.set_status(peer, ConnectionStatus::Disconnected);
+                        Err(Error::ShutDown)
+                    }
+                }
+            }
+            Ok(Err(e)) => {
+                self.metrics.record_dial(DialOutcome::Failed);
+                self.fail(peer, None);
+                Err(Error::Dial {
+                    peer,
+                    source: Arc::new(e),
+                })
+            }
+            Err(_elapsed) => {
+                self.metrics.record_dial(DialOutcome::TimedOut);
+                self.fail(peer, None);
+                Err(Error::Timeout {
+                    peer,
+                    after: timeout,
+                })
+            }
+        }
+    }
+}
+
+/// Puts a peer back to the status it had before a dial that was cancelled,
+/// if it is still Connecting.
+struct RestoreOnDrop<'a, D: Dialer> {
+    inner: &'a Inner<D>,
+    key: Key,
+    before: Option<ConnectionStatus>,
+    armed: bool,
+}
+
+impl<D: Dialer> RestoreOnDrop<'_, D> {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<D: Dialer> Drop for RestoreOnDrop<'_, D> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (inner, peer) = (self.inner, self.key.peer);
+        let t = &inner.table;
+        let restored = inner.peers.at(&self.key, |map| {
+            let restored = match self.before {
+                Some(before) => t
+                    .compare_and_set(&peer, ConnectionStatus::Connecting, before)
+                    .is_ok(),
+                None => t.remove_if_status(&peer, ConnectionStatus::Connecting),
+            };
+            restored.then(|| Inner::watch_of(map, &peer))
+        });
+        if let Some(watch) = restored {
+            inner.emit(peer, Some(ConnectionStatus::Connecting), self.before, watch);
+        }
+    }
+}
+
+/// A dial's outcome channel for [`dial_share`](crate::dial_share): tokio's
+/// `watch`, whose `changed` reports a value sent after `subscribe`, or the
+/// sender's drop.
+impl Channel for watch::Sender<DialResult> {
+    type Outcome = Result<()>;
+    type Rx = watch::Receiver<DialResult>;
+
+    fn open() -> Self {
+        watch::channel(None).0
+    }
+
+    fn subscribe(&self) -> Self::Rx {
+        watch::Sender::subscribe(self)
+    }
+
+    fn publish(&self, outcome: Result<()>) {
+        self.send_replace(Some(outcome));
+    }
+}
+
+/// Dials in flight live in their peer's record.
+impl<D: Dialer> DialMap for Inner<D> {
+    type Tx = watch::Sender<DialResult>;
+    type Key = Key;
+
+    fn with<R>(&self, key: &Key, f: impl FnOnce(&mut Option<Self::Tx>) -> R) -> R {
+        self.peers.at(key, |map| {
+            let record = self.record(map, key.peer);
+            let r = f(&mut record.dial);
+            if record.is_idle(|w| !w.is_closed()) {
+                self.tidy(map, &key.peer);
+            }
+            r
+        })
+    }
+}

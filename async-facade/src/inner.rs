@@ -1,0 +1,491 @@
+//! The manager's state and the transitions of a peer, each a walk from the
+//! API to the peer's record (under its lock) and back.
+//!
+//! Every write of a peer's status, live slot, generation, lease count,
+//! dial or watch happens under that peer's record lock (see
+//! [`Peers`]), which orders a peer's transitions; other peers are never
+//! touched. What a locked step takes out (a live slot, a connection) is
+//! dropped after the lock, as is every status event sent.
+
+use std::collections::hash_map::{Entry, HashMap};
+use std::marker::PhantomData;
+use std::mem::size_of;
+use std::time::Instant;
+
+use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
+use connmgr_metrics::Metrics;
+use connmgr_pool::IdlePool;
+use tokio::sync::{broadcast, watch, Notify};
+
+use crate::admission::{Admission, Permit};
+use crate::config::Config;
+use crate::dialer::Dialer;
+use crate::peer::{Live, Parts, Pooled, Record};
+use crate::peers::{Key, Peers};
+use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::{Result, StatusEvent};
+
+/// The pool's and the metrics' clock: tokio's, so that paused time in
+/// tests (`tokio::time::pause`) drives expiry and windows.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct TokioClock;
+
+impl connmgr_core::Clock for TokioClock {
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+/// The result of one shared dial, as its followers see it.
+pub(crate) type DialResult = Option<Result<()>>;
+
+/// A peer's status watch.
+pub(crate) type WatchTx = watch::Sender<Option<ConnectionStatus>>;
+
+/// The types a manager's records hold.
+pub(crate) struct Tokio<D>(PhantomData<D>);
+
+impl<D: Dialer> Parts for Tokio<D> {
+    type Conn = D::Conn;
+    type Permit = Permit;
+    type Dial = watch::Sender<DialResult>;
+    type Watch = WatchTx;
+}
+
+pub(crate) type Rec<D> = Record<Tokio<D>>;
+/// A live slot taken out of a record, the record's generation, its watch.
+type Retired<D> = (Option<Live<Tokio<D>>>, u64, Option<WatchTx>);
+pub(crate) type Map<D> = HashMap<PeerId, Rec<D>>;
+
+/// Bytes of one tokio `watch` channel's shared state (a value behind a
+/// lock, a version, receiver and sender counts, and its notifiers): an
+/// estimate, as tokio's type is private.
+const WATCH_BYTES: usize = 48 * size_of::<usize>();
+
+/// Bytes of the status event broadcast's ring, allocated up front: tokio
+/// rounds the capacity up to a power of two, and each slot holds an event
+/// beside its lock, position and receiver count (estimated from the event's
+/// size plus three words; tokio's slot type is private).
+pub(crate) fn event_ring_bytes(capacity: usize) -> usize {
+    capacity.next_power_of_two() * (size_of::<Option<StatusEvent>>() + 3 * size_of::<usize>())
+}
+
+pub(crate) struct Inner<D: Dialer> {
+    pub(crate) config: Config,
+    pub(crate) dialer: D,
+    pub(crate) table: StatusTable<PeerId>,
+    pub(crate) pool: IdlePool<PeerId, Pooled<D::Conn>, TokioClock>,
+    pub(crate) metrics: Metrics<TokioClock>,
+    pub(crate) admission: Arc<Admission>,
+    pub(crate) peers: Peers<Tokio<D>>,
+    /// Records in `peers`. While there are none, no peer has anything but
+    /// a status, and a bookkeeping status write needs no record lock (see
+    /// [`set_status`](Self::set_status)).
+    pub(crate) records: AtomicUsize,
+    pub(crate) events: broadcast::Sender<StatusEvent>,
+    /// Receivers handed out so far (only grows) and, in `silent_at`, how
+    /// many had been handed out when a send last found none of them alive.
+    /// While the two are equal, status changes skip the broadcast (whose
+    /// `send` takes a lock even with no receiver). A new subscriber makes
+    /// them differ again; as neither value ever goes back, a stale emitter
+    /// cannot silence it (no ABA).
+    pub(crate) subscribers: AtomicU64,
+    pub(crate) silent_at: AtomicU64,
+    pub(crate) shut_down: AtomicBool,
+    /// Source of [`Live::id`]s.
+    pub(crate) next_slot_id: AtomicU64,
+    pub(crate) reaper_started: AtomicBool,
+    pub(crate) reaper_wake: Arc<Notify>,
+}
+
+impl<D: Dialer> Drop for Inner<D> {
+    fn drop(&mut self) {
+        // The reaper holds only a weak reference; wake it so it sees that
+        // the manager is gone and ends (it would otherwise sleep until the
+        // next expiry, or forever on an empty pool).
+        self.reaper_wake.notify_one();
+    }
+}
+
+/// Whether a watch still has receivers.
+fn watched(w: &WatchTx) -> bool {
+    !w.is_closed()
+}
+
+impl<D: Dialer> Inner<D> {
+    /// Removes `peer`'s record if it holds nothing that needs it and the
+    /// peer has neither a status nor pooled connections (which keep the
+    /// record for its generation). Under the record lock.
+    pub(crate) fn tidy(&self, map: &mut Map<D>, peer: &PeerId) {
+        if map.get(peer).is_some_and(|r| r.is_idle(watched))
+            && !self.table.contains_key(peer)
+            && self.pool.len_for(peer) == 0
+        {
+            map.remove(peer);
+            self.records.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `peer`'s record, made if it has none. Under the record lock.
+    pub(crate) fn record<'m>(&self, map: &'m mut Map<D>, peer: PeerId) -> &'m mut Rec<D> {
+        match map.entry(peer) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                self.records.fetch_add(1, Ordering::SeqCst);
+                // Store-buffering with `set_status`'s lock-free path
+                // (status write, fence, count read): either that write is
+                // visible to what this record's maker reads next, or that
+                // path sees the count and settles under this lock.
+                fence(Ordering::SeqCst);
+                e.insert(Record::default())
+            }
+        }
+    }
+
+    /// The peer's watch, if it has receivers, to publish to after the lock.
+    /// One whose receivers are all gone is freed here (its sender wakes
+    /// nobody).
+    pub(crate) fn watch_of(map: &mut Map<D>, peer: &PeerId) -> Option<WatchTx> {
+        Self::watch_in(map.get_mut(peer)?)
+    }
+
+    /// As [`watch_of`](Self::watch_of), for a record at hand.
+    pub(crate) fn watch_in(record: &mut Rec<D>) -> Option<WatchTx> {
+        if record.watch.as_ref().is_some_and(|w| !watched(w)) {
+            record.watch = None;
+        }
+        record.watch.clone()
+    }
+
+    /// Makes `conn` the peer's live connection and marks it Connected, in
+    /// one locked step.
+    ///
+    /// `pooled` is the generation a pooled `conn` carried (`None` for a
+    /// fresh dial). If the peer failed since it was pooled, or the manager
+    /// shut down, nothing is installed and `conn` and `permit` are handed
+    /// back.
+    pub(crate) fn go_live(
+        &self,
+        key: Key,
+        conn: D::Conn,
+        permit: Permit,
+        pooled: Option<u64>,
+    ) -> std::result::Result<(), (D::Conn, Permit)> {
+        let peer = key.peer;
+        let (replaced, before, watch) = self.peers.at(&key, |map| {
+            // `shutdown` sets its flag before it takes each record lock to
+            // retire live slots: a slot installed here after that is
+            // refused, one installed before is retired by it.
+            if self.shut_down.load(Ordering::Acquire) {
+                return Err((conn, permit));
+            }
+            let record = self.record(map, peer);
+            if pooled.is_some_and(|g| !record.admits(g)) {
+                return Err((conn, permit));
+            }
+            let replaced = record.install(Live {
+                id: self.next_slot_id.fetch_add(1, Ordering::Relaxed),
+                conn: Some(conn),
+                _permit: permit,
+            });
+            let before = self.table.insert(peer, ConnectionStatus::Connected);
+            Ok((replaced, before, Self::watch_in(record)))
+        })?;
+        // A stale slot (left by bookkeeping such as `update_status(p,
+        // Connecting)` over a Connected peer): closed and freed here.
+        drop(replaced);
+        self.emit(peer, before, Some(ConnectionStatus::Connected), watch);
+        Ok(())
+    }
+
+    /// A live connection whose status bookkeeping moved off Connected is
+    /// still the peer's: marks it Connected again. `false` if the peer has
+    /// no live connection.
+    pub(crate) fn revive(&self, key: Key) -> bool {
+        let peer = key.peer;
+        let revived = self.peers.at(&key, |map| {
+            let record = map.get_mut(&peer).filter(|r| r.live.is_some())?;
+            let before = self.table.insert(peer, ConnectionStatus::Connected);
+            Some((before, Self::watch_in(record)))
+        });
+        match revived {
+            Some((before, watch)) => {
+                self.emit(peer, before, Some(ConnectionStatus::Connected), watch);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Disconnects a Connected peer: Disconnected, and its live connection
+    /// pooled, in one locked step; nothing if it is not Connected.
+    pub(crate) fn disconnect(&self, key: Key) {
+        use ConnectionStatus::{Connected, Disconnected};
+        let peer = key.peer;
+        let done = self.peers.at(&key, |map| {
+            self.table
+                .compare_and_set(&peer, Connected, Disconnected)
+                .ok()?;
+            Some(match map.get_mut(&peer) {
+                Some(r) => (r.live.take(), r.generation, Self::watch_in(r)),
+                None => (None, 0, None),
+            })
+        });
+        if let Some((slot, generation, watch)) = done {
+            self.retire(key, slot, Some(generation));
+            self.emit(peer, Some(Connected), Some(Disconnected), watch);
+        }
+    }
+
+    /// Sets a status as given. Failed fails the peer ([`fail`](Self::fail));
+    /// Disconnected retires its live connection to the pool; Connected and
+    /// Connecting are bookkeeping alone (a live connection stays).
+    ///
+    /// While the manager holds no record at all (bookkeeping alone, as in
+    /// the transport-less default), a status other than Failed is written
+    /// without the record lock: no peer has a live connection, lease, dial
+    /// or watch for it to act on. A record made meanwhile (by a `connect`
+    /// or a `watch` of this peer) is the one case to settle: after the
+    /// write, a fence and a second look at the record count; if any record
+    /// appeared, the side effects are done under the lock, as on the
+    /// locked path, provided our status is still the peer's (else the call
+    /// that replaced it decides).
+    pub(crate) fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
+        if status == ConnectionStatus::Failed {
+            return self.fail(peer, None);
+        }
+        if self.records.load(Ordering::Acquire) == 0 {
+            let before = self.table.insert(peer, status);
+            // Store-buffering with `record` (count, fence, reads).
+            fence(Ordering::SeqCst);
+            if self.records.load(Ordering::Relaxed) == 0 {
+                if before != Some(status) {
+                    self.emit(peer, before, Some(status), None);
+                }
+                return;
+            }
+            let key = self.peers.key(peer);
+            let (slot, generation, watch) = self.peers.at(&key, |map| {
+                if self.table.get(&peer) != Some(status) {
+                    return (None, 0, None);
+                }
+                Self::take_for(map, &peer, status)
+            });
+            self.retire(key, slot, Some(generation));
+            if before != Some(status) {
+                self.emit(peer, before, Some(status), watch);
+            } else if let Some(tx) = watch {
+                self.publish(peer, &tx);
+            }
+            return;
+        }
+        let key = self.peers.key(peer);
+        let (before, (slot, generation, watch)) = self.peers.at(&key, |map| {
+            let before = self.table.insert(peer, status);
+            (before, Self::take_for(map, &peer, status))
+        });
+        if before == Some(status) && slot.is_none() {
+            return;
+        }
+        self.retire(key, slot, Some(generation));
+        self.emit(peer, before, Some(status), watch);
+    }
+
+    /// What a bookkeeping `status` takes out of `peer`'s record, under its
+    /// lock: the live slot if Disconnected, the generation to pool its
+    /// connection with, and the watch to publish to.
+    fn take_for(map: &mut Map<D>, peer: &PeerId, status: ConnectionStatus) -> Retired<D> {
+        match map.get_mut(peer) {
+            Some(r) => {
+                let slot = match status {
+                    ConnectionStatus::Disconnected => r.live.take(),
+                    _ => None,
+                };
+                (slot, r.generation, Self::watch_in(r))
+            }
+            None => (None, 0, None),
+        }
+    }
+
+    /// Sets `peer` Failed: with `only_slot`, only if its live slot is that
+    /// one (a lease's discard: a newer connection is left alone), else
+    /// whatever its status. In one locked step the status is written, the
+    /// peer's generation moves on and its live slot is taken out; after
+    /// the lock the slot's connection is closed and so are the peer's idle
+    /// pooled connections. No other peer is touched.
+    pub(crate) fn fail(&self, peer: PeerId, only_slot: Option<u64>) {
+        self.fail_as(peer, |record| record.fail(only_slot), only_slot.is_none());
+    }
+
+    /// A lease of slot `slot` ended with its connection broken.
+    pub(crate) fn discard_lease(&self, peer: PeerId, slot: u64) {
+        self.fail_as(peer, |record| record.discard_lease(slot), false);
+    }
+
+    /// `fail`'s body: `step` is the record's transition (`None`: nothing
+    /// to do); `unknown` whether a peer without a record fails too.
+    fn fail_as(
+        &self,
+        peer: PeerId,
+        step: impl FnOnce(&mut Rec<D>) -> Option<Option<Live<Tokio<D>>>>,
+        unknown: bool,
+    ) {
+        let failed = self.peers.with(&peer, |map| {
+            let (slot, drain) = match map.get_mut(&peer) {
+                Some(record) => (step(record)?, true),
+                None if unknown => (None, false),
+                None => return None,
+            };
+            let before = self.table.insert(peer, ConnectionStatus::Failed);
+            Some((before, slot, drain, Self::watch_of(map, &peer)))
+        });
+        let Some((before, slot, drain, watch)) = failed else {
+            return;
+        };
+        drop(slot);
+        if drain {
+            self.close_idle(peer);
+        }
+        self.emit(peer, before, Some(ConnectionStatus::Failed), watch);
+    }
+
+    /// Closes the idle pooled connections of `peer` (after a Failed).
+    /// Bounded by the per-key cap (plus one), so puts racing with it cannot
+    /// keep it going.
+    pub(crate) fn close_idle(&self, peer: PeerId) {
+        for _ in 0..=self.pool.config().max_idle_per_key {
+            match self.pool.take(&peer) {
+                Some(pooled) => drop(pooled),
+                None => return,
+            }
+        }
+    }
+
+    /// Frees a live slot taken out of its record (giving its unit of the
+    /// limit back) and pools its connection with `generation`, or closes it
+    /// on `None`. A slot whose connection is leased has none: the lease
+    /// disposes of it when it ends.
+    pub(crate) fn retire(&self, key: Key, slot: Option<Live<Tokio<D>>>, pool: Option<u64>) {
+        if let Some(conn) = slot.and_then(|s| s.conn) {
+            match pool {
+                Some(generation) => self.pool_put(key, conn, generation),
+                None => drop(conn),
+            }
+        }
+    }
+
+    /// Pools `conn`, decided under the record lock at `generation`. The
+    /// put runs after that lock (the pool may close connections in it);
+    /// then the record lock is taken again: if the peer failed since the
+    /// decision (its `Failed` may have drained the pool before this put
+    /// landed), was forgotten, or the manager shut down, the peer's idle
+    /// connections are closed. Either the `Failed`'s locked step comes
+    /// before that second look, which then sees the new generation, or
+    /// after it, and then its drain finds this connection.
+    pub(crate) fn pool_put(&self, key: Key, conn: D::Conn, generation: u64) {
+        let peer = key.peer;
+        if self.shut_down.load(Ordering::Acquire) {
+            return; // closed as it goes out of scope
+        }
+        // A full pool hands the connection back: it is closed here.
+        if self.pool.put(peer, Pooled { generation, conn }).is_err() {
+            return;
+        }
+        // One TTL for all: a new idle connection never expires before
+        // those already idle, so the reaper (asleep until the earliest
+        // expiry) needs waking only if it found nothing to wait for.
+        if self.pool.take_wake_request() {
+            self.reaper_wake.notify_one();
+        }
+        let stale = self.peers.at(&key, |map| {
+            self.shut_down.load(Ordering::Acquire)
+                || !self.table.contains_key(&peer)
+                || map.get(&peer).is_none_or(|r| r.generation != generation)
+        });
+        if stale {
+            self.close_idle(peer);
+        }
+    }
+
+    /// Announces a status change: to the broadcast's subscribers, and to
+    /// the peer's watch (`watch`, taken under the record lock with the
+    /// change). The watch is given the table's status as read under the
+    /// watch's own lock, not `to`: two changes of one peer racing here may
+    /// publish in either order, and the last one must not leave an older
+    /// status behind.
+    pub(crate) fn emit(
+        &self,
+        peer: PeerId,
+        from: Option<ConnectionStatus>,
+        to: Option<ConnectionStatus>,
+        watch: Option<WatchTx>,
+    ) {
+        if from == to {
+            return;
+        }
+        let subscribers = self.subscribers.load(Ordering::Acquire);
+        if subscribers != self.silent_at.load(Ordering::Relaxed) {
+            let at = tokio::time::Instant::now().into_std();
+            if self
+                .events
+                .send(StatusEvent { peer, from, to, at })
+                .is_err()
+            {
+                // Every receiver of the first `subscribers` is gone: stop
+                // paying for the broadcast's lock until someone subscribes.
+                self.silent_at.fetch_max(subscribers, Ordering::Relaxed);
+            }
+        }
+        if let Some(tx) = watch {
+            self.publish(peer, &tx);
+        }
+    }
+
+    /// Gives `peer`'s watch the table's status, read under the watch's
+    /// lock (so the last publisher leaves the current status).
+    fn publish(&self, peer: PeerId, tx: &WatchTx) {
+        tx.send_if_modified(|status| {
+            let now = self.table.get(&peer);
+            std::mem::replace(status, now) != now
+        });
+    }
+
+    /// A receiver of `peer`'s status watch; the watch lives in the peer's
+    /// record while it has receivers.
+    pub(crate) fn watch(&self, peer: PeerId) -> watch::Receiver<Option<ConnectionStatus>> {
+        self.peers.with(&peer, |map| {
+            let record = self.record(map, peer);
+            match record.watch.as_ref().filter(|w| watched(w)) {
+                Some(tx) => tx.subscribe(),
+                None => {
+                    let (tx, rx) = watch::channel(self.table.get(&peer));
+                    record.watch = Some(tx);
+                    rx
+                }
+            }
+        })
+    }
+
+    /// Dials in flight.
+    pub(crate) fn pending_dials(&self) -> usize {
+        let mut n = 0;
+        self.peers
+            .for_each_shard(|map| n += map.values().filter(|r| r.dial.is_some()).count());
+        n
+    }
+
+    /// Bytes of the records: the map, and the channels they hold.
+    pub(crate) fn records_memory(&self) -> usize {
+        self.peers.memory_usage(|r| {
+            WATCH_BYTES * (usize::from(r.dial.is_some()) + usize::from(r.watch.is_some()))
+        })
+    }
+
+    /// Retires every live slot, closing its connection (`shutdown`).
+    pub(crate) fn retire_all(&self) {
+        let mut slots = Vec::new();
+        self.peers
+            .for_each_shard(|map| slots.extend(map.values_mut().filter_map(|r| r.live.take())));
+        drop(slots);
+    }
+}
