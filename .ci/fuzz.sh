@@ -16,7 +16,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 skip() { echo; echo "!!!!!!!! SKIPPED: fuzz lane: $* !!!!!!!!"; echo; exit 0; }
-seconds="${FUZZ_SECONDS:-30}"
+seconds="${FUZZ_SECONDS:-20}"
 targets="${FUZZ_TARGETS:-status_table idle_pool metrics manager}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
