@@ -94,6 +94,10 @@ pub(crate) struct Inner<D: Dialer> {
     pub(crate) shut_down: AtomicBool,
     /// Source of [`Live::id`]s.
     pub(crate) next_slot_id: AtomicU64,
+    /// Source of failure generations: a new record and every Failed take
+    /// the next one, so a generation is never given twice, even to a
+    /// record made again after its peer's earlier record was freed.
+    pub(crate) next_generation: AtomicU64,
     pub(crate) reaper_started: AtomicBool,
     pub(crate) reaper_wake: Arc<Notify>,
 }
@@ -126,6 +130,12 @@ impl<D: Dialer> Inner<D> {
         }
     }
 
+    /// A generation no record was given before. Drawn under the peer's
+    /// record lock, so one peer's generations only grow.
+    fn fresh_generation(&self) -> u64 {
+        self.next_generation.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// `peer`'s record, made if it has none. Under the record lock.
     pub(crate) fn record<'m>(&self, map: &'m mut Map<D>, peer: PeerId) -> &'m mut Rec<D> {
         match map.entry(peer) {
@@ -137,7 +147,10 @@ impl<D: Dialer> Inner<D> {
                 // visible to what this record's maker reads next, or that
                 // path sees the count and settles under this lock.
                 fence(Ordering::SeqCst);
-                e.insert(Record::default())
+                e.insert(Record {
+                    generation: self.fresh_generation(),
+                    ..Record::default()
+                })
             }
         }
     }
@@ -245,7 +258,7 @@ impl<D: Dialer> Inner<D> {
     /// the transport-less default), a status other than Failed is written
     /// without the record lock: no peer has a live connection, lease, dial
     /// or watch for it to act on. A record made meanwhile (by a `connect`
-    /// or a `watch` of this peer) is the one case to settle: after the
+    /// or a `watch` of any peer) is the one case to settle: after the
     /// write, a fence and a second look at the record count; if any record
     /// appeared, the side effects are done under the lock, as on the
     /// locked path, provided our status is still the peer's (else the call
@@ -314,12 +327,20 @@ impl<D: Dialer> Inner<D> {
     /// the lock the slot's connection is closed and so are the peer's idle
     /// pooled connections. No other peer is touched.
     pub(crate) fn fail(&self, peer: PeerId, only_slot: Option<u64>) {
-        self.fail_as(peer, |record| record.fail(only_slot), only_slot.is_none());
+        self.fail_as(
+            peer,
+            |record| record.fail(only_slot, self.fresh_generation()),
+            only_slot.is_none(),
+        );
     }
 
     /// A lease of slot `slot` ended with its connection broken.
     pub(crate) fn discard_lease(&self, peer: PeerId, slot: u64) {
-        self.fail_as(peer, |record| record.discard_lease(slot), false);
+        self.fail_as(
+            peer,
+            |record| record.discard_lease(slot, self.fresh_generation()),
+            false,
+        );
     }
 
     /// `fail`'s body: `step` is the record's transition (`None`: nothing

@@ -22,8 +22,8 @@ use crate::{Error, Result};
 /// peer was set Failed while this lease held it (even if reconnected or
 /// set Disconnected since), is Failed or forgotten now, or the manager
 /// shut down. Dropped while its thread is panicking, the connection is
-/// closed and the peer marked Failed: a connection whose user panicked is
-/// never handed out again.
+/// closed and, if it is still the peer's live connection, the peer marked
+/// Failed: a connection whose user panicked is never handed out again.
 pub struct Lease<D: Dialer> {
     inner: Arc<Inner<D>>,
     /// The peer, and where its record lives.

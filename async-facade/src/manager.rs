@@ -123,6 +123,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 silent_at: AtomicU64::new(0),
                 shut_down: AtomicBool::new(false),
                 next_slot_id: AtomicU64::new(0),
+                next_generation: AtomicU64::new(1),
                 reaper_started: AtomicBool::new(false),
                 reaper_wake: Arc::new(Notify::new()),
                 config,
@@ -247,7 +248,9 @@ impl<D: Dialer> ConnectionManager<D> {
     /// stay pooled and reusable.
     ///
     /// **Progress:** a short hold of the peer's record lock around one CAS
-    /// of its status word. While the manager holds no peer record at all
+    /// of its status word; to Disconnected, a pool put and a second short
+    /// hold follow it, and to Failed, a drain of the peer's idle
+    /// connections. While the manager holds no peer record at all
     /// (bookkeeping alone), a status other than Failed is written
     /// lock-free.
     ///
@@ -503,5 +506,46 @@ impl<D: Dialer> fmt::Debug for ConnectionManager<D> {
             .field("tracked_peers", &self.inner.table.len())
             .field("shut_down", &self.is_shut_down())
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::sync::Ordering;
+
+    /// A peer's record can be freed (forgotten, nothing held) while one of
+    /// its connections is still on its way into the pool, and made again
+    /// later. The new record's generations must differ from every one the
+    /// old record had, or that connection could match a later one and be
+    /// handed out after a Failed it predates.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_record_made_again_never_reuses_a_generation() {
+        let manager = ConnectionManager::new(4);
+        let inner = &manager.inner;
+        let peer = PeerId::from_bytes([7; 32]);
+        let key = inner.peers.key(peer);
+        let generation = || {
+            inner
+                .peers
+                .at(&key, |map| map.get(&peer).map(|r| r.generation))
+                .expect("the peer has a record")
+        };
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            manager.connect(peer).await.unwrap();
+            let live = generation();
+            manager.update_status(peer, ConnectionStatus::Failed).await;
+            let failed = generation();
+            for g in [live, failed] {
+                assert!(!seen.contains(&g), "generation {g} given twice: {seen:?}");
+                seen.push(g);
+            }
+            // Free the record, as forgetting the peer does once nothing
+            // holds it (the Failed closed its connection).
+            let freed = inner.peers.at(&key, |map| map.remove(&peer));
+            assert!(freed.is_some_and(|r| r.live.is_none()));
+            inner.records.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

@@ -120,13 +120,17 @@ impl<P: Parts> Record<P> {
     /// `only_slot`, only if the live slot is that one (a lease's discard:
     /// a newer connection is left alone); `None` then means nothing
     /// happened.
-    pub(crate) fn fail(&mut self, only_slot: Option<u64>) -> Option<Option<Live<P>>> {
+    /// `fresh` is the new generation: larger than any the manager gave
+    /// before, to this record or to an earlier record of the same peer, so
+    /// a connection pooled under a record since freed never matches it.
+    pub(crate) fn fail(&mut self, only_slot: Option<u64>, fresh: u64) -> Option<Option<Live<P>>> {
         if let Some(id) = only_slot {
             if self.live.as_ref().is_none_or(|l| l.id != id) {
                 return None;
             }
         }
-        self.generation += 1;
+        debug_assert!(fresh > self.generation, "generations only grow");
+        self.generation = fresh;
         Some(self.live.take())
     }
 
@@ -184,9 +188,9 @@ impl<P: Parts> Record<P> {
     /// peer's, the peer fails ([`fail`](Self::fail)). Returns the slot
     /// taken out (to drop after unlocking), `None` if the peer was left
     /// alone.
-    pub(crate) fn discard_lease(&mut self, slot: u64) -> Option<Option<Live<P>>> {
+    pub(crate) fn discard_lease(&mut self, slot: u64, fresh: u64) -> Option<Option<Live<P>>> {
         self.leases -= 1;
-        self.fail(Some(slot))
+        self.fail(Some(slot), fresh)
     }
 }
 
@@ -280,7 +284,7 @@ mod loom_models {
             // The Failed, on this thread: its generation.
             let failed = {
                 let mut r = record.lock().unwrap();
-                let _slot = r.fail(None);
+                let _slot = r.fail(None, 1);
                 r.generation
             };
             // The drain, after the lock (closing runs no user code under
@@ -324,7 +328,7 @@ mod tests {
         let mut r = Record::<Plain>::default();
         assert!(r.install(live(1, "a")).is_none());
         assert!(r.admits(0));
-        let slot = r.fail(None).unwrap().unwrap();
+        let slot = r.fail(None, 1).unwrap().unwrap();
         assert_eq!(slot.conn, Some("a"));
         assert!(!r.admits(0), "pooled before the Failed");
         assert!(r.admits(1));
@@ -354,7 +358,7 @@ mod tests {
         r.install(live(2, "b"));
         let (slot, conn, generation) = r.lease().unwrap();
         r.live = None;
-        r.fail(None);
+        r.fail(None, 2);
         assert!(matches!(
             r.end_lease(slot, generation, conn, true),
             LeaseEnd::Close("b")
@@ -368,11 +372,11 @@ mod tests {
         r.install(live(1, "a"));
         let (slot, _, _) = r.lease().unwrap();
         r.install(live(2, "b"));
-        assert!(r.discard_lease(slot).is_none());
+        assert!(r.discard_lease(slot, 1).is_none());
         assert_eq!(r.generation, 0);
         assert_eq!(r.live.as_ref().map(|l| l.id), Some(2));
         let (slot, _, _) = r.lease().unwrap();
-        assert!(r.discard_lease(slot).is_some());
+        assert!(r.discard_lease(slot, 1).is_some());
         assert_eq!(r.generation, 1);
         assert!(r.live.is_none());
     }

@@ -78,7 +78,18 @@ impl<D: Dialer> Inner<D> {
                 let busy = map
                     .get(peer)
                     .is_some_and(|r| r.live.is_some() || r.leases != 0 || r.dial.is_some());
-                if busy || !self.table.remove_if_status(peer, info.status) {
+                // The sweep's view may be stale by now: forget the peer only
+                // if its entry is the one judged stale (no change since, by
+                // its generation stamp) and nothing was pooled meanwhile.
+                let unchanged = self
+                    .table
+                    .info(peer)
+                    .is_some_and(|now| now.generation == info.generation);
+                if busy
+                    || !unchanged
+                    || self.pool.len_for(peer) != 0
+                    || !self.table.remove_if_status(peer, info.status)
+                {
                     return None;
                 }
                 let watch = Self::watch_of(map, peer);
