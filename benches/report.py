@@ -39,6 +39,7 @@ modification time of the result files it used, and warns when they span
 more than 3 hours (results of different runs mixed). It exits non-zero
 when a directory has no criterion/ tree or no results in it.
 """
+import argparse
 import json
 import os
 import platform
@@ -567,33 +568,14 @@ def print_header(runs):
 
 
 def parse_args(args):
-    earlier_dir, out, targets = None, None, []
-    i = 0
-    while i < len(args):
-        a = args[i]
-        if a in ("-h", "--help"):
-            print(__doc__)
-            sys.exit(0)
-        if a == "--out":
-            if i + 1 >= len(args):
-                sys.exit("report.py: --out needs a file name")
-            out = args[i + 1]
-            i += 2
-            continue
-        if a == "--earlier":
-            if i + 1 >= len(args):
-                sys.exit("report.py: --earlier needs a directory holding a criterion/ tree")
-            earlier_dir = args[i + 1]
-            i += 2
-            continue
-        if a.startswith("--earlier="):
-            earlier_dir = a.split("=", 1)[1]
-        elif a.startswith("-"):
-            sys.exit(f"report.py: unknown option {a} (usage: report.py [--out FILE] [--earlier DIR] [TARGET_DIR ...])")
-        else:
-            targets.append(a)
-        i += 1
-    return earlier_dir, out, targets or ["target"]
+    parser = argparse.ArgumentParser(
+        prog="report.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", metavar="FILE", help="write the page to FILE (default: standard output)")
+    parser.add_argument("--earlier", metavar="DIR",
+                        help="a directory holding a criterion/ tree saved from an earlier full run")
+    parser.add_argument("targets", nargs="*", metavar="TARGET_DIR", default=["target"])
+    a = parser.parse_args(args)
+    return a.earlier, a.out, a.targets or ["target"]
 
 
 def main():

@@ -28,6 +28,16 @@ fn manager(dialer: &HookDialer) -> ConnectionManager<HookDialer> {
         .unwrap()
 }
 
+/// Leaves `p` with an idle connection (its lease dropped after a
+/// disconnect) and a live one: two dials.
+async fn idle_and_live(m: &ConnectionManager<HookDialer>, p: PeerId) {
+    m.connect(p).await.unwrap();
+    let lease = m.lease(&p).unwrap();
+    m.disconnect(&p).await;
+    m.connect(p).await.unwrap();
+    drop(lease);
+}
+
 /// A Failed of `p` (Connected, with a live connection) parked in the close
 /// of that connection: its locked step is done (status Failed, generation
 /// moved on, slot taken out), its drain of `p`'s idle connections is not.
@@ -60,13 +70,7 @@ fn connect_during_a_failed_reuses_other_peers_pools_and_never_the_failed_peers()
             m.connect(q).await.unwrap();
             m.disconnect(&q).await;
         }
-        // `p`: an idle connection (its lease dropped after a disconnect),
-        // and a live one.
-        m.connect(p).await.unwrap();
-        let lease = m.lease(&p).unwrap();
-        m.disconnect(&p).await;
-        m.connect(p).await.unwrap();
-        drop(lease);
+        idle_and_live(&m, p).await;
     });
     let dials = OTHERS as usize + 2;
     assert_eq!((dialer.dials(), m.idle()), (dials, OTHERS as usize + 1));
@@ -153,11 +157,7 @@ fn a_put_during_a_failed_keeps_other_peers_connections_pooled() {
         for q in others() {
             m.connect(q).await.unwrap();
         }
-        m.connect(p).await.unwrap();
-        let lease = m.lease(&p).unwrap();
-        m.disconnect(&p).await;
-        m.connect(p).await.unwrap();
-        drop(lease); // p's first connection idles
+        idle_and_live(&m, p).await;
     });
     let dials = OTHERS as usize + 2;
     assert_eq!(m.idle(), 1);
