@@ -414,6 +414,96 @@ where
         self.drain(|_| true, false)
     }
 
+    /// Closes the oldest idle connection of the whole pool (the one that
+    /// went idle first, so the first to expire) and returns `true`, or
+    /// `false` if nothing is idle. Expired connections nobody reaped yet are
+    /// the oldest, so they go first.
+    ///
+    /// For a caller that needs room for a new connection: a socket budget,
+    /// or a dial that failed for want of file descriptors. "Oldest" is
+    /// exact within a stripe and compared by deadline across stripes; of
+    /// connections that went idle at the same instant, any one is taken. A
+    /// connection taken concurrently is not closed: the call then moves on
+    /// to the next oldest.
+    ///
+    /// **Progress:** lock-free; O(stripes) per attempt, plus the records of
+    /// taken connections it unlinks on the way (a short per-shard lock for
+    /// each key entry this frees).
+    ///
+    /// **Reclamation:** the closed connection is dropped in this call;
+    /// memory as for [`reap`](Self::reap).
+    pub fn evict_oldest(&self) -> bool {
+        let guard = epoch::pin();
+        let mut batch = Retired::new();
+        let closed = loop {
+            let Some((stripe, hold, target)) = self.oldest_head(&guard, &mut batch) else {
+                break false;
+            };
+            let fifo = &self.fifos[stripe];
+            // Pops records of taken connections still ahead of `target`, then
+            // `target` itself if it is (still) the head. The node cannot be
+            // freed and its address reused while `guard` pins it.
+            let is_target = |n: &Node<K, C>| n.is_claimed() || std::ptr::eq(n, target);
+            let mut done = false;
+            while let Some(closed_one) =
+                self.pop_and_retire(fifo, hold, is_target, &guard, Some(&mut batch))
+            {
+                if closed_one {
+                    done = true;
+                    break;
+                }
+            }
+            if done {
+                // Records of taken connections now at the head go too, so
+                // an emptied pool holds no key entries.
+                let claimed = |n: &Node<K, C>| n.is_claimed();
+                while self
+                    .pop_and_retire(fifo, hold, claimed, &guard, Some(&mut batch))
+                    .is_some()
+                {}
+            }
+            if done {
+                break true;
+            }
+            // Taken, moved or unlinked meanwhile: look again.
+        };
+        batch.flush(&guard);
+        closed
+    }
+
+    /// The stripe, queue and node of the oldest unclaimed idle connection
+    /// at the head of any stripe or holdover queue, unlinking records of
+    /// taken connections met at those heads.
+    fn oldest_head<'g>(
+        &self,
+        guard: &'g epoch::Guard,
+        batch: &mut Retired<K, C>,
+    ) -> Option<(usize, bool, &'g Node<K, C>)> {
+        let claimed = |n: &Node<K, C>| n.is_claimed();
+        let mut best: Option<(usize, bool, &'g Node<K, C>)> = None;
+        for (i, fifo) in self.fifos.iter().enumerate() {
+            for hold in [false, true] {
+                while self
+                    .pop_and_retire(fifo, hold, claimed, guard, Some(&mut *batch))
+                    .is_some()
+                {}
+                let head = if hold {
+                    fifo.hold.peek(guard)
+                } else {
+                    fifo.peek(guard)
+                };
+                let Some(node) = head else { continue };
+                // A deadline that overflowed `Instant` sorts last: it never
+                // expires, so it went idle no earlier than any other.
+                let key = |n: &Node<K, C>| (n.deadline.is_none(), n.deadline);
+                if best.is_none_or(|(_, _, b)| key(node) < key(b)) {
+                    best = Some((i, hold, node));
+                }
+            }
+        }
+        best
+    }
+
     /// Approximate bytes held by the pool's own structures: nodes (one per
     /// queued record), holdover proxies, key entries with their first index
     /// chunk, FIFO and total-cap stripes, bucket arrays. Computed from counters and capacities in O(shards); does

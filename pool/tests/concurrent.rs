@@ -261,3 +261,112 @@ fn idle_connections_behind_churn_are_moved_not_closed() {
     drop(pool);
     tracker.assert_each_dropped_once(n);
 }
+
+/// `evict_oldest` across stripes: threads alive at once (so on different
+/// stripes) put in turn, the clock moving between puts; evictions then come
+/// out in the order the connections went idle, whatever stripe holds them.
+#[test]
+fn evict_oldest_is_oldest_across_stripes() {
+    const PUTTERS: usize = 3;
+    const ROUNDS: usize = if cfg!(miri) { 2 } else { 8 };
+    let clock = ManualClock::new();
+    let n = PUTTERS * ROUNDS;
+    let tracker = Tracker::new(n);
+    let pool = pool(&clock, n, n);
+    // Turn `k` belongs to thread `k % PUTTERS`.
+    let turn = Mutex::new(0usize);
+    let alive = Barrier::new(PUTTERS);
+    thread::scope(|s| {
+        for t in 0..PUTTERS {
+            let (pool, tracker, clock, turn, alive) = (&pool, &tracker, &clock, &turn, &alive);
+            s.spawn(move || {
+                alive.wait();
+                for r in 0..ROUNDS {
+                    let id = r * PUTTERS + t;
+                    loop {
+                        let mut k = turn.lock().unwrap();
+                        if *k == id {
+                            pool.put(id as u64, tracker.conn(id)).unwrap();
+                            clock.advance(Duration::from_micros(1));
+                            *k += 1;
+                            break;
+                        }
+                        drop(k);
+                        thread::yield_now();
+                    }
+                }
+                // Hold the thread (and its stripe) until everyone has put.
+                alive.wait();
+            });
+        }
+    });
+    for oldest in 0..n {
+        assert!(pool.evict_oldest());
+        assert_eq!(
+            tracker.drops(oldest),
+            1,
+            "connection {oldest} not evicted in turn"
+        );
+        for later in oldest + 1..n {
+            assert_eq!(tracker.drops(later), 0, "connection {later} evicted early");
+        }
+    }
+    assert!(!pool.evict_oldest());
+    assert_eq!((pool.len(), pool.key_entries()), (0, 0));
+}
+
+/// `evict_oldest` racing `take` and `put`: a connection is either taken or
+/// evicted, never both, and each is dropped exactly once.
+#[test]
+fn evict_oldest_racing_take_closes_each_once() {
+    let per_thread = if cfg!(miri) { 40 } else { 20_000 };
+    let clock = ManualClock::new();
+    let n = THREADS * per_thread;
+    let tracker = Tracker::new(n);
+    let pool = pool(&clock, 4, 16);
+    let taken: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+    let evicted = AtomicUsize::new(0);
+    thread::scope(|s| {
+        for t in 0..THREADS {
+            let (pool, tracker, taken, evicted) = (&pool, &tracker, &taken, &evicted);
+            s.spawn(move || {
+                let mut mine = Vec::new();
+                for i in 0..per_thread {
+                    let id = t * per_thread + i;
+                    drop(pool.put(id as u64 % KEYS, tracker.conn(id)));
+                    if i % 2 == 0 {
+                        mine.extend(pool.take(&((id as u64 + 1) % KEYS)).map(|c| c.id));
+                    } else if pool.evict_oldest() {
+                        evicted.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                taken.lock().unwrap().extend(mine);
+            });
+        }
+    });
+    let mut taken = taken.into_inner().unwrap();
+    let count = taken.len();
+    taken.sort_unstable();
+    taken.dedup();
+    assert_eq!(taken.len(), count, "a connection was handed out twice");
+    for &id in &taken {
+        assert_eq!(
+            tracker.drops(id),
+            1,
+            "taken connection {id} dropped by the pool"
+        );
+    }
+    let left = pool.len();
+    let mut evicts = 0;
+    while pool.evict_oldest() {
+        evicts += 1;
+    }
+    assert_eq!(
+        evicts, left,
+        "evict_oldest stopped before the pool was empty"
+    );
+    assert_eq!((pool.len(), pool.key_entries()), (0, 0));
+    assert!(evicted.load(Ordering::Relaxed) > 0);
+    drop(pool);
+    tracker.assert_each_dropped_once(n);
+}

@@ -370,3 +370,31 @@ impl Clock for LoomClock {
         self.origin + Duration::from_secs(self.secs.load(Ordering::SeqCst))
     }
 }
+
+/// `evict_oldest` racing a take for the only idle connection: exactly one
+/// of them gets it, the connection is dropped exactly once, and the emptied
+/// pool keeps no key entry.
+///
+/// Fix removed once (locally, then reverted): `Node::claim` as a load
+/// followed by a store instead of one `fetch_or`. Loom failed this model
+/// with "Causality violation: Concurrent write accesses to `UnsafeCell`"
+/// (the evictor and the taker both moving the connection out).
+#[test]
+fn evict_oldest_vs_take() {
+    loom::model(|| {
+        let clock = ManualClock::new();
+        let pool = pool(&clock, 2, 4);
+        let t = Tracker::new();
+        pool.put(1, t.conn(0)).unwrap();
+        let p = pool.clone();
+        let evictor = thread::spawn(move || p.evict_oldest());
+        let got = pool.take(&1);
+        let evicted = evictor.join().unwrap();
+        assert!(evicted != got.is_some(), "exactly one gets it");
+        drop(got);
+        assert_eq!(t.drops(0), 1);
+        assert_eq!(pool.len(), 0);
+        pool.next_expiry(); // unlinks a taken connection's record
+        assert_eq!(pool.key_entries(), 0);
+    });
+}

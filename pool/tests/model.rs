@@ -40,6 +40,7 @@ enum Op {
     Reap,
     Clear,
     NextExpiry,
+    EvictOldest,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -51,6 +52,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reap),
         1 => Just(Op::Clear),
         1 => Just(Op::NextExpiry),
+        1 => Just(Op::EvictOldest),
     ]
 }
 
@@ -80,6 +82,19 @@ impl Model {
             return Some(id);
         }
         None
+    }
+
+    /// The connection that went idle first, of all keys (ids grow with
+    /// insertion, so they order connections idle since the same instant).
+    fn evict_oldest(&mut self) -> Option<usize> {
+        let (&k, _) = self
+            .keys
+            .iter()
+            .filter_map(|(k, q)| q.front().map(|&(id, d)| (k, (d, id))))
+            .min_by_key(|&(_, front)| front)?;
+        let (id, _) = self.keys.get_mut(&k)?.pop_front()?;
+        self.dropped.insert(id);
+        Some(id)
     }
 
     fn reap(&mut self, now: Instant) -> usize {
@@ -156,6 +171,10 @@ proptest! {
                     let want = model.keys.values().filter_map(|q| q.front().map(|&(_, d)| d)).min();
                     prop_assert_eq!(pool.next_expiry(), want);
                 }
+                Op::EvictOldest => {
+                    // Which connection went is checked by the drop counts below.
+                    prop_assert_eq!(pool.evict_oldest(), model.evict_oldest().is_some());
+                }
             }
             model.keys.retain(|_, q| !q.is_empty());
             prop_assert_eq!(pool.len(), model.len());
@@ -166,7 +185,7 @@ proptest! {
             // Every key with idle connections has an entry; emptied keys
             // keep theirs until their FIFO records leave.
             prop_assert!(pool.key_entries() >= model.keys.len());
-            if matches!(op, Op::NextExpiry | Op::Clear) && model.keys.is_empty() {
+            if matches!(op, Op::NextExpiry | Op::Clear | Op::EvictOldest) && model.keys.is_empty() {
                 // Both unlink every record of a taken connection at the head.
                 prop_assert_eq!(pool.key_entries(), 0);
             }
