@@ -62,6 +62,10 @@ pub(crate) type Map<D> = HashMap<PeerId, Rec<D>>;
 /// estimate, as tokio's type is private.
 const WATCH_BYTES: usize = 48 * size_of::<usize>();
 
+/// Fewest new watches in a shard before it sweeps abandoned ones (see
+/// [`Inner::watch`]).
+const WATCH_SWEEP_MIN: usize = 16;
+
 /// Bytes of the status event broadcast's ring, allocated up front: tokio
 /// rounds the capacity up to a power of two, and each slot holds an event
 /// beside its lock, position and receiver count (estimated from the event's
@@ -473,18 +477,53 @@ impl<D: Dialer> Inner<D> {
 
     /// A receiver of `peer`'s status watch; the watch lives in the peer's
     /// record while it has receivers.
+    ///
+    /// A receiver's drop cannot reach the manager (it is tokio's type), so
+    /// the watches whose receivers are all gone are freed by sweeps: each
+    /// shard sweeps its records once the watches made in it since its last
+    /// sweep outnumber those that sweep kept (and at least
+    /// [`WATCH_SWEEP_MIN`]). A sweep costs O(records of the shard) and comes
+    /// after as many new watches as the shard held, so it is amortized O(1)
+    /// per call, and abandoned watches never outnumber live ones by more
+    /// than that margin: `for p in peers { drop(m.watch(&p)) }` holds
+    /// O(shards) watches at any time, not one per peer.
     pub(crate) fn watch(&self, peer: PeerId) -> watch::Receiver<Option<ConnectionStatus>> {
-        self.peers.with(&peer, |map| {
-            let record = self.record(map, peer);
-            match record.watch.as_ref().filter(|w| watched(w)) {
-                Some(tx) => tx.subscribe(),
+        let key = self.peers.key(peer);
+        self.peers.at_watching(&key, |shard| {
+            let record = self.record(&mut shard.map, peer);
+            let rx = match record.watch.as_ref().filter(|w| watched(w)) {
+                Some(tx) => return tx.subscribe(),
                 None => {
                     let (tx, rx) = watch::channel(self.table.get(&peer));
                     record.watch = Some(tx);
                     rx
                 }
+            };
+            shard.made += 1;
+            if shard.made > shard.kept.max(WATCH_SWEEP_MIN) {
+                self.sweep_watches(&mut shard.map, &peer);
+                shard.kept = shard.map.values().filter(|r| r.watch.is_some()).count();
+                shard.made = 0;
             }
+            rx
         })
+    }
+
+    /// Frees the watches of `map` whose receivers are all gone, and the
+    /// records left holding nothing (`keep`'s record stays: its watch was
+    /// just made). Under the shard's lock.
+    fn sweep_watches(&self, map: &mut Map<D>, keep: &PeerId) {
+        let abandoned: Vec<PeerId> = map
+            .iter_mut()
+            .filter(|(p, r)| *p != keep && r.watch.as_ref().is_some_and(|w| !watched(w)))
+            .map(|(p, r)| {
+                r.watch = None;
+                *p
+            })
+            .collect();
+        for peer in abandoned {
+            self.tidy(map, &peer);
+        }
     }
 
     /// Dials in flight.
