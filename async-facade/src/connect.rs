@@ -5,6 +5,7 @@ use connmgr_core::ConnectionStatus;
 use connmgr_metrics::DialOutcome;
 use tokio::sync::watch;
 
+use crate::close::{self, Closing};
 use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
 use crate::inner::{DialResult, Inner};
@@ -37,7 +38,11 @@ impl<D: Dialer> Inner<D> {
         let pooled = if self.table.get(&peer) == Some(ConnectionStatus::Failed) {
             None
         } else {
-            self.pool.take_if(&peer, |p| dialer.is_alive(&mut p.conn))
+            self.pool.take_if(&peer, |p| {
+                // A panicking `is_alive` counts as dead: the connection is
+                // closed, and the panic dropped (the hook reported it).
+                close::catching(|| dialer.is_alive(&mut p.conn)).unwrap_or(false)
+            })
         };
         let permit = match pooled {
             Some(p) => match self.go_live(key, p.conn, permit, Some(p.generation)) {
@@ -77,7 +82,7 @@ impl<D: Dialer> Inner<D> {
                 self.metrics.record_dial(DialOutcome::Ok);
                 // A fresh dial has the last word over any status set
                 // meanwhile: `go_live` refuses it only after a shutdown.
-                match self.go_live(key, conn, permit, None) {
+                match self.go_live(key, Closing::new(conn), permit, None) {
                     Ok(()) => Ok(()),
                     Err((conn, _permit)) => {
                         drop(conn);

@@ -18,6 +18,7 @@ use connmgr_pool::IdlePool;
 use tokio::sync::{broadcast, watch, Notify};
 
 use crate::admission::{Admission, Permit};
+use crate::close::Closing;
 use crate::config::Config;
 use crate::dialer::Dialer;
 use crate::peer::{Live, Parts, Pooled, Record};
@@ -46,11 +47,15 @@ pub(crate) type WatchTx = watch::Sender<Option<ConnectionStatus>>;
 pub(crate) struct Tokio<D>(PhantomData<D>);
 
 impl<D: Dialer> Parts for Tokio<D> {
-    type Conn = D::Conn;
+    type Conn = Held<D>;
     type Permit = Permit;
     type Dial = watch::Sender<DialResult>;
     type Watch = WatchTx;
 }
+
+/// A connection as the manager holds it: its destructor's panics caught
+/// (see [`close`](crate::close)).
+pub(crate) type Held<D> = Closing<<D as Dialer>::Conn>;
 
 pub(crate) type Rec<D> = Record<Tokio<D>>;
 /// A live slot taken out of a record, the record's generation, its watch.
@@ -78,7 +83,7 @@ pub(crate) struct Inner<D: Dialer> {
     pub(crate) config: Config,
     pub(crate) dialer: D,
     pub(crate) table: StatusTable<PeerId>,
-    pub(crate) pool: IdlePool<PeerId, Pooled<D::Conn>, TokioClock>,
+    pub(crate) pool: IdlePool<PeerId, Pooled<Held<D>>, TokioClock>,
     pub(crate) metrics: Metrics<TokioClock>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) peers: Peers<Tokio<D>>,
@@ -184,10 +189,10 @@ impl<D: Dialer> Inner<D> {
     pub(crate) fn go_live(
         &self,
         key: Key,
-        conn: D::Conn,
+        conn: Held<D>,
         permit: Permit,
         pooled: Option<u64>,
-    ) -> std::result::Result<(), (D::Conn, Permit)> {
+    ) -> std::result::Result<(), (Held<D>, Permit)> {
         let peer = key.peer;
         let (replaced, before, watch) = self.peers.at(&key, |map| {
             // `shutdown` sets its flag before it takes each record lock to
@@ -407,7 +412,7 @@ impl<D: Dialer> Inner<D> {
     /// connections are closed. Either the `Failed`'s locked step comes
     /// before that second look, which then sees the new generation, or
     /// after it, and then its drain finds this connection.
-    pub(crate) fn pool_put(&self, key: Key, conn: D::Conn, generation: u64) {
+    pub(crate) fn pool_put(&self, key: Key, conn: Held<D>, generation: u64) {
         let peer = key.peer;
         if self.shut_down.load(Ordering::Acquire) {
             return; // closed as it goes out of scope

@@ -5,8 +5,9 @@ use std::ops::{Deref, DerefMut};
 
 use connmgr_core::{ConnectionStatus, PeerId};
 
+use crate::close;
 use crate::dialer::Dialer;
-use crate::inner::Inner;
+use crate::inner::{Held, Inner};
 use crate::peer::LeaseEnd;
 use crate::peers::Key;
 use crate::sync::{Arc, Ordering};
@@ -32,7 +33,7 @@ pub struct Lease<D: Dialer> {
     slot: u64,
     /// The peer's failure generation when the lease was taken.
     generation: u64,
-    conn: Option<D::Conn>,
+    conn: Option<Held<D>>,
 }
 
 impl<D: Dialer> Lease<D> {
@@ -68,9 +69,16 @@ impl<D: Dialer> Lease<D> {
     /// The connection is broken: close it and mark the peer Failed (if
     /// this connection is still the peer's: after a disconnect and a new
     /// connect, the newer connection and its status are left alone).
+    ///
+    /// # Panics
+    ///
+    /// If the connection's destructor panics: the peer is marked Failed
+    /// first, then the panic is re-raised.
     pub fn discard(mut self) {
-        drop(self.conn.take());
-        self.inner.discard_lease(self.key.peer, self.slot);
+        close::reraising(|| {
+            drop(self.conn.take());
+            self.inner.discard_lease(self.key.peer, self.slot);
+        });
     }
 }
 
@@ -93,6 +101,15 @@ impl<D: Dialer> DerefMut for Lease<D> {
 
 impl<D: Dialer> Drop for Lease<D> {
     fn drop(&mut self) {
+        // A destructor panic is caught and dropped (the hook reported it):
+        // dropping a lease never panics.
+        close::swallowing(|| self.end());
+    }
+}
+
+impl<D: Dialer> Lease<D> {
+    /// Gives the connection back (see the type's docs).
+    fn end(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         let inner = &*self.inner;
         if std::thread::panicking() {

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, watch, Notify};
 
 use crate::admission::Admission;
 use crate::backoff::Backoff;
+use crate::close;
 use crate::config::{Builder, Config};
 use crate::dial_share::{self, Join};
 use crate::dialer::{Dialer, NoTransport};
@@ -38,6 +39,22 @@ use crate::{Error, Result, StatusEvent};
 /// Cloning is cheap and shares the manager. The reaper task that closes
 /// expired idle connections starts on the first call made inside a tokio
 /// runtime and ends when the last clone is dropped.
+///
+/// # Panicking destructors
+///
+/// A connection's destructor (and [`Dialer::is_alive`]) is user code. A
+/// panic in it never leaves the manager's work half done: it is caught
+/// where the manager closes the connection, and the step goes on to the
+/// end (statuses set, an event sent for every change, slots freed, the
+/// other connections closed). Then [`shutdown`](Self::shutdown),
+/// [`disconnect`](Self::disconnect), [`update_status`](Self::update_status),
+/// [`reap_now`](Self::reap_now) and [`Lease::discard`] re-raise the first
+/// such panic to their caller (`std::panic::resume_unwind`). Where no
+/// caller waits on the close (the reaper, a `connect` closing a surplus or
+/// stale connection, a [`Lease`]'s drop, the manager's own drop) the panic
+/// is dropped after the panic hook has reported it, as it reports any
+/// panic; the reaper keeps running. A panicking `is_alive` counts as
+/// `false`: the pooled connection is closed and the peer dialed.
 ///
 /// # Cancellation safety
 ///
@@ -232,7 +249,7 @@ impl<D: Dialer> ConnectionManager<D> {
         if inner.table.get(peer_id) != Some(ConnectionStatus::Connected) {
             return;
         }
-        inner.disconnect(inner.peers.key(*peer_id));
+        close::reraising(|| inner.disconnect(inner.peers.key(*peer_id)));
     }
 
     /// Sets a peer's status as given (bookkeeping, as in the reference).
@@ -259,7 +276,7 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Safe: it never waits.
     pub async fn update_status(&self, peer_id: PeerId, status: ConnectionStatus) {
         self.ensure_reaper();
-        self.inner.set_status(peer_id, status);
+        close::reraising(|| self.inner.set_status(peer_id, status));
     }
 
     /// The peer's status, if the manager knows it.
@@ -449,6 +466,14 @@ impl<D: Dialer> ConnectionManager<D> {
     /// complete; a leased connection is closed when its lease is dropped
     /// (the lease keeps it usable until then). Idempotent.
     ///
+    /// # Panics
+    ///
+    /// If a connection's destructor panics, the panic is caught and
+    /// shutdown goes on to the end: every other connection is closed, every
+    /// Connected peer is Disconnected (with its event), the pool is empty.
+    /// Then the first such panic is re-raised to the caller. See
+    /// [Panicking destructors](Self#panicking-destructors).
+    ///
     /// # Cancellation safety
     ///
     /// Safe: it never waits.
@@ -457,7 +482,7 @@ impl<D: Dialer> ConnectionManager<D> {
         if inner.shut_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        inner.close_all();
+        close::reraising(|| inner.close_all());
     }
 
     /// True once [`shutdown`](Self::shutdown) was called.
@@ -471,7 +496,7 @@ impl<D: Dialer> ConnectionManager<D> {
     /// reaping at the same moment, the connections it is closing are closed
     /// and counted by it, not by this call (see `IdlePool::reap`).
     pub fn reap_now(&self) -> usize {
-        self.inner.reap()
+        close::reraising(|| self.inner.reap())
     }
 
     /// Starts the reaper task if this runs inside a tokio runtime and it is

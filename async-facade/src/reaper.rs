@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use connmgr_core::ConnectionStatus;
 use tokio::sync::Notify;
 
+use crate::close;
 use crate::dialer::Dialer;
 use crate::inner::Inner;
 use crate::sync::{Arc, Ordering, Weak};
@@ -157,7 +158,9 @@ async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
         if inner.shut_down.load(Ordering::Acquire) {
             return;
         }
-        inner.pool.reap();
+        // A destructor panic is caught and dropped (the hook reported
+        // it): the reaper goes on.
+        close::swallowing(|| inner.pool.reap());
         let now = tokio::time::Instant::now();
         if now >= next_sweep {
             next_sweep = now + inner.config.forget_after.min(Duration::from_secs(60));
@@ -168,7 +171,10 @@ async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
                 // lives only as long as the sweep.
                 let sweeper = Arc::clone(&inner);
                 drop(inner);
-                let _ = tokio::task::spawn_blocking(move || sweeper.forget_stale()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    close::swallowing(|| sweeper.forget_stale())
+                })
+                .await;
                 continue;
             }
         }
