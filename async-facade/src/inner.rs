@@ -15,7 +15,7 @@ use std::time::Instant;
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
 use connmgr_metrics::Metrics;
 use connmgr_pool::IdlePool;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, watch};
 
 use crate::admission::{Admission, Permit};
 use crate::close::Closing;
@@ -23,7 +23,8 @@ use crate::config::Config;
 use crate::dialer::Dialer;
 use crate::peer::{Live, Parts, Pooled, Record};
 use crate::peers::{Key, Peers};
-use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::reaper::Reapers;
+use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Weak};
 use crate::{Result, StatusEvent};
 
 /// The pool's and the metrics' clock: tokio's, so that paused time in
@@ -107,8 +108,9 @@ pub(crate) struct Inner<D: Dialer> {
     /// the next one, so a generation is never given twice, even to a
     /// record made again after its peer's earlier record was freed.
     pub(crate) next_generation: AtomicU64,
-    pub(crate) reaper_started: AtomicBool,
-    pub(crate) reaper_wake: Arc<Notify>,
+    pub(crate) reapers: Reapers,
+    /// This manager, weakly, for the reapers it starts.
+    pub(crate) me: Weak<Inner<D>>,
 }
 
 impl<D: Dialer> Drop for Inner<D> {
@@ -116,7 +118,7 @@ impl<D: Dialer> Drop for Inner<D> {
         // The reaper holds only a weak reference; wake it so it sees that
         // the manager is gone and ends (it would otherwise sleep until the
         // next expiry, or forever on an empty pool).
-        self.reaper_wake.notify_one();
+        self.reapers.wake_all();
     }
 }
 
@@ -276,6 +278,10 @@ impl<D: Dialer> Inner<D> {
         if status == ConnectionStatus::Failed {
             return self.fail(peer, None);
         }
+        if status == ConnectionStatus::Disconnected {
+            // Forgotten in time by this runtime's reaper.
+            self.ensure_reaper(false);
+        }
         if self.records.load(Ordering::Acquire) == 0 {
             let before = self.table.insert(peer, status);
             // Store-buffering with `record` (count, fence, reads).
@@ -372,6 +378,8 @@ impl<D: Dialer> Inner<D> {
         let Some((before, slot, drain, watch)) = failed else {
             return;
         };
+        // Forgotten in time by this runtime's reaper.
+        self.ensure_reaper(false);
         drop(slot);
         if drain {
             self.close_idle(peer);
@@ -425,8 +433,11 @@ impl<D: Dialer> Inner<D> {
         // those already idle, so the reaper (asleep until the earliest
         // expiry) needs waking only if it found nothing to wait for.
         if self.pool.take_wake_request() {
-            self.reaper_wake.notify_one();
+            self.reapers.wake_all();
         }
+        // The idle connection expires on this runtime's reaper, whichever
+        // runtime started the first one.
+        self.ensure_reaper(false);
         let stale = self.peers.at(&key, |map| {
             self.shut_down.load(Ordering::Acquire)
                 || !self.table.contains_key(&peer)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
 use connmgr_metrics::{Gauges, Metrics, MetricsConfig, NetworkMetrics, Snapshot};
 use connmgr_pool::{IdlePool, PoolConfig};
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, watch};
 
 use crate::admission::Admission;
 use crate::backoff::Backoff;
@@ -22,7 +22,7 @@ use crate::dialer::{Dialer, NoTransport};
 use crate::inner::{event_ring_bytes, Inner, TokioClock};
 use crate::lease::Lease;
 use crate::peers::Peers;
-use crate::reaper::reaper;
+use crate::reaper::Reapers;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::{Error, Result, StatusEvent};
 
@@ -37,8 +37,12 @@ use crate::{Error, Result, StatusEvent};
 /// [`TcpDialer`](crate::TcpDialer) for real connections.
 ///
 /// Cloning is cheap and shares the manager. The reaper task that closes
-/// expired idle connections starts on the first call made inside a tokio
-/// runtime and ends when the last clone is dropped.
+/// expired idle connections and forgets stale peers starts on the first
+/// call made inside a tokio runtime, and ends when the last clone is
+/// dropped. A manager used from several runtimes runs one reaper on each
+/// runtime that pools a connection or sets a peer Disconnected or Failed,
+/// so expiry never waits for a runtime that is no longer driven; each
+/// sleeps on its own runtime's clock, so paused time drives it.
 ///
 /// # Panicking destructors
 ///
@@ -128,7 +132,7 @@ impl<D: Dialer> ConnectionManager<D> {
         .expect("metrics settings are validated by the builder");
         let (events, _) = broadcast::channel(config.event_capacity);
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
                 admission: Admission::new(config.max_connections),
                 table: StatusTable::new(),
                 pool,
@@ -141,8 +145,8 @@ impl<D: Dialer> ConnectionManager<D> {
                 shut_down: AtomicBool::new(false),
                 next_slot_id: AtomicU64::new(0),
                 next_generation: AtomicU64::new(1),
-                reaper_started: AtomicBool::new(false),
-                reaper_wake: Arc::new(Notify::new()),
+                reapers: Reapers::new(),
+                me: me.clone(),
                 config,
                 dialer,
             }),
@@ -499,26 +503,10 @@ impl<D: Dialer> ConnectionManager<D> {
         close::reraising(|| self.inner.reap())
     }
 
-    /// Starts the reaper task if this runs inside a tokio runtime and it is
-    /// not running yet.
+    /// Starts a reaper on the runtime this runs in, unless it has one
+    /// (see `Inner::ensure_reaper`).
     fn ensure_reaper(&self) {
-        let inner = &*self.inner;
-        if inner.reaper_started.load(Ordering::Acquire) {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return; // not in a runtime: a later call inside one starts it
-        };
-        if inner
-            .reaper_started
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            handle.spawn(reaper(
-                Arc::downgrade(&self.inner),
-                Arc::clone(&inner.reaper_wake),
-            ));
-        }
+        self.inner.ensure_reaper(true);
     }
 }
 

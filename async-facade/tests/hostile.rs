@@ -8,6 +8,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use connmgr::{ConnectionManager, ConnectionStatus::*, Dialer, PeerId, TcpDialer};
@@ -145,4 +146,95 @@ async fn a_panicking_destructor_in_disconnect_still_sends_its_event() {
     );
     assert_eq!(m.active(), 0);
     d.armed.store(false, Ordering::SeqCst);
+}
+
+fn runtime(paused: bool) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_current_thread();
+    b.enable_all();
+    if paused {
+        b.start_paused(true);
+    }
+    b.build().unwrap()
+}
+
+/// The first call comes from runtime A, which stays alive but is never
+/// driven again (a current-thread runtime runs its tasks only inside
+/// `block_on`); runtime B then uses the manager: B's idle connections
+/// expire by B's reaper, on B's (paused) clock.
+#[test]
+fn idle_connections_expire_on_the_runtime_that_uses_the_manager() {
+    let (a, b) = (runtime(false), runtime(true));
+    let ttl = Duration::from_secs(10);
+    let d = TestDialer::default();
+    let m = ConnectionManager::builder()
+        .pool_timeout(ttl)
+        .dialer(d.clone())
+        .build()
+        .unwrap();
+    a.block_on(m.connect(peer(OK, 0))).unwrap();
+    b.block_on(async {
+        let p = peer(OK, 1);
+        m.connect(p).await.unwrap();
+        m.disconnect(&p).await;
+        assert_eq!(m.idle(), 1);
+        tokio::time::sleep(3 * ttl).await;
+        assert_eq!(m.idle(), 0, "expired on B");
+    });
+    assert_eq!(d.closed(), 1);
+    drop(a);
+}
+
+/// A destructor panics inside the reaper: the reaper survives it, and the
+/// next idle connection still expires with no call made.
+#[tokio::test(start_paused = true)]
+async fn the_reaper_survives_a_panicking_destructor() {
+    let ttl = Duration::from_secs(10);
+    let d = BombDialer::default();
+    let m = ConnectionManager::builder()
+        .pool_timeout(ttl)
+        .dialer(d.clone())
+        .build()
+        .unwrap();
+    let (p, q) = (peer(OK, 1), peer(OK, 2));
+    m.connect(p).await.unwrap();
+    m.connect(q).await.unwrap();
+    d.armed.store(true, Ordering::SeqCst);
+    m.disconnect(&p).await;
+    tokio::time::sleep(ttl / 2).await;
+    m.disconnect(&q).await;
+    tokio::time::sleep(ttl / 2 + Duration::from_secs(1)).await;
+    assert_eq!(
+        m.idle(),
+        1,
+        "the first expired, and its destructor panicked"
+    );
+    tokio::time::sleep(ttl).await;
+    assert_eq!(m.idle(), 0, "the reaper still ran");
+    assert_eq!(d.closed.load(Ordering::SeqCst), 2);
+}
+
+/// Paused time alone drives expiry, also when an `advance` crosses a
+/// forget sweep over many tracked peers: the sweep runs on the reaper's
+/// task, not on a blocking-pool thread the paused runtime would wait for.
+#[tokio::test(start_paused = true)]
+async fn paused_time_alone_drives_expiry_across_a_forget_sweep() {
+    let ttl = Duration::from_secs(300);
+    let m = ConnectionManager::builder()
+        .pool_timeout(ttl)
+        .dialer(TestDialer::default())
+        .build()
+        .unwrap();
+    // Disconnected peers make every sweep run; 100k make it take a while.
+    for i in 0..100_000 {
+        m.update_status(peer(OK, 1_000 + i), Disconnected).await;
+    }
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    m.disconnect(&p).await;
+    tokio::time::advance(ttl - Duration::from_millis(1)).await;
+    tokio::time::advance(Duration::from_millis(2)).await;
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(m.idle(), 0, "expired on paused time alone");
 }
