@@ -173,6 +173,10 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | unknown, Disconnected or Connecting by bookkeeping alone, with nothing alive pooled; or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
     ///
+    /// A dial that fails for want of a file descriptor (`EMFILE`,
+    /// `ENFILE`) while idle connections hold some closes every idle
+    /// connection and dials once more, within the same dial timeout.
+    ///
     /// A pooled connection is reused only if the peer has not failed since
     /// it was pooled: one put before a `Failed` of the peer is closed when
     /// taken, and the peer is dialed. Other peers' failures never affect
