@@ -422,6 +422,12 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Disconnected since), is Failed or forgotten now, or the manager shut
     /// down: then it is closed. Not async: it never waits.
     ///
+    /// A lease dropped in the middle of an operation must be discarded:
+    /// the connection is mid-message. Reads and writes through the lease
+    /// itself are tracked, and a lease dropped with one cut short is
+    /// discarded by its drop; see [`Lease`] for I/O through the connection
+    /// directly, and the cancellation-safe pattern.
+    ///
     /// **Progress:** a short hold of the peer's record lock (dropping the
     /// lease takes it once more, and puts in the pool lock-free).
     ///

@@ -4,6 +4,7 @@
 
 mod common;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -237,4 +238,48 @@ async fn paused_time_alone_drives_expiry_across_a_forget_sweep() {
         tokio::task::yield_now().await;
     }
     assert_eq!(m.idle(), 0, "expired on paused time alone");
+}
+
+/// A 16 MiB `write_all` through a lease is cut short (polled once, then
+/// dropped) and the lease dropped, not discarded: the connection, with
+/// half a message in its send buffer, is closed, the peer Failed, and the
+/// next `connect` dials a fresh socket instead of reusing it.
+#[tokio::test]
+async fn a_lease_dropped_mid_write_is_never_reused() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, mut accepts) = tokio::sync::mpsc::unbounded_channel();
+    // Accepts and never reads: the write cannot finish.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+            let _ = accepted.send(());
+        }
+    });
+    let m = ConnectionManager::builder()
+        .dialer(TcpDialer::new(move |_| Some(addr)))
+        .build()
+        .unwrap();
+    let p = peer(OK, 1);
+    m.connect(p).await.unwrap();
+    accepts.recv().await.unwrap();
+
+    let mut lease = m.lease(&p).unwrap();
+    let message = vec![7u8; 16 << 20];
+    {
+        let write = std::pin::pin!(lease.write_all(&message));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            write.poll(&mut cx).is_pending(),
+            "16 MiB cannot fit in the socket buffers"
+        );
+    }
+    drop(lease);
+    assert_eq!(m.get_status(&p).await, Some(Failed), "discarded");
+    m.disconnect(&p).await;
+    m.connect(p).await.unwrap();
+    let fresh = tokio::time::timeout(Duration::from_secs(5), accepts.recv()).await;
+    assert!(fresh.is_ok(), "the half-written connection was reused");
 }
