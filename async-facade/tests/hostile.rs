@@ -283,3 +283,63 @@ async fn a_lease_dropped_mid_write_is_never_reused() {
     let fresh = tokio::time::timeout(Duration::from_secs(5), accepts.recv()).await;
     assert!(fresh.is_ok(), "the half-written connection was reused");
 }
+
+/// A resolver that panics, then an `is_alive` that panics: the panicking
+/// `connect` leaves no slot taken, no dial registered and the status as it
+/// was; a panicking `is_alive` counts as dead (the pooled connection is
+/// closed and the peer dialed).
+#[tokio::test]
+async fn panicking_user_code_in_connect_leaves_nothing_half_done() {
+    // The resolver panics while `panicky` is set.
+    let panicky = Arc::new(AtomicBool::new(true));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let m = ConnectionManager::builder()
+        .dialer(TcpDialer::new({
+            let panicky = panicky.clone();
+            move |_: &PeerId| {
+                assert!(!panicky.load(Ordering::SeqCst), "a resolver panics");
+                Some(addr)
+            }
+        }))
+        .build()
+        .unwrap();
+    let p = peer(OK, 1);
+    let connect = tokio::spawn({
+        let m = m.clone();
+        async move { m.connect(p).await }
+    });
+    assert!(connect.await.unwrap_err().is_panic());
+    assert_eq!(m.get_status(&p).await, None, "restored");
+    assert_eq!((m.active(), m.pending_dials()), (0, 0));
+    panicky.store(false, Ordering::SeqCst);
+    m.connect(p).await.unwrap();
+
+    /// Dials `Conn`s whose `is_alive` panics.
+    struct PanickyAlive(TestDialer);
+    impl Dialer for PanickyAlive {
+        type Conn = Conn;
+        fn dial(&self, p: &PeerId) -> impl Future<Output = io::Result<Conn>> + Send {
+            self.0.dial(p)
+        }
+        fn is_alive(&self, _: &mut Conn) -> bool {
+            panic!("is_alive panics")
+        }
+    }
+    let d = TestDialer::default();
+    let m = ConnectionManager::builder()
+        .dialer(PanickyAlive(d.clone()))
+        .build()
+        .unwrap();
+    m.connect(p).await.unwrap();
+    m.disconnect(&p).await;
+    m.connect(p).await.unwrap();
+    assert_eq!((d.dials(), d.closed(), m.idle()), (2, 1, 0));
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+}
