@@ -318,9 +318,7 @@ async fn connect_all<D: connmgr::Dialer>(
 /// `rounds` echo round trips with each peer, concurrently, recording each
 /// latency in the manager's metrics.
 async fn exchange(
-    manager: &ConnectionManager<
-        TcpDialer<impl Fn(&PeerId) -> Option<SocketAddr> + Send + Sync + 'static>,
-    >,
+    manager: &ConnectionManager<TcpDialer>,
     peers: &[PeerId],
     rounds: usize,
 ) -> Result<usize, Box<dyn std::error::Error>> {

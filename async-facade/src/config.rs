@@ -33,7 +33,11 @@ pub struct Config {
     /// allocated up front, rounded up to a power of two.
     pub event_capacity: usize,
     /// Disconnected or failed peers with nothing pooled are forgotten
-    /// (removed from the status table) this long after their last change.
+    /// (removed from the status table) this long after their last change;
+    /// at least [`MIN_FORGET_AFTER`](Self::MIN_FORGET_AFTER). The sweep
+    /// that finds them walks every tracked peer, at most once per
+    /// `forget_after` (60 s at most), and waits at least 20 times its own
+    /// cost before the next, so it never takes more than 1/20 of a core.
     /// Measured on real (monotonic) time, the clock of the status table's
     /// change stamps, not on tokio's: under tokio's paused test time it
     /// does not advance, unlike the pool's TTL.
@@ -60,6 +64,12 @@ impl Config {
     /// ring): the broadcast allocates its whole ring when the manager is
     /// built.
     pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
+
+    /// Shortest accepted `forget_after` (1 s). The forget sweep walks
+    /// every tracked peer, and runs at most once per `forget_after` (and
+    /// waits 20 times its own cost between runs), so a shorter setting
+    /// would only spend CPU on sweeps that find what the next would.
+    pub const MIN_FORGET_AFTER: Duration = Duration::from_secs(1);
 
     fn validate(&self) -> Result<(), Error> {
         let max_idle = PoolConfig::MAX_CAP;
@@ -106,9 +116,9 @@ impl Config {
                 "from 1 to 2^20",
             ),
             (
-                !self.forget_after.is_zero(),
+                self.forget_after >= Self::MIN_FORGET_AFTER,
                 "forget_after",
-                "longer than zero",
+                "at least 1 s",
             ),
         ];
         match checks.iter().find(|(ok, _, _)| !ok) {
@@ -196,8 +206,8 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// How long a disconnected or failed peer with nothing pooled is
-    /// remembered before the reaper removes it from the table (default 1 h;
-    /// real time, see [`Config::forget_after`]).
+    /// remembered before the reaper removes it from the table (default 1 h,
+    /// at least 1 s; real time, see [`Config::forget_after`]).
     pub fn forget_after(mut self, after: Duration) -> Self {
         self.config.forget_after = after;
         self

@@ -5,6 +5,7 @@ use connmgr_core::ConnectionStatus;
 use connmgr_metrics::DialOutcome;
 use tokio::sync::watch;
 
+use crate::close::{self, Closing};
 use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
 use crate::inner::{DialResult, Inner};
@@ -37,7 +38,11 @@ impl<D: Dialer> Inner<D> {
         let pooled = if self.table.get(&peer) == Some(ConnectionStatus::Failed) {
             None
         } else {
-            self.pool.take_if(&peer, |p| dialer.is_alive(&mut p.conn))
+            self.pool.take_if(&peer, |p| {
+                // A panicking `is_alive` counts as dead: the connection is
+                // closed, and the panic dropped (the hook reported it).
+                close::catching(|| dialer.is_alive(&mut p.conn)).unwrap_or(false)
+            })
         };
         let permit = match pooled {
             Some(p) => match self.go_live(key, p.conn, permit, Some(p.generation)) {
@@ -70,14 +75,24 @@ impl<D: Dialer> Inner<D> {
             armed: true,
         };
         let timeout = self.config.dial_timeout;
-        let dialed = tokio::time::timeout(timeout, dialer.dial(&peer)).await;
+        let dial = async {
+            match dialer.dial(&peer).await {
+                // Out of descriptors, while idle connections hold some:
+                // they are closed, and the dial made once more.
+                Err(e) if out_of_descriptors(&e) && self.shed_idle() > 0 => {
+                    dialer.dial(&peer).await
+                }
+                dialed => dialed,
+            }
+        };
+        let dialed = tokio::time::timeout(timeout, dial).await;
         restore.disarm();
         match dialed {
             Ok(Ok(conn)) => {
                 self.metrics.record_dial(DialOutcome::Ok);
                 // A fresh dial has the last word over any status set
                 // meanwhile: `go_live` refuses it only after a shutdown.
-                match self.go_live(key, conn, permit, None) {
+                match self.go_live(key, Closing::new(conn), permit, None) {
                     Ok(()) => Ok(()),
                     Err((conn, _permit)) => {
                         drop(conn);
@@ -103,6 +118,29 @@ impl<D: Dialer> Inner<D> {
                 })
             }
         }
+    }
+}
+
+/// Whether a dial failed for want of a file descriptor: the process's
+/// limit (`EMFILE`) or the system's (`ENFILE`); the same numbers on Linux,
+/// the BSDs and macOS.
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    const CODES: &[i32] = &[24, 23]; // EMFILE, ENFILE
+    #[cfg(windows)]
+    const CODES: &[i32] = &[10024]; // WSAEMFILE
+    #[cfg(not(any(unix, windows)))]
+    const CODES: &[i32] = &[];
+    e.raw_os_error().is_some_and(|code| CODES.contains(&code))
+}
+
+impl<D: Dialer> Inner<D> {
+    /// Closes every idle pooled connection, to give their descriptors to a
+    /// dial that ran out; returns how many were closed. All of them, not
+    /// the oldest few: the pool closes by expiry or by peer, and a process
+    /// out of descriptors needs them back at once.
+    fn shed_idle(&self) -> usize {
+        close::swallowing(|| self.pool.clear())
     }
 }
 

@@ -70,20 +70,30 @@ impl Dialer for NoTransport {
 ///     .build()
 ///     .unwrap();
 /// ```
-pub struct TcpDialer<R> {
-    resolve: R,
+///
+/// The resolver is stored boxed, so the dialer's type (and the manager's)
+/// names no closure or `dyn` type: `connect`'s future is `Send`, and can be
+/// spawned, whatever the resolver is, including a resolver the caller
+/// boxed itself (a `dyn Fn(&PeerId)` in a type argument makes the
+/// compiler's `Send` check of an `async` block holding the manager fail
+/// with "implementation of `Send` is not general enough").
+pub struct TcpDialer {
+    resolve: Box<Resolver>,
     nodelay: bool,
 }
 
-impl<R> TcpDialer<R>
-where
-    R: Fn(&PeerId) -> Option<SocketAddr> + Send + Sync + 'static,
-{
+/// What [`TcpDialer`] asks for a peer's address.
+type Resolver = dyn Fn(&PeerId) -> Option<SocketAddr> + Send + Sync;
+
+impl TcpDialer {
     /// A dialer that looks peers up with `resolve`. Sets `TCP_NODELAY` on
     /// every connection (see [`nodelay`](Self::nodelay)).
-    pub fn new(resolve: R) -> Self {
+    pub fn new<R>(resolve: R) -> Self
+    where
+        R: Fn(&PeerId) -> Option<SocketAddr> + Send + Sync + 'static,
+    {
         Self {
-            resolve,
+            resolve: Box::new(resolve),
             nodelay: true,
         }
     }
@@ -95,7 +105,7 @@ where
     }
 }
 
-impl<R> fmt::Debug for TcpDialer<R> {
+impl fmt::Debug for TcpDialer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpDialer")
             .field("nodelay", &self.nodelay)
@@ -103,22 +113,24 @@ impl<R> fmt::Debug for TcpDialer<R> {
     }
 }
 
-impl<R> Dialer for TcpDialer<R>
-where
-    R: Fn(&PeerId) -> Option<SocketAddr> + Send + Sync + 'static,
-{
+impl Dialer for TcpDialer {
     type Conn = TcpStream;
 
-    async fn dial(&self, peer: &PeerId) -> io::Result<TcpStream> {
+    /// Resolves the address before the returned future starts: the future
+    /// holds the address, not the resolver.
+    fn dial(&self, peer: &PeerId) -> impl Future<Output = io::Result<TcpStream>> + Send {
         let addr = (self.resolve)(peer).ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("no address known for peer {peer}"),
             )
-        })?;
-        let stream = TcpStream::connect(addr).await?;
-        stream.set_nodelay(self.nodelay)?;
-        Ok(stream)
+        });
+        let nodelay = self.nodelay;
+        async move {
+            let stream = TcpStream::connect(addr?).await?;
+            stream.set_nodelay(nodelay)?;
+            Ok(stream)
+        }
     }
 
     /// Detects an idle socket that the peer closed (FIN: a read would return

@@ -15,14 +15,16 @@ use std::time::Instant;
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
 use connmgr_metrics::Metrics;
 use connmgr_pool::IdlePool;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, watch};
 
 use crate::admission::{Admission, Permit};
+use crate::close::Closing;
 use crate::config::Config;
 use crate::dialer::Dialer;
 use crate::peer::{Live, Parts, Pooled, Record};
 use crate::peers::{Key, Peers};
-use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::reaper::Reapers;
+use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Weak};
 use crate::{Result, StatusEvent};
 
 /// The pool's and the metrics' clock: tokio's, so that paused time in
@@ -46,11 +48,15 @@ pub(crate) type WatchTx = watch::Sender<Option<ConnectionStatus>>;
 pub(crate) struct Tokio<D>(PhantomData<D>);
 
 impl<D: Dialer> Parts for Tokio<D> {
-    type Conn = D::Conn;
+    type Conn = Held<D>;
     type Permit = Permit;
     type Dial = watch::Sender<DialResult>;
     type Watch = WatchTx;
 }
+
+/// A connection as the manager holds it: its destructor's panics caught
+/// (see [`close`](crate::close)).
+pub(crate) type Held<D> = Closing<<D as Dialer>::Conn>;
 
 pub(crate) type Rec<D> = Record<Tokio<D>>;
 /// A live slot taken out of a record, the record's generation, its watch.
@@ -61,6 +67,10 @@ pub(crate) type Map<D> = HashMap<PeerId, Rec<D>>;
 /// lock, a version, receiver and sender counts, and its notifiers): an
 /// estimate, as tokio's type is private.
 const WATCH_BYTES: usize = 48 * size_of::<usize>();
+
+/// Fewest new watches in a shard before it sweeps abandoned ones (see
+/// [`Inner::watch`]).
+const WATCH_SWEEP_MIN: usize = 16;
 
 /// Bytes of the status event broadcast's ring, allocated up front: tokio
 /// rounds the capacity up to a power of two, and each slot holds an event
@@ -74,7 +84,7 @@ pub(crate) struct Inner<D: Dialer> {
     pub(crate) config: Config,
     pub(crate) dialer: D,
     pub(crate) table: StatusTable<PeerId>,
-    pub(crate) pool: IdlePool<PeerId, Pooled<D::Conn>, TokioClock>,
+    pub(crate) pool: IdlePool<PeerId, Pooled<Held<D>>, TokioClock>,
     pub(crate) metrics: Metrics<TokioClock>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) peers: Peers<Tokio<D>>,
@@ -98,8 +108,9 @@ pub(crate) struct Inner<D: Dialer> {
     /// the next one, so a generation is never given twice, even to a
     /// record made again after its peer's earlier record was freed.
     pub(crate) next_generation: AtomicU64,
-    pub(crate) reaper_started: AtomicBool,
-    pub(crate) reaper_wake: Arc<Notify>,
+    pub(crate) reapers: Reapers,
+    /// This manager, weakly, for the reapers it starts.
+    pub(crate) me: Weak<Inner<D>>,
 }
 
 impl<D: Dialer> Drop for Inner<D> {
@@ -107,7 +118,7 @@ impl<D: Dialer> Drop for Inner<D> {
         // The reaper holds only a weak reference; wake it so it sees that
         // the manager is gone and ends (it would otherwise sleep until the
         // next expiry, or forever on an empty pool).
-        self.reaper_wake.notify_one();
+        self.reapers.wake_all();
     }
 }
 
@@ -180,10 +191,10 @@ impl<D: Dialer> Inner<D> {
     pub(crate) fn go_live(
         &self,
         key: Key,
-        conn: D::Conn,
+        conn: Held<D>,
         permit: Permit,
         pooled: Option<u64>,
-    ) -> std::result::Result<(), (D::Conn, Permit)> {
+    ) -> std::result::Result<(), (Held<D>, Permit)> {
         let peer = key.peer;
         let (replaced, before, watch) = self.peers.at(&key, |map| {
             // `shutdown` sets its flag before it takes each record lock to
@@ -266,6 +277,10 @@ impl<D: Dialer> Inner<D> {
     pub(crate) fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
         if status == ConnectionStatus::Failed {
             return self.fail(peer, None);
+        }
+        if status == ConnectionStatus::Disconnected {
+            // Forgotten in time by this runtime's reaper.
+            self.ensure_reaper(false);
         }
         if self.records.load(Ordering::Acquire) == 0 {
             let before = self.table.insert(peer, status);
@@ -363,6 +378,8 @@ impl<D: Dialer> Inner<D> {
         let Some((before, slot, drain, watch)) = failed else {
             return;
         };
+        // Forgotten in time by this runtime's reaper.
+        self.ensure_reaper(false);
         drop(slot);
         if drain {
             self.close_idle(peer);
@@ -403,7 +420,7 @@ impl<D: Dialer> Inner<D> {
     /// connections are closed. Either the `Failed`'s locked step comes
     /// before that second look, which then sees the new generation, or
     /// after it, and then its drain finds this connection.
-    pub(crate) fn pool_put(&self, key: Key, conn: D::Conn, generation: u64) {
+    pub(crate) fn pool_put(&self, key: Key, conn: Held<D>, generation: u64) {
         let peer = key.peer;
         if self.shut_down.load(Ordering::Acquire) {
             return; // closed as it goes out of scope
@@ -416,8 +433,11 @@ impl<D: Dialer> Inner<D> {
         // those already idle, so the reaper (asleep until the earliest
         // expiry) needs waking only if it found nothing to wait for.
         if self.pool.take_wake_request() {
-            self.reaper_wake.notify_one();
+            self.reapers.wake_all();
         }
+        // The idle connection expires on this runtime's reaper, whichever
+        // runtime started the first one.
+        self.ensure_reaper(false);
         let stale = self.peers.at(&key, |map| {
             self.shut_down.load(Ordering::Acquire)
                 || !self.table.contains_key(&peer)
@@ -473,18 +493,53 @@ impl<D: Dialer> Inner<D> {
 
     /// A receiver of `peer`'s status watch; the watch lives in the peer's
     /// record while it has receivers.
+    ///
+    /// A receiver's drop cannot reach the manager (it is tokio's type), so
+    /// the watches whose receivers are all gone are freed by sweeps: each
+    /// shard sweeps its records once the watches made in it since its last
+    /// sweep outnumber those that sweep kept (and at least
+    /// [`WATCH_SWEEP_MIN`]). A sweep costs O(records of the shard) and comes
+    /// after as many new watches as the shard held, so it is amortized O(1)
+    /// per call, and abandoned watches never outnumber live ones by more
+    /// than that margin: `for p in peers { drop(m.watch(&p)) }` holds
+    /// O(shards) watches at any time, not one per peer.
     pub(crate) fn watch(&self, peer: PeerId) -> watch::Receiver<Option<ConnectionStatus>> {
-        self.peers.with(&peer, |map| {
-            let record = self.record(map, peer);
-            match record.watch.as_ref().filter(|w| watched(w)) {
-                Some(tx) => tx.subscribe(),
+        let key = self.peers.key(peer);
+        self.peers.at_watching(&key, |shard| {
+            let record = self.record(&mut shard.map, peer);
+            let rx = match record.watch.as_ref().filter(|w| watched(w)) {
+                Some(tx) => return tx.subscribe(),
                 None => {
                     let (tx, rx) = watch::channel(self.table.get(&peer));
                     record.watch = Some(tx);
                     rx
                 }
+            };
+            shard.made += 1;
+            if shard.made > shard.kept.max(WATCH_SWEEP_MIN) {
+                self.sweep_watches(&mut shard.map, &peer);
+                shard.kept = shard.map.values().filter(|r| r.watch.is_some()).count();
+                shard.made = 0;
             }
+            rx
         })
+    }
+
+    /// Frees the watches of `map` whose receivers are all gone, and the
+    /// records left holding nothing (`keep`'s record stays: its watch was
+    /// just made). Under the shard's lock.
+    fn sweep_watches(&self, map: &mut Map<D>, keep: &PeerId) {
+        let abandoned: Vec<PeerId> = map
+            .iter_mut()
+            .filter(|(p, r)| *p != keep && r.watch.as_ref().is_some_and(|w| !watched(w)))
+            .map(|(p, r)| {
+                r.watch = None;
+                *p
+            })
+            .collect();
+        for peer in abandoned {
+            self.tidy(map, &peer);
+        }
     }
 
     /// Dials in flight.

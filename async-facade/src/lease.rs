@@ -1,12 +1,17 @@
 //! [`Lease`]: exclusive use of a peer's live connection.
 
 use std::fmt;
+use std::io;
 use std::ops::{Deref, DerefMut};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use connmgr_core::{ConnectionStatus, PeerId};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use crate::close;
 use crate::dialer::Dialer;
-use crate::inner::Inner;
+use crate::inner::{Held, Inner};
 use crate::peer::LeaseEnd;
 use crate::peers::Key;
 use crate::sync::{Arc, Ordering};
@@ -14,16 +19,57 @@ use crate::{Error, Result};
 
 /// Exclusive use of a peer's live connection; see
 /// [`ConnectionManager::lease`](crate::ConnectionManager::lease).
-/// Dereferences to the connection.
+/// Dereferences to the connection, and reads and writes it
+/// ([`AsyncRead`], [`AsyncWrite`]) when it is a tokio stream.
 ///
 /// Dropping it returns the connection (never blocks, never panics, needs
-/// no runtime): into its live slot if the peer is still connected by it;
+/// no runtime), unless a read or write through it was cut short (see
+/// below): into its live slot if the peer is still connected by it;
 /// to the idle pool if the peer was disconnected meanwhile; closed if the
 /// peer was set Failed while this lease held it (even if reconnected or
 /// set Disconnected since), is Failed or forgotten now, or the manager
 /// shut down. Dropped while its thread is panicking, the connection is
 /// closed and, if it is still the peer's live connection, the peer marked
 /// Failed: a connection whose user panicked is never handed out again.
+///
+/// # A lease dropped in the middle of an operation must be discarded
+///
+/// A read or write cut short (its future dropped by a timeout, a
+/// `select!`, a cancelled task) leaves the connection in the middle of a
+/// message: half a request in its send buffer, half a reply unread. Given
+/// back, the next user of the connection would send or read garbage. So:
+///
+/// - I/O through the lease itself (`lease.write_all(..)`,
+///   `lease.read_exact(..)`: the lease's own [`AsyncRead`] and
+///   [`AsyncWrite`]) is tracked: if the last poll of a read, or of a write,
+///   flush or shutdown, returned `Pending` and nothing of the same
+///   direction completed since, the operation was cut short, and dropping
+///   the lease [`discard`](Self::discard)s it (the connection closed, the
+///   peer Failed, the next `connect` dials afresh). This is the safe path,
+///   and the default.
+/// - I/O through the connection itself (`&mut *lease`, or a connection
+///   type that is not a tokio stream) is not seen by the lease: after an
+///   operation cut short, call [`discard`](Self::discard) yourself.
+///
+/// ```no_run
+/// use connmgr::{ConnectionManager, PeerId, TcpDialer};
+/// use std::time::Duration;
+/// use tokio::io::AsyncWriteExt;
+///
+/// # async fn run(manager: ConnectionManager<TcpDialer>, peer: PeerId) -> connmgr::Result<()> {
+/// let mut lease = manager.lease(&peer)?;
+/// let message = vec![0u8; 1 << 20];
+/// match tokio::time::timeout(Duration::from_secs(1), lease.write_all(&message)).await {
+///     // Whole: dropping the lease gives the connection back for reuse.
+///     Ok(Ok(())) => drop(lease),
+///     // Broken, or cut short by the timeout: never reused. (Dropping the
+///     // lease after the timeout would discard it too, as the write went
+///     // through the lease; saying so makes the intent plain.)
+///     Ok(Err(_)) | Err(_) => lease.discard(),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 pub struct Lease<D: Dialer> {
     inner: Arc<Inner<D>>,
     /// The peer, and where its record lives.
@@ -32,7 +78,12 @@ pub struct Lease<D: Dialer> {
     slot: u64,
     /// The peer's failure generation when the lease was taken.
     generation: u64,
-    conn: Option<D::Conn>,
+    conn: Option<Held<D>>,
+    /// A read through the lease returned `Pending` last: cut short if the
+    /// lease is dropped now.
+    reading: bool,
+    /// As `reading`, for a write, flush or shutdown.
+    writing: bool,
 }
 
 impl<D: Dialer> Lease<D> {
@@ -57,6 +108,8 @@ impl<D: Dialer> Lease<D> {
             slot,
             generation,
             conn: Some(conn),
+            reading: false,
+            writing: false,
         })
     }
 
@@ -65,12 +118,20 @@ impl<D: Dialer> Lease<D> {
         &self.key.peer
     }
 
-    /// The connection is broken: close it and mark the peer Failed (if
-    /// this connection is still the peer's: after a disconnect and a new
-    /// connect, the newer connection and its status are left alone).
+    /// The connection is broken, or an operation on it was cut short: close
+    /// it and mark the peer Failed (if this connection is still the peer's:
+    /// after a disconnect and a new connect, the newer connection and its
+    /// status are left alone).
+    ///
+    /// # Panics
+    ///
+    /// If the connection's destructor panics: the peer is marked Failed
+    /// first, then the panic is re-raised.
     pub fn discard(mut self) {
-        drop(self.conn.take());
-        self.inner.discard_lease(self.key.peer, self.slot);
+        close::reraising(|| {
+            drop(self.conn.take());
+            self.inner.discard_lease(self.key.peer, self.slot);
+        });
     }
 }
 
@@ -93,9 +154,20 @@ impl<D: Dialer> DerefMut for Lease<D> {
 
 impl<D: Dialer> Drop for Lease<D> {
     fn drop(&mut self) {
+        // A destructor panic is caught and dropped (the hook reported it):
+        // dropping a lease never panics.
+        close::swallowing(|| self.end());
+    }
+}
+
+impl<D: Dialer> Lease<D> {
+    /// Gives the connection back (see the type's docs).
+    fn end(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         let inner = &*self.inner;
-        if std::thread::panicking() {
+        // Panicking, or dropped with a read or write through it cut short:
+        // the connection's state is unknown, so it is never reused.
+        if std::thread::panicking() || self.reading || self.writing {
             drop(conn);
             inner.discard_lease(self.key.peer, self.slot);
             return;
@@ -120,6 +192,71 @@ impl<D: Dialer> Drop for Lease<D> {
             LeaseEnd::Home | LeaseEnd::Close(_) => {}
             LeaseEnd::Pool(conn, generation) => inner.pool_put(self.key, conn, generation),
         }
+    }
+}
+
+/// Records whether an operation of one direction was left pending.
+fn track<T>(pending: &mut bool, poll: Poll<T>) -> Poll<T> {
+    *pending = poll.is_pending();
+    poll
+}
+
+/// Reads the connection, noting a read cut short (see [`Lease`]).
+impl<D: Dialer> AsyncRead for Lease<D>
+where
+    D::Conn: AsyncRead + Unpin,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut **this).poll_read(cx, buf);
+        track(&mut this.reading, poll)
+    }
+}
+
+/// Writes the connection, noting a write, flush or shutdown cut short
+/// (see [`Lease`]).
+impl<D: Dialer> AsyncWrite for Lease<D>
+where
+    D::Conn: AsyncWrite + Unpin,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut **this).poll_write(cx, buf);
+        track(&mut this.writing, poll)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut **this).poll_write_vectored(cx, bufs);
+        track(&mut this.writing, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        (**self).is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut **this).poll_flush(cx);
+        track(&mut this.writing, poll)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let poll = Pin::new(&mut **this).poll_shutdown(cx);
+        track(&mut this.writing, poll)
     }
 }
 

@@ -75,6 +75,8 @@ mod admission;
 #[cfg(not(loom))]
 mod backoff;
 #[cfg(not(loom))]
+mod close;
+#[cfg(not(loom))]
 mod config;
 #[cfg(not(loom))]
 mod connect;

@@ -11,17 +11,18 @@ use std::time::Duration;
 use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
 use connmgr_metrics::{Gauges, Metrics, MetricsConfig, NetworkMetrics, Snapshot};
 use connmgr_pool::{IdlePool, PoolConfig};
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::{broadcast, watch};
 
 use crate::admission::Admission;
 use crate::backoff::Backoff;
+use crate::close;
 use crate::config::{Builder, Config};
 use crate::dial_share::{self, Join};
 use crate::dialer::{Dialer, NoTransport};
 use crate::inner::{event_ring_bytes, Inner, TokioClock};
 use crate::lease::Lease;
 use crate::peers::Peers;
-use crate::reaper::reaper;
+use crate::reaper::Reapers;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use crate::{Error, Result, StatusEvent};
 
@@ -36,8 +37,28 @@ use crate::{Error, Result, StatusEvent};
 /// [`TcpDialer`](crate::TcpDialer) for real connections.
 ///
 /// Cloning is cheap and shares the manager. The reaper task that closes
-/// expired idle connections starts on the first call made inside a tokio
-/// runtime and ends when the last clone is dropped.
+/// expired idle connections and forgets stale peers starts on the first
+/// call made inside a tokio runtime, and ends when the last clone is
+/// dropped. A manager used from several runtimes runs one reaper on each
+/// runtime that pools a connection or sets a peer Disconnected or Failed,
+/// so expiry never waits for a runtime that is no longer driven; each
+/// sleeps on its own runtime's clock, so paused time drives it.
+///
+/// # Panicking destructors
+///
+/// A connection's destructor (and [`Dialer::is_alive`]) is user code. A
+/// panic in it never leaves the manager's work half done: it is caught
+/// where the manager closes the connection, and the step goes on to the
+/// end (statuses set, an event sent for every change, slots freed, the
+/// other connections closed). Then [`shutdown`](Self::shutdown),
+/// [`disconnect`](Self::disconnect), [`update_status`](Self::update_status),
+/// [`reap_now`](Self::reap_now) and [`Lease::discard`] re-raise the first
+/// such panic to their caller (`std::panic::resume_unwind`). Where no
+/// caller waits on the close (the reaper, a `connect` closing a surplus or
+/// stale connection, a [`Lease`]'s drop, the manager's own drop) the panic
+/// is dropped after the panic hook has reported it, as it reports any
+/// panic; the reaper keeps running. A panicking `is_alive` counts as
+/// `false`: the pooled connection is closed and the peer dialed.
 ///
 /// # Cancellation safety
 ///
@@ -111,7 +132,7 @@ impl<D: Dialer> ConnectionManager<D> {
         .expect("metrics settings are validated by the builder");
         let (events, _) = broadcast::channel(config.event_capacity);
         Self {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
                 admission: Admission::new(config.max_connections),
                 table: StatusTable::new(),
                 pool,
@@ -124,8 +145,8 @@ impl<D: Dialer> ConnectionManager<D> {
                 shut_down: AtomicBool::new(false),
                 next_slot_id: AtomicU64::new(0),
                 next_generation: AtomicU64::new(1),
-                reaper_started: AtomicBool::new(false),
-                reaper_wake: Arc::new(Notify::new()),
+                reapers: Reapers::new(),
+                me: me.clone(),
                 config,
                 dialer,
             }),
@@ -151,6 +172,10 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | not Failed (unknown, Disconnected, or Connecting by bookkeeping alone), with a live idle connection pooled | it is reused: Connected, no dial |
     /// | unknown, Disconnected or Connecting by bookkeeping alone, with nothing alive pooled; or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
+    ///
+    /// A dial that fails for want of a file descriptor (`EMFILE`,
+    /// `ENFILE`) while idle connections hold some closes every idle
+    /// connection and dials once more, within the same dial timeout.
     ///
     /// A pooled connection is reused only if the peer has not failed since
     /// it was pooled: one put before a `Failed` of the peer is closed when
@@ -232,7 +257,7 @@ impl<D: Dialer> ConnectionManager<D> {
         if inner.table.get(peer_id) != Some(ConnectionStatus::Connected) {
             return;
         }
-        inner.disconnect(inner.peers.key(*peer_id));
+        close::reraising(|| inner.disconnect(inner.peers.key(*peer_id)));
     }
 
     /// Sets a peer's status as given (bookkeeping, as in the reference).
@@ -259,7 +284,7 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Safe: it never waits.
     pub async fn update_status(&self, peer_id: PeerId, status: ConnectionStatus) {
         self.ensure_reaper();
-        self.inner.set_status(peer_id, status);
+        close::reraising(|| self.inner.set_status(peer_id, status));
     }
 
     /// The peer's status, if the manager knows it.
@@ -397,6 +422,12 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Disconnected since), is Failed or forgotten now, or the manager shut
     /// down: then it is closed. Not async: it never waits.
     ///
+    /// A lease dropped in the middle of an operation must be discarded:
+    /// the connection is mid-message. Reads and writes through the lease
+    /// itself are tracked, and a lease dropped with one cut short is
+    /// discarded by its drop; see [`Lease`] for I/O through the connection
+    /// directly, and the cancellation-safe pattern.
+    ///
     /// **Progress:** a short hold of the peer's record lock (dropping the
     /// lease takes it once more, and puts in the pool lock-free).
     ///
@@ -449,6 +480,14 @@ impl<D: Dialer> ConnectionManager<D> {
     /// complete; a leased connection is closed when its lease is dropped
     /// (the lease keeps it usable until then). Idempotent.
     ///
+    /// # Panics
+    ///
+    /// If a connection's destructor panics, the panic is caught and
+    /// shutdown goes on to the end: every other connection is closed, every
+    /// Connected peer is Disconnected (with its event), the pool is empty.
+    /// Then the first such panic is re-raised to the caller. See
+    /// [Panicking destructors](Self#panicking-destructors).
+    ///
     /// # Cancellation safety
     ///
     /// Safe: it never waits.
@@ -457,7 +496,7 @@ impl<D: Dialer> ConnectionManager<D> {
         if inner.shut_down.swap(true, Ordering::AcqRel) {
             return;
         }
-        inner.close_all();
+        close::reraising(|| inner.close_all());
     }
 
     /// True once [`shutdown`](Self::shutdown) was called.
@@ -471,29 +510,13 @@ impl<D: Dialer> ConnectionManager<D> {
     /// reaping at the same moment, the connections it is closing are closed
     /// and counted by it, not by this call (see `IdlePool::reap`).
     pub fn reap_now(&self) -> usize {
-        self.inner.reap()
+        close::reraising(|| self.inner.reap())
     }
 
-    /// Starts the reaper task if this runs inside a tokio runtime and it is
-    /// not running yet.
+    /// Starts a reaper on the runtime this runs in, unless it has one
+    /// (see `Inner::ensure_reaper`).
     fn ensure_reaper(&self) {
-        let inner = &*self.inner;
-        if inner.reaper_started.load(Ordering::Acquire) {
-            return;
-        }
-        let Ok(handle) = tokio::runtime::Handle::try_current() else {
-            return; // not in a runtime: a later call inside one starts it
-        };
-        if inner
-            .reaper_started
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            handle.spawn(reaper(
-                Arc::downgrade(&self.inner),
-                Arc::clone(&inner.reaper_wake),
-            ));
-        }
+        self.inner.ensure_reaper(true);
     }
 }
 

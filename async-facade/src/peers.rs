@@ -12,7 +12,17 @@ use parking_lot::Mutex;
 use crate::peer::{Parts, Record};
 
 /// One shard: the records of the peers whose keyed hash picks it.
-type Shard<P> = CachePadded<Mutex<HashMap<PeerId, Record<P>>>>;
+type Shard<P> = CachePadded<Mutex<Records<P>>>;
+
+/// A shard's records, and how many status watches were made in it since
+/// its last sweep of abandoned watches (see [`Peers::at_watching`]).
+pub(crate) struct Records<P: Parts> {
+    pub(crate) map: HashMap<PeerId, Record<P>>,
+    /// Watches made since the last sweep.
+    pub(crate) made: usize,
+    /// Watches the last sweep left (they still had receivers).
+    pub(crate) kept: usize,
+}
 
 /// A peer and the shard of its record, found once per call (the keyed
 /// hash is the costly part of a lookup).
@@ -43,7 +53,13 @@ impl<P: Parts> Peers<P> {
             .clamp(8, 128);
         Self {
             shards: (0..n)
-                .map(|_| CachePadded::new(Mutex::new(HashMap::new())))
+                .map(|_| {
+                    CachePadded::new(Mutex::new(Records {
+                        map: HashMap::new(),
+                        made: 0,
+                        kept: 0,
+                    }))
+                })
                 .collect(),
             hasher: RandomState::new(),
         }
@@ -72,13 +88,18 @@ impl<P: Parts> Peers<P> {
         key: &Key,
         f: impl FnOnce(&mut HashMap<PeerId, Record<P>>) -> R,
     ) -> R {
+        f(&mut self.shards[key.shard].lock().map)
+    }
+
+    /// As [`at`](Self::at), with the shard's watch bookkeeping.
+    pub(crate) fn at_watching<R>(&self, key: &Key, f: impl FnOnce(&mut Records<P>) -> R) -> R {
         f(&mut self.shards[key.shard].lock())
     }
 
     /// Runs `f` on each shard's map in turn, under its lock.
     pub(crate) fn for_each_shard(&self, mut f: impl FnMut(&mut HashMap<PeerId, Record<P>>)) {
         for shard in self.shards.iter() {
-            f(&mut shard.lock());
+            f(&mut shard.lock().map);
         }
     }
 
@@ -89,7 +110,7 @@ impl<P: Parts> Peers<P> {
         self.shards
             .iter()
             .map(|s| {
-                let map = s.lock();
+                let map = &s.lock().map;
                 size_of::<Shard<P>>()
                     + map.capacity() * (size_of::<(PeerId, Record<P>)>() + 1)
                     + map.values().map(&per_record).sum::<usize>()

@@ -1,15 +1,20 @@
 //! Closing what the manager holds: the reaper task and the sweeps it runs
 //! (expiry, forgetting), and shutdown.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use connmgr_core::ConnectionStatus;
+use parking_lot::Mutex;
+use tokio::runtime;
 use tokio::sync::Notify;
+use tokio::task;
 
+use crate::close;
 use crate::dialer::Dialer;
 use crate::inner::Inner;
-use crate::sync::{Arc, Ordering, Weak};
+use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, Weak};
 
 impl<D: Dialer> Inner<D> {
     /// `shutdown`'s work, once its flag is set: closes every live and idle
@@ -48,7 +53,7 @@ impl<D: Dialer> Inner<D> {
         // A put that lands after this clear takes its peer's record lock
         // afterwards, sees the flag and closes what it pooled.
         self.pool.clear();
-        self.reaper_wake.notify_one();
+        self.reapers.wake_all();
     }
 
     /// Closes expired idle connections; forgets Disconnected or Failed
@@ -62,9 +67,16 @@ impl<D: Dialer> Inner<D> {
     /// Removes Disconnected or Failed peers untouched for `forget_after`
     /// with nothing pooled, live or leased, each under its record lock, and
     /// the records left holding nothing. O(peers).
+    ///
+    /// The table retires removed entries through crossbeam-epoch, whose
+    /// collector frees a few bags of garbage per pin of *any* epoch user:
+    /// after a large sweep the memory would come back only as unrelated
+    /// code pinned. So a sweep that forgot peers flushes the collector
+    /// itself ([`flush_epoch`]).
     pub(crate) fn forget_stale(&self) {
         let now = Instant::now();
         let forget_after = self.config.forget_after;
+        let mut forgot = 0;
         self.table.for_each(|peer, info| {
             let stale = matches!(
                 info.status,
@@ -97,9 +109,11 @@ impl<D: Dialer> Inner<D> {
                 Some(watch)
             });
             if let Some(watch) = forgotten {
+                forgot += 1;
                 self.emit(*peer, Some(info.status), None, watch);
             }
         });
+        flush_epoch(forgot);
         // Records whose peer has no status left (a cancelled first
         // `connect`, a watch whose receivers are gone).
         self.peers.for_each_shard(|map| {
@@ -111,41 +125,186 @@ impl<D: Dialer> Inner<D> {
     }
 }
 
-/// The reaper: sleeps until the next idle connection expires (or a new one
-/// goes idle, or the forget sweep is due), closes what expired, and ends
-/// when the manager is dropped or shut down. Holds the manager weakly, and
-/// no strong reference across a sleep.
-///
-/// If the task is dropped before it ends by itself (the runtime that ran it
-/// shut down), it clears `reaper_started` on the way out, so the next call
-/// made inside a live runtime starts a new reaper. The guard exists from
-/// the moment the future is made, so a task dropped before its first poll
-/// clears the flag too.
-pub(crate) fn reaper<D: Dialer>(
-    weak: Weak<Inner<D>>,
-    wake: Arc<Notify>,
-) -> impl Future<Output = ()> {
-    let restart = RestartOnDrop(Some(weak.clone()));
-    async move {
-        reap_until_gone(weak, wake).await;
-        restart.disarm();
+/// Objects the epoch collector frees per flush: up to 8 sealed bags of up
+/// to 64 (crossbeam-epoch's `COLLECT_STEPS` and bag size).
+const FREED_PER_FLUSH: usize = 8 * 64;
+
+/// Makes crossbeam-epoch free what `retired` removals left in its garbage
+/// queues: the calling thread's bag is sealed into the global queue, the
+/// epoch advanced (once no thread is pinned in an older one) and the
+/// expired bags freed, a few per flush; twice as many flushes as that
+/// needs, for the records beside the entries, plus a few to advance the
+/// epoch twice. About 100 ns per flush; nothing for `retired == 0`.
+pub(crate) fn flush_epoch(retired: usize) {
+    if retired == 0 {
+        return;
+    }
+    for _ in 0..2 * retired.div_ceil(FREED_PER_FLUSH) + 4 {
+        crossbeam_epoch::pin().flush();
     }
 }
 
-/// Clears the manager's `reaper_started` when dropped armed (see
-/// [`reaper`]).
-struct RestartOnDrop<D: Dialer>(Option<Weak<Inner<D>>>);
+/// How many times its own cost a forget sweep waits before the next one:
+/// sweeping takes at most 1/20 of a core, however many peers are tracked.
+const SWEEP_COST_FACTOR: u32 = 20;
 
-impl<D: Dialer> RestartOnDrop<D> {
+/// The manager's reapers: one per tokio runtime that has used it, so that
+/// expiry never depends on a runtime that is no longer driven (a
+/// current-thread runtime runs its tasks only inside `block_on`).
+pub(crate) struct Reapers {
+    /// Whether any reaper runs: the cheap check of most calls.
+    any: AtomicBool,
+    /// The runtimes that have a reaper, with each reaper's wake-up.
+    running: Mutex<Vec<(runtime::Id, Arc<Notify>)>>,
+    /// Real time before which no reaper sweeps for stale peers again.
+    next_sweep: Mutex<Instant>,
+    /// Distinguishes this manager in [`CHECKED`].
+    id: u64,
+}
+
+/// Source of [`Reapers::id`].
+static NEXT_MANAGER: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    /// The last (manager, task) pair this thread found on a runtime with
+    /// that manager's reaper: a call from the same task skips the check.
+    static CHECKED: Cell<Option<(u64, task::Id)>> = const { Cell::new(None) };
+}
+
+impl Reapers {
+    pub(crate) fn new() -> Self {
+        Self {
+            any: AtomicBool::new(false),
+            running: Mutex::new(Vec::new()),
+            next_sweep: Mutex::new(Instant::now()),
+            id: NEXT_MANAGER.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Wakes every reaper (a first idle connection, a shutdown, the
+    /// manager's drop).
+    pub(crate) fn wake_all(&self) {
+        for (_, wake) in self.running.lock().iter() {
+            wake.notify_one();
+        }
+    }
+}
+
+impl<D: Dialer> Inner<D> {
+    /// Makes sure a reaper runs: with `anywhere`, on any runtime (one
+    /// atomic load once one runs: the check of every call); else on the
+    /// runtime this runs in (a pool put, a status that may be forgotten:
+    /// the idle connection must expire, and the peer be forgotten, even if
+    /// the runtime that started the first reaper is no longer driven).
+    /// Outside a runtime it does nothing: a later call inside one starts
+    /// it.
+    ///
+    /// The check "on this runtime" is a thread-local compare when the
+    /// calling task passed it before; otherwise a look at the runtime's id
+    /// and a short lock. (tokio may give a finished task's id to a new
+    /// task, even on another runtime; such a task skips the check, and the
+    /// next call from any other task of its runtime makes it.)
+    pub(crate) fn ensure_reaper(&self, anywhere: bool) {
+        let reapers = &self.reapers;
+        if anywhere && reapers.any.load(Ordering::Acquire) {
+            return;
+        }
+        let task = task::try_id();
+        if !anywhere && task.is_some() && CHECKED.with(Cell::get) == task.map(|t| (reapers.id, t)) {
+            return;
+        }
+        let Ok(handle) = runtime::Handle::try_current() else {
+            return;
+        };
+        let here = handle.id();
+        {
+            let mut running = reapers.running.lock();
+            if !running.iter().any(|(id, _)| *id == here) {
+                let wake = Arc::new(Notify::new());
+                running.push((here, Arc::clone(&wake)));
+                reapers.any.store(true, Ordering::Release);
+                handle.spawn(reaper(self.me.clone(), wake, here));
+            }
+        }
+        if let Some(t) = task {
+            CHECKED.with(|c| c.set(Some((reapers.id, t))));
+        }
+    }
+
+    /// Sweeps for stale peers if one is due by real time and no other
+    /// reaper is sweeping; returns how long until the next sweep may run.
+    /// The sweep is O(peers), so the wait after it is at least
+    /// [`SWEEP_COST_FACTOR`] times what it cost, and at least the sweep
+    /// interval (`forget_after`, at most 60 s). It runs on the reaper's
+    /// task, with no blocking-pool round trip, so tokio time alone drives
+    /// the reaper; the factor bounds the share of a worker it takes.
+    fn sweep_if_due(&self) -> Duration {
+        let interval = self.config.forget_after.min(Duration::from_secs(60));
+        if self.table.count(ConnectionStatus::Disconnected) == 0
+            && self.table.count(ConnectionStatus::Failed) == 0
+        {
+            return interval;
+        }
+        let Some(mut next) = self.reapers.next_sweep.try_lock() else {
+            return interval; // another reaper sweeps now
+        };
+        let start = Instant::now();
+        if start < *next {
+            return *next - start;
+        }
+        close::swallowing(|| self.forget_stale());
+        let spacing = interval.max(start.elapsed() * SWEEP_COST_FACTOR);
+        *next = Instant::now() + spacing;
+        spacing
+    }
+}
+
+/// A reaper: sleeps until the next idle connection expires (or a new one
+/// goes idle, or the forget sweep is due), closes what expired, and ends
+/// when the manager is dropped or shut down. Holds the manager weakly, and
+/// no strong reference across a sleep. One runs on each runtime that used
+/// the manager ([`Inner::ensure_reaper`]); they share the pool, whose
+/// reaping is safe to race.
+///
+/// If the task is dropped before it ends by itself (its runtime shut
+/// down), it leaves the manager's list of reapers on the way out, so the
+/// next call made on a live runtime starts one there. The guard exists
+/// from the moment the future is made, so a task dropped before its first
+/// poll leaves too.
+pub(crate) fn reaper<D: Dialer>(
+    weak: Weak<Inner<D>>,
+    wake: Arc<Notify>,
+    runtime: runtime::Id,
+) -> impl Future<Output = ()> {
+    let leave = LeaveOnDrop(Some((weak.clone(), runtime)));
+    async move {
+        reap_until_gone(weak, wake).await;
+        leave.disarm();
+    }
+}
+
+/// Removes a reaper from its manager's list when dropped armed (see
+/// [`reaper`]).
+struct LeaveOnDrop<D: Dialer>(Option<(Weak<Inner<D>>, runtime::Id)>);
+
+impl<D: Dialer> LeaveOnDrop<D> {
     fn disarm(mut self) {
         self.0 = None;
     }
 }
 
-impl<D: Dialer> Drop for RestartOnDrop<D> {
+impl<D: Dialer> Drop for LeaveOnDrop<D> {
     fn drop(&mut self) {
-        if let Some(inner) = self.0.take().and_then(|weak| weak.upgrade()) {
-            inner.reaper_started.store(false, Ordering::Release);
+        let Some((weak, id)) = self.0.take() else {
+            return;
+        };
+        if let Some(inner) = weak.upgrade() {
+            let mut running = inner.reapers.running.lock();
+            running.retain(|(r, _)| *r != id);
+            inner
+                .reapers
+                .any
+                .store(!running.is_empty(), Ordering::Release);
         }
     }
 }
@@ -157,20 +316,12 @@ async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
         if inner.shut_down.load(Ordering::Acquire) {
             return;
         }
-        inner.pool.reap();
+        // A destructor panic is caught and dropped (the hook reported
+        // it): the reaper goes on.
+        close::swallowing(|| inner.pool.reap());
         let now = tokio::time::Instant::now();
         if now >= next_sweep {
-            next_sweep = now + inner.config.forget_after.min(Duration::from_secs(60));
-            if inner.table.count(ConnectionStatus::Disconnected) > 0
-                || inner.table.count(ConnectionStatus::Failed) > 0
-            {
-                // O(peers): off the async workers. The strong reference
-                // lives only as long as the sweep.
-                let sweeper = Arc::clone(&inner);
-                drop(inner);
-                let _ = tokio::task::spawn_blocking(move || sweeper.forget_stale()).await;
-                continue;
-            }
+            next_sweep = now + inner.sweep_if_due();
         }
         // Leaves a wake-up request when nothing is idle; `Notify` keeps a
         // wake-up that comes before we wait.

@@ -522,7 +522,7 @@ async fn shutdown_closes_everything_and_refuses_new_work() {
 #[tokio::test]
 async fn stale_peers_are_forgotten_by_the_reaper() {
     let m = ConnectionManager::builder()
-        .forget_after(Duration::from_millis(50))
+        .forget_after(connmgr::Config::MIN_FORGET_AFTER)
         .dialer(TestDialer::default())
         .build()
         .unwrap();

@@ -62,9 +62,7 @@ async fn server(
     (addr, accepts, rx)
 }
 
-fn tcp_manager(
-    book: HashMap<PeerId, SocketAddr>,
-) -> ConnectionManager<TcpDialer<impl Fn(&PeerId) -> Option<SocketAddr> + Send + Sync + 'static>> {
+fn tcp_manager(book: HashMap<PeerId, SocketAddr>) -> ConnectionManager<TcpDialer> {
     ConnectionManager::builder()
         .max_connections(16)
         .dial_timeout(Duration::from_secs(5))
