@@ -134,13 +134,21 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
     e.raw_os_error().is_some_and(|code| CODES.contains(&code))
 }
 
+/// Idle connections a dial out of descriptors closes before it tries once
+/// more: enough for it and for a few dials failing at the same moment,
+/// without emptying a large pool that the process may want to reuse.
+pub(crate) const SHED_ON_EMFILE: usize = 16;
+
 impl<D: Dialer> Inner<D> {
-    /// Closes every idle pooled connection, to give their descriptors to a
-    /// dial that ran out; returns how many were closed. All of them, not
-    /// the oldest few: the pool closes by expiry or by peer, and a process
-    /// out of descriptors needs them back at once.
+    /// Closes up to [`SHED_ON_EMFILE`] idle pooled connections, oldest
+    /// first, to give their descriptors to a dial that ran out; returns how
+    /// many were closed.
     fn shed_idle(&self) -> usize {
-        close::swallowing(|| self.pool.clear())
+        let mut closed = 0;
+        while closed < SHED_ON_EMFILE && close::swallowing(|| self.pool.evict_oldest()) {
+            closed += 1;
+        }
+        closed
     }
 }
 

@@ -174,8 +174,9 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
     ///
     /// A dial that fails for want of a file descriptor (`EMFILE`,
-    /// `ENFILE`) while idle connections hold some closes every idle
-    /// connection and dials once more, within the same dial timeout.
+    /// `ENFILE`) while idle connections hold some closes the oldest idle
+    /// connections (up to 16, of any peer) and dials once more, within the
+    /// same dial timeout.
     ///
     /// A pooled connection is reused only if the peer has not failed since
     /// it was pooled: one put before a `Failed` of the peer is closed when

@@ -33,8 +33,8 @@ fn is_emfile(e: &Error) -> bool {
 }
 
 /// With the descriptors used up by connections that then go idle, a new
-/// dial fails with EMFILE; the manager closes the idle connections and
-/// dials once more, and the dial succeeds (instead of failing until the
+/// dial fails with EMFILE; the manager closes the oldest idle connections
+/// and dials once more, and the dial succeeds (instead of failing until the
 /// idle connections' TTL passes).
 #[test]
 fn a_dial_out_of_descriptors_closes_idle_connections_and_retries() {
@@ -75,7 +75,9 @@ fn a_dial_out_of_descriptors_closes_idle_connections_and_retries() {
         let result = m.connect(peer(OK, 1_000)).await;
         set_fd_limit(old);
         result.expect("idle connections closed to make room");
-        assert_eq!(m.idle(), 0, "the idle connections were closed");
+        // The oldest are closed, at most 16 (`SHED_ON_EMFILE`): the rest stay.
+        let shed = connected.len().min(16);
+        assert_eq!(m.idle(), connected.len() - shed, "idle connections closed");
     });
     drop(listener);
 }
