@@ -69,16 +69,16 @@ pub(crate) fn catching<R>(f: impl FnOnce() -> R) -> Option<R> {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => Some(r),
         Err(payload) => {
-            let later = CAUGHT.with(|c| {
+            // While the thread's locals are being destroyed there is no
+            // caller left to raise it to: it is dropped.
+            let mut payload = Some(payload);
+            let _ = CAUGHT.try_with(|c| {
                 let mut c = c.borrow_mut();
-                match *c {
-                    None => {
-                        *c = Some(payload);
-                        None
-                    }
-                    Some(_) => Some(payload),
+                if c.is_none() {
+                    *c = payload.take();
                 }
             });
+            let later = payload;
             // A payload's own destructor is user code too.
             let _ = catch_unwind(AssertUnwindSafe(move || drop(later)));
             None
@@ -88,7 +88,7 @@ pub(crate) fn catching<R>(f: impl FnOnce() -> R) -> Option<R> {
 
 /// Takes this thread's first caught panic.
 fn take() -> Option<Payload> {
-    CAUGHT.with(|c| c.borrow_mut().take())
+    CAUGHT.try_with(|c| c.borrow_mut().take()).ok().flatten()
 }
 
 /// Runs `f`, a step of a public call, to the end; then re-raises the first

@@ -38,6 +38,9 @@ pub struct Config {
     /// that finds them walks every tracked peer, at most once per
     /// `forget_after` (60 s at most), and waits at least 20 times its own
     /// cost before the next, so it never takes more than 1/20 of a core.
+    /// It runs whole on the reaper's task: while it walks, that worker
+    /// thread runs nothing else (on a current-thread runtime, no other
+    /// task), for a time proportional to the tracked peers.
     /// Measured on real (monotonic) time, the clock of the status table's
     /// change stamps, not on tokio's: under tokio's paused test time it
     /// does not advance, unlike the pool's TTL.

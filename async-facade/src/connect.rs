@@ -38,10 +38,12 @@ impl<D: Dialer> Inner<D> {
         let pooled = if self.table.get(&peer) == Some(ConnectionStatus::Failed) {
             None
         } else {
-            self.pool.take_if(&peer, |p| {
-                // A panicking `is_alive` counts as dead: the connection is
-                // closed, and the panic dropped (the hook reported it).
-                close::catching(|| dialer.is_alive(&mut p.conn)).unwrap_or(false)
+            // A panicking `is_alive` counts as dead: the connection is
+            // closed, and the panic dropped (the hook reported it).
+            close::swallowing(|| {
+                self.pool.take_if(&peer, |p| {
+                    close::catching(|| dialer.is_alive(&mut p.conn)).unwrap_or(false)
+                })
             })
         };
         let permit = match pooled {
@@ -53,7 +55,7 @@ impl<D: Dialer> Inner<D> {
                 // The peer failed since the connection was pooled, or the
                 // manager shut down: it is closed here.
                 Err((conn, permit)) => {
-                    drop(conn);
+                    close::swallowing(|| drop(conn));
                     if self.shut_down.load(Ordering::Acquire) {
                         return Err(Error::ShutDown);
                     }
@@ -95,7 +97,7 @@ impl<D: Dialer> Inner<D> {
                 match self.go_live(key, Closing::new(conn), permit, None) {
                     Ok(()) => Ok(()),
                     Err((conn, _permit)) => {
-                        drop(conn);
+                        close::swallowing(|| drop(conn));
                         self.set_status(peer, ConnectionStatus::Disconnected);
                         Err(Error::ShutDown)
                     }

@@ -18,7 +18,7 @@ use connmgr_pool::IdlePool;
 use tokio::sync::{broadcast, watch};
 
 use crate::admission::{Admission, Permit};
-use crate::close::Closing;
+use crate::close::{self, Closing};
 use crate::config::Config;
 use crate::dialer::Dialer;
 use crate::peer::{Live, Parts, Pooled, Record};
@@ -119,6 +119,14 @@ impl<D: Dialer> Drop for Inner<D> {
         // the manager is gone and ends (it would otherwise sleep until the
         // next expiry, or forever on an empty pool).
         self.reapers.wake_all();
+        // Close what is held here rather than in the fields' drops, so a
+        // destructor panic caught on the way is dropped now (the hook
+        // reported it) instead of staying with this thread. No lease is
+        // left: each holds the manager.
+        close::swallowing(|| {
+            self.retire_all();
+            self.pool.clear();
+        });
     }
 }
 
@@ -358,6 +366,44 @@ impl<D: Dialer> Inner<D> {
         );
     }
 
+    /// A lease of slot `slot` ended with an operation through it cut
+    /// short; its connection is already closed. If it was the peer's live
+    /// connection, the slot goes (its unit of the limit back) and a
+    /// Connected peer becomes Disconnected. The generation stays and the
+    /// pool is left alone: the peer did nothing wrong.
+    pub(crate) fn cut_lease(&self, key: Key, slot: u64) {
+        let peer = key.peer;
+        let cut = self.peers.at(&key, |map| {
+            let live = map.get_mut(&peer)?.cut_lease(slot);
+            let change = match live {
+                Some(_) => self
+                    .table
+                    .compare_and_set(
+                        &peer,
+                        ConnectionStatus::Connected,
+                        ConnectionStatus::Disconnected,
+                    )
+                    .is_ok()
+                    .then(|| Self::watch_of(map, &peer)),
+                None => None,
+            };
+            self.tidy(map, &peer);
+            Some((live, change))
+        });
+        let Some((live, change)) = cut else { return };
+        drop(live);
+        if let Some(watch) = change {
+            // Forgotten in time by this runtime's reaper.
+            self.ensure_reaper(false);
+            self.emit(
+                peer,
+                Some(ConnectionStatus::Connected),
+                Some(ConnectionStatus::Disconnected),
+                watch,
+            );
+        }
+    }
+
     /// `fail`'s body: `step` is the record's transition (`None`: nothing
     /// to do); `unknown` whether a peer without a record fails too.
     fn fail_as(
@@ -492,17 +538,17 @@ impl<D: Dialer> Inner<D> {
     }
 
     /// A receiver of `peer`'s status watch; the watch lives in the peer's
-    /// record while it has receivers.
+    /// record until a sweep finds it has no receivers.
     ///
     /// A receiver's drop cannot reach the manager (it is tokio's type), so
-    /// the watches whose receivers are all gone are freed by sweeps: each
+    /// the watches whose receivers are all gone are freed by sweeps: a
     /// shard sweeps its records once the watches made in it since its last
-    /// sweep outnumber those that sweep kept (and at least
-    /// [`WATCH_SWEEP_MIN`]). A sweep costs O(records of the shard) and comes
-    /// after as many new watches as the shard held, so it is amortized O(1)
-    /// per call, and abandoned watches never outnumber live ones by more
-    /// than that margin: `for p in peers { drop(m.watch(&p)) }` holds
-    /// O(shards) watches at any time, not one per peer.
+    /// sweep are more than half its records (and at least
+    /// [`WATCH_SWEEP_MIN`]). A sweep costs O(records of the shard), and the
+    /// watches made since the last one pay for it, so it is amortized O(1)
+    /// per call however many records the shard holds; and records of
+    /// abandoned watches never outnumber the shard's other records by more
+    /// than that margin.
     pub(crate) fn watch(&self, peer: PeerId) -> watch::Receiver<Option<ConnectionStatus>> {
         let key = self.peers.key(peer);
         self.peers.at_watching(&key, |shard| {
@@ -516,9 +562,8 @@ impl<D: Dialer> Inner<D> {
                 }
             };
             shard.made += 1;
-            if shard.made > shard.kept.max(WATCH_SWEEP_MIN) {
+            if shard.made.saturating_mul(2) > shard.map.len().max(WATCH_SWEEP_MIN) {
                 self.sweep_watches(&mut shard.map, &peer);
-                shard.kept = shard.map.values().filter(|r| r.watch.is_some()).count();
                 shard.made = 0;
             }
             rx

@@ -22,9 +22,10 @@ use crate::{Error, Result};
 /// Dereferences to the connection, and reads and writes it
 /// ([`AsyncRead`], [`AsyncWrite`]) when it is a tokio stream.
 ///
-/// Dropping it returns the connection (never blocks, never panics, needs
-/// no runtime), unless a read or write through it was cut short (see
-/// below): into its live slot if the peer is still connected by it;
+/// Dropping it returns the connection (never waits on anything but short
+/// locks, never panics, needs no runtime), unless a read or write through
+/// it was cut short (see below): into its live slot if the peer is still
+/// connected by it;
 /// to the idle pool if the peer was disconnected meanwhile; closed if the
 /// peer was set Failed while this lease held it (even if reconnected or
 /// set Disconnected since), is Failed or forgotten now, or the manager
@@ -44,12 +45,17 @@ use crate::{Error, Result};
 ///   [`AsyncWrite`]) is tracked: if the last poll of a read, or of a write,
 ///   flush or shutdown, returned `Pending` and nothing of the same
 ///   direction completed since, the operation was cut short, and dropping
-///   the lease [`discard`](Self::discard)s it (the connection closed, the
-///   peer Failed, the next `connect` dials afresh). This is the safe path,
-///   and the default.
-/// - I/O through the connection itself (`&mut *lease`, or a connection
-///   type that is not a tokio stream) is not seen by the lease: after an
-///   operation cut short, call [`discard`](Self::discard) yourself.
+///   the lease closes the connection. If it was the peer's live
+///   connection, the peer goes Disconnected; its failure record and its
+///   other pooled connections are left alone (a timed-out read is not the
+///   peer's fault), and the next `connect` reuses one of those or dials.
+///   A read timed out before any byte arrived is closed the same way: the
+///   lease cannot tell it from a `read_exact` cut in the middle.
+/// - What the lease cannot see: I/O through the connection itself
+///   (`&mut *lease`, or a connection type that is not a tokio stream), and
+///   a message written by several calls that is cut off between two of
+///   them (each call completed). After such an interruption, call
+///   [`discard`](Self::discard) yourself.
 ///
 /// ```no_run
 /// use connmgr::{ConnectionManager, PeerId, TcpDialer};
@@ -63,8 +69,9 @@ use crate::{Error, Result};
 ///     // Whole: dropping the lease gives the connection back for reuse.
 ///     Ok(Ok(())) => drop(lease),
 ///     // Broken, or cut short by the timeout: never reused. (Dropping the
-///     // lease after the timeout would discard it too, as the write went
-///     // through the lease; saying so makes the intent plain.)
+///     // lease after the timeout would close the connection too, as the
+///     // write went through the lease; `discard` also marks the peer
+///     // Failed, which a broken connection calls for.)
 ///     Ok(Err(_)) | Err(_) => lease.discard(),
 /// }
 /// # Ok(())
@@ -165,11 +172,18 @@ impl<D: Dialer> Lease<D> {
     fn end(&mut self) {
         let Some(conn) = self.conn.take() else { return };
         let inner = &*self.inner;
-        // Panicking, or dropped with a read or write through it cut short:
-        // the connection's state is unknown, so it is never reused.
-        if std::thread::panicking() || self.reading || self.writing {
+        // Panicking: the connection's state is unknown and its user
+        // failed, so it is never reused and the peer is marked Failed.
+        if std::thread::panicking() {
             drop(conn);
             inner.discard_lease(self.key.peer, self.slot);
+            return;
+        }
+        // A read or write through it cut short: the connection is
+        // mid-message, so it is closed; the peer is not at fault.
+        if self.reading || self.writing {
+            drop(conn);
+            inner.cut_lease(self.key, self.slot);
             return;
         }
         // Decided under the record lock; acted on after it.

@@ -409,9 +409,14 @@ impl<D: Dialer> ConnectionManager<D> {
     }
 
     /// The status of one peer, now and as it changes. The watch lives in
-    /// the peer's record while it has receivers.
+    /// the peer's record until its receivers are all gone and a sweep of
+    /// its shard frees it.
     ///
-    /// **Progress:** a short hold of the peer's record lock.
+    /// **Progress:** a short hold of the peer's record lock; now and then
+    /// (once the watches made since the last sweep are more than half the
+    /// shard's records) the call also sweeps the shard's records for
+    /// abandoned watches under the same lock, O(records of the shard), so
+    /// amortized O(1) per call.
     pub fn watch(&self, peer: &PeerId) -> watch::Receiver<Option<ConnectionStatus>> {
         self.inner.watch(*peer)
     }
@@ -423,11 +428,12 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Disconnected since), is Failed or forgotten now, or the manager shut
     /// down: then it is closed. Not async: it never waits.
     ///
-    /// A lease dropped in the middle of an operation must be discarded:
-    /// the connection is mid-message. Reads and writes through the lease
-    /// itself are tracked, and a lease dropped with one cut short is
-    /// discarded by its drop; see [`Lease`] for I/O through the connection
-    /// directly, and the cancellation-safe pattern.
+    /// A lease dropped in the middle of an operation must not give its
+    /// connection back: the connection is mid-message. Reads and writes
+    /// through the lease itself are tracked, and a lease dropped with one
+    /// cut short closes its connection (the peer goes Disconnected); see
+    /// [`Lease`] for what the lease cannot see, and the cancellation-safe
+    /// pattern.
     ///
     /// **Progress:** a short hold of the peer's record lock (dropping the
     /// lease takes it once more, and puts in the pool lock-free).

@@ -183,6 +183,16 @@ impl<P: Parts> Record<P> {
         }
     }
 
+    /// A lease of slot `slot` ends with an operation through it cut short:
+    /// its connection is closed by the caller, nothing about the peer is
+    /// known to be wrong. If the slot is still the peer's, it is taken out
+    /// (to drop after unlocking: the peer has no live connection any more);
+    /// the generation stays, so the peer's pooled connections stay usable.
+    pub(crate) fn cut_lease(&mut self, slot: u64) -> Option<Live<P>> {
+        self.leases -= 1;
+        self.live.take_if(|l| l.id == slot)
+    }
+
     /// A lease of slot `slot` ends with its connection broken (discarded,
     /// or dropped while its thread panics): if the slot is still the
     /// peer's, the peer fails ([`fail`](Self::fail)). Returns the slot

@@ -20,8 +20,6 @@ pub(crate) struct Records<P: Parts> {
     pub(crate) map: HashMap<PeerId, Record<P>>,
     /// Watches made since the last sweep.
     pub(crate) made: usize,
-    /// Watches the last sweep left (they still had receivers).
-    pub(crate) kept: usize,
 }
 
 /// A peer and the shard of its record, found once per call (the keyed
@@ -57,7 +55,6 @@ impl<P: Parts> Peers<P> {
                     CachePadded::new(Mutex::new(Records {
                         map: HashMap::new(),
                         made: 0,
-                        kept: 0,
                     }))
                 })
                 .collect(),

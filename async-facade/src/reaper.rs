@@ -156,6 +156,9 @@ pub(crate) struct Reapers {
     any: AtomicBool,
     /// The runtimes that have a reaper, with each reaper's wake-up.
     running: Mutex<Vec<(runtime::Id, Arc<Notify>)>>,
+    /// Bumped whenever a reaper leaves `running`: checks cached in
+    /// [`CHECKED`] before that are stale.
+    generation: AtomicU64,
     /// Real time before which no reaper sweeps for stale peers again.
     next_sweep: Mutex<Instant>,
     /// Distinguishes this manager in [`CHECKED`].
@@ -165,10 +168,19 @@ pub(crate) struct Reapers {
 /// Source of [`Reapers::id`].
 static NEXT_MANAGER: AtomicU64 = AtomicU64::new(0);
 
+/// What a thread last found: manager `manager` had a reaper on runtime
+/// `runtime` at reaper generation `generation`, checked from task `task`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Checked {
+    manager: u64,
+    generation: u64,
+    runtime: runtime::Id,
+    task: Option<task::Id>,
+}
+
 thread_local! {
-    /// The last (manager, task) pair this thread found on a runtime with
-    /// that manager's reaper: a call from the same task skips the check.
-    static CHECKED: Cell<Option<(u64, task::Id)>> = const { Cell::new(None) };
+    /// The last check this thread made (see [`Inner::ensure_reaper`]).
+    static CHECKED: Cell<Option<Checked>> = const { Cell::new(None) };
 }
 
 impl Reapers {
@@ -176,6 +188,7 @@ impl Reapers {
         Self {
             any: AtomicBool::new(false),
             running: Mutex::new(Vec::new()),
+            generation: AtomicU64::new(0),
             next_sweep: Mutex::new(Instant::now()),
             id: NEXT_MANAGER.fetch_add(1, Ordering::Relaxed),
         }
@@ -199,36 +212,60 @@ impl<D: Dialer> Inner<D> {
     /// Outside a runtime it does nothing: a later call inside one starts
     /// it.
     ///
-    /// The check "on this runtime" is a thread-local compare when the
-    /// calling task passed it before; otherwise a look at the runtime's id
-    /// and a short lock. (tokio may give a finished task's id to a new
-    /// task, even on another runtime; such a task skips the check, and the
-    /// next call from any other task of its runtime makes it.)
+    /// The check "on this runtime" is cached per thread, valid until a
+    /// reaper leaves: a call from the task that made the last check costs
+    /// two thread-local reads and one atomic load; one from another task
+    /// also looks up the current runtime's handle. Only a thread that has
+    /// not checked this runtime since the last leave takes the short lock
+    /// on the list of reapers. (tokio may give a finished task's id to a
+    /// new task, even on another runtime; such a task skips the check, and
+    /// the next call from any other task makes it.)
+    ///
+    /// The reaper is spawned after the lock is released: on a runtime that
+    /// is shutting down, `spawn` drops the new task at once, and its drop
+    /// takes that lock to leave the list again.
     pub(crate) fn ensure_reaper(&self, anywhere: bool) {
         let reapers = &self.reapers;
         if anywhere && reapers.any.load(Ordering::Acquire) {
             return;
         }
+        let generation = reapers.generation.load(Ordering::Acquire);
         let task = task::try_id();
-        if !anywhere && task.is_some() && CHECKED.with(Cell::get) == task.map(|t| (reapers.id, t)) {
+        let cached = CHECKED
+            .try_with(Cell::get)
+            .ok()
+            .flatten()
+            .filter(|c| c.manager == reapers.id && c.generation == generation);
+        if !anywhere && task.is_some() && cached.is_some_and(|c| c.task == task) {
             return;
         }
         let Ok(handle) = runtime::Handle::try_current() else {
             return;
         };
         let here = handle.id();
-        {
-            let mut running = reapers.running.lock();
-            if !running.iter().any(|(id, _)| *id == here) {
-                let wake = Arc::new(Notify::new());
-                running.push((here, Arc::clone(&wake)));
-                reapers.any.store(true, Ordering::Release);
+        if cached.is_none_or(|c| c.runtime != here) {
+            let wake = {
+                let mut running = reapers.running.lock();
+                if running.iter().any(|(id, _)| *id == here) {
+                    None
+                } else {
+                    let wake = Arc::new(Notify::new());
+                    running.push((here, Arc::clone(&wake)));
+                    reapers.any.store(true, Ordering::Release);
+                    Some(wake)
+                }
+            };
+            if let Some(wake) = wake {
                 handle.spawn(reaper(self.me.clone(), wake, here));
             }
         }
-        if let Some(t) = task {
-            CHECKED.with(|c| c.set(Some((reapers.id, t))));
-        }
+        let checked = Checked {
+            manager: reapers.id,
+            generation,
+            runtime: here,
+            task,
+        };
+        let _ = CHECKED.try_with(|c| c.set(Some(checked)));
     }
 
     /// Sweeps for stale peers if one is due by real time and no other
@@ -305,6 +342,7 @@ impl<D: Dialer> Drop for LeaveOnDrop<D> {
                 .reapers
                 .any
                 .store(!running.is_empty(), Ordering::Release);
+            inner.reapers.generation.fetch_add(1, Ordering::AcqRel);
         }
     }
 }

@@ -242,8 +242,9 @@ async fn paused_time_alone_drives_expiry_across_a_forget_sweep() {
 
 /// A 16 MiB `write_all` through a lease is cut short (polled once, then
 /// dropped) and the lease dropped, not discarded: the connection, with
-/// half a message in its send buffer, is closed, the peer Failed, and the
-/// next `connect` dials a fresh socket instead of reusing it.
+/// half a message in its send buffer, is closed (not pooled), the peer
+/// Disconnected, and the next `connect` dials a fresh socket instead of
+/// reusing it.
 #[tokio::test]
 async fn a_lease_dropped_mid_write_is_never_reused() {
     use tokio::io::AsyncWriteExt;
@@ -277,11 +278,60 @@ async fn a_lease_dropped_mid_write_is_never_reused() {
         );
     }
     drop(lease);
-    assert_eq!(m.get_status(&p).await, Some(Failed), "discarded");
-    m.disconnect(&p).await;
+    assert_eq!(m.get_status(&p).await, Some(Disconnected), "closed");
+    assert_eq!((m.idle(), m.active()), (0, 0), "closed, not pooled");
     m.connect(p).await.unwrap();
     let fresh = tokio::time::timeout(Duration::from_secs(5), accepts.recv()).await;
     assert!(fresh.is_ok(), "the half-written connection was reused");
+}
+
+/// A read through a lease times out and the lease is dropped: only that
+/// connection is closed. The peer goes Disconnected, not Failed, and its
+/// other idle connection stays pooled and is reused by the next `connect`.
+#[tokio::test]
+async fn a_read_cut_short_closes_only_its_own_connection() {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&accepts);
+    // Accepts, never writes: every read waits.
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let m = ConnectionManager::builder()
+        .dialer(TcpDialer::new(move |_| Some(addr)))
+        .build()
+        .unwrap();
+    let p = peer(OK, 1);
+    // Connection A, leased across a disconnect, goes idle when its lease
+    // ends; connection B is live.
+    m.connect(p).await.unwrap();
+    let a = m.lease(&p).unwrap();
+    m.disconnect(&p).await;
+    m.connect(p).await.unwrap();
+    drop(a);
+    assert_eq!((m.idle(), m.active()), (1, 1));
+
+    let mut b = m.lease(&p).unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_millis(20), b.read(&mut buf)).await;
+    assert!(read.is_err(), "nothing to read: the read times out");
+    drop(b);
+    assert_eq!(m.get_status(&p).await, Some(Disconnected));
+    assert_eq!((m.idle(), m.active()), (1, 0), "A stays pooled");
+    m.connect(p).await.unwrap();
+    tokio::task::yield_now().await;
+    assert_eq!(
+        accepts.load(Ordering::SeqCst),
+        2,
+        "A was reused, no third dial"
+    );
+    assert_eq!(m.idle(), 0);
 }
 
 /// A resolver that panics, then an `is_alive` that panics: the panicking
@@ -342,4 +392,45 @@ async fn panicking_user_code_in_connect_leaves_nothing_half_done() {
     m.connect(p).await.unwrap();
     assert_eq!((d.dials(), d.closed(), m.idle()), (2, 1, 0));
     assert_eq!(m.get_status(&p).await, Some(Connected));
+}
+
+/// Dropping a runtime whose tasks hold leases of disconnected peers: each
+/// lease's drop pools its connection while the runtime shuts down, where
+/// no reaper can be spawned any more; the drop must neither hang nor lose
+/// the connection.
+#[test]
+fn dropping_a_runtime_whose_tasks_hold_leases_never_hangs() {
+    const PEERS: u32 = 32;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let m = ConnectionManager::builder()
+            .dialer(TestDialer::default())
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for i in 0..PEERS {
+                let p = peer(OK, i);
+                m.connect(p).await.unwrap();
+                let lease = m.lease(&p).unwrap();
+                tokio::spawn(async move {
+                    let _held = lease;
+                    std::future::pending::<()>().await
+                });
+            }
+            tokio::task::yield_now().await;
+            for i in 0..PEERS {
+                m.disconnect(&peer(OK, i)).await;
+            }
+        });
+        drop(rt);
+        tx.send(m.idle()).unwrap();
+    });
+    let idle = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("dropping the runtime hung");
+    assert_eq!(idle, PEERS as usize, "every leased connection was pooled");
 }
