@@ -166,6 +166,43 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
         self.word(key).map(ConnectionStatus::from_bits)
     }
 
+    /// The statuses of many keys at once: `out` is cleared, then holds one
+    /// answer per key, `out[i]` for `keys[i]`, as [`get`](Self::get) would
+    /// give it.
+    ///
+    /// Faster per key than `get` in a loop once the table is larger than the
+    /// CPU's caches: it pins the epoch once for the whole batch and keeps the
+    /// cache misses of several lookups in flight at once (it hashes a window
+    /// of keys and prefetches their slots and entries before probing).
+    /// Each answer is read on its own: the batch is not one atomic snapshot.
+    ///
+    /// **Progress:** wait-free, as `get` per key. **Reclamation:** the batch
+    /// holds one epoch guard from start to end, so a very long batch delays
+    /// the freeing (not the removal) of entries retired meanwhile.
+    ///
+    /// ```
+    /// use connmgr_core::{ConnectionStatus::*, PeerId, StatusTable};
+    ///
+    /// let table = StatusTable::new();
+    /// let (a, b) = (PeerId::from_bytes([1; 32]), PeerId::from_bytes([2; 32]));
+    /// table.insert(a, Connected);
+    /// let mut out = Vec::new();
+    /// table.get_many(&[a, b], &mut out);
+    /// assert_eq!(out, [Some(Connected), None]);
+    /// ```
+    pub fn get_many<Q>(&self, keys: &[Q], out: &mut Vec<Option<ConnectionStatus>>)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq,
+    {
+        out.clear();
+        out.reserve(keys.len());
+        let guard = &epoch::pin();
+        self.raw.words_many(keys, guard, |word| {
+            out.push(word.map(ConnectionStatus::from_bits));
+        });
+    }
+
     /// Status, generation and time of the last change of `key`, read in one
     /// atomic load.
     ///
