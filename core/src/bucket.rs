@@ -281,7 +281,7 @@ impl<K> Array<K> {
     /// tombstones too when `tombs` is set (under the writer lock).
     ///
     /// Progress: wait-free (at most one pass over the array).
-    #[inline]
+    #[inline(always)]
     fn find<Q>(&self, hash: u64, key: &Q, tombs: bool) -> Option<(&Slot<K>, u32)>
     where
         K: std::borrow::Borrow<Q>,
@@ -293,6 +293,10 @@ impl<K> Array<K> {
         let mut b = self.home(hash);
         for _ in 0..n {
             let bucket = &self.buckets[b];
+            // The control word and slot 0 share the bucket's first line;
+            // slots 1 and 2 are on its second: ask for it now, so its miss
+            // overlaps the first one's instead of following it.
+            prefetch((bucket as *const Bucket<K>).cast::<u8>().wrapping_add(64));
             let control = bucket.control.load(Ordering::Acquire);
             let mut has_empty = false;
             for i in 0..SLOTS {
@@ -352,7 +356,7 @@ pub(crate) struct Shard<K> {
     /// status the entry had: `arrived[s] - departed[s]` is this shard's
     /// share of `count(s)` before transitions (which are counted per thread,
     /// in [`Raw::moves`]), and their sums give the shard's exact length.
-    /// Each insert or removal is one atomic add; wrapping arithmetic.
+    /// Changed under the writer lock only; wrapping arithmetic.
     arrived: [AtomicU64; STATUSES],
     departed: [AtomicU64; STATUSES],
     /// The shard's version clock. Inserts take their generation from here;
@@ -360,6 +364,15 @@ pub(crate) struct Shard<K> {
     /// moves the clock past the generation of the entry it removes, so a key
     /// inserted again starts beyond every generation its removed entry had.
     clock: AtomicU64,
+}
+
+/// Adds one to a counter that only writers holding their shard's lock
+/// change: a load and a store, no read-modify-write (readers of the
+/// counter only load it).
+#[inline]
+fn bump(counter: &AtomicU64) {
+    let n = counter.load(Ordering::Relaxed);
+    counter.store(n.wrapping_add(1), Ordering::Relaxed);
 }
 
 /// Transition stripes: a power of two, 4 per available CPU, between 4 and
@@ -412,34 +425,28 @@ impl<K> Shard<K> {
     }
 
     /// The generation of a new entry: the next tick of the shard's clock.
+    /// The caller holds the writer lock.
     #[inline]
     fn next_generation(&self) -> u32 {
-        self.clock.fetch_add(1, Ordering::Relaxed) as u32
+        let now = self.clock.load(Ordering::Relaxed);
+        self.clock.store(now.wrapping_add(1), Ordering::Relaxed);
+        now as u32
     }
 
     /// Moves the clock past `generation` (the generation of an entry about
     /// to be removed), unless it is there already: entries inserted after
     /// the removal then start beyond it. Generations are compared on the
     /// 24-bit circle, so this holds while an entry's generation runs less
-    /// than 2^23 ahead of its shard's clock.
+    /// than 2^23 ahead of its shard's clock. The caller holds the writer
+    /// lock.
     #[inline]
     fn advance_clock_past(&self, generation: u32) {
         let target = generation.wrapping_add(1);
-        let mut clock = self.clock.load(Ordering::Relaxed);
-        loop {
-            let ahead = target.wrapping_sub(clock as u32) & status::GEN_MASK;
-            if ahead == 0 || ahead >= 1 << 23 {
-                return; // the clock is at or past the target already
-            }
-            match self.clock.compare_exchange_weak(
-                clock,
-                clock + u64::from(ahead),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return,
-                Err(actual) => clock = actual,
-            }
+        let clock = self.clock.load(Ordering::Relaxed);
+        let ahead = target.wrapping_sub(clock as u32) & status::GEN_MASK;
+        if ahead != 0 && ahead < 1 << 23 {
+            self.clock
+                .store(clock.wrapping_add(u64::from(ahead)), Ordering::Relaxed);
         }
     }
 
@@ -536,8 +543,9 @@ impl<K, S> Raw<K, S> {
     }
 
     /// Counts one insert (`from` None), transition or removal (`to` None):
-    /// one atomic add, on the shard's line for inserts and removals, on the
-    /// calling thread's stripe for transitions.
+    /// on the shard's line for inserts and removals (which hold the writer
+    /// lock, so a load and a store do), with one atomic add on the calling
+    /// thread's stripe for transitions.
     #[inline]
     fn moved_status(
         &self,
@@ -556,12 +564,8 @@ impl<K, S> Raw<K, S> {
                 };
                 self.moves[i].0[from.index()][to.index()].fetch_add(1, Ordering::Relaxed);
             }
-            (None, Some(to)) => {
-                shard.arrived[to.index()].fetch_add(1, Ordering::Relaxed);
-            }
-            (Some(from), None) => {
-                shard.departed[from.index()].fetch_add(1, Ordering::Relaxed);
-            }
+            (None, Some(to)) => bump(&shard.arrived[to.index()]),
+            (Some(from), None) => bump(&shard.departed[from.index()]),
             _ => {}
         }
     }
@@ -620,7 +624,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         Self::find_in(shard.current(guard), hash, key, guard)
     }
 
-    #[inline]
+    #[inline(always)]
     fn find_in<'g, Q>(
         mut array: &'g Array<K>,
         hash: u64,
@@ -798,7 +802,8 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                     let word = status::pack(to, shard.next_generation(), self.now_millis());
                     slot.state.store(word, Ordering::Release);
                     self.set_control(array, slot, live_field(hash));
-                    array.tombs.fetch_sub(1, Ordering::Relaxed);
+                    let tombs = array.tombs.load(Ordering::Relaxed);
+                    array.tombs.store(tombs - 1, Ordering::Relaxed);
                     self.moved_status(shard, None, Some(to));
                     return (None, Some(word));
                 }
@@ -813,7 +818,8 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             }
             let word = status::pack(to, shard.next_generation(), self.now_millis());
             Self::place(array, hash, key, word);
-            array.used.fetch_add(1, Ordering::Relaxed);
+            let used = array.used.load(Ordering::Relaxed);
+            array.used.store(used + 1, Ordering::Relaxed);
             self.moved_status(shard, None, Some(to));
             return (None, Some(word));
         }
@@ -883,8 +889,6 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     {
         let shard = self.shard(hash);
         let guard = &epoch::pin();
-        // Absent keys cost no lock.
-        self.find_live(shard, hash, key, guard)?;
         let _lock = shard.writer.lock();
         let array = shard.current(guard);
         let (slot, _) = array.find(hash, key, false)?;
@@ -906,7 +910,8 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             }
         }
         self.set_control(array, slot, live_field(hash) ^ LIVE ^ TOMB);
-        array.tombs.fetch_add(1, Ordering::Relaxed);
+        let tombs = array.tombs.load(Ordering::Relaxed);
+        array.tombs.store(tombs + 1, Ordering::Relaxed);
         self.moved_status(shard, Some(ConnectionStatus::from_bits(word)), None);
         let live = shard.len().max(0) as usize;
         if array.buckets.len() > MIN_BUCKETS && live.saturating_mul(SHRINK_BELOW) < array.capacity()

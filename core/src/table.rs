@@ -380,9 +380,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
 
     /// Removes `key`. Returns the status it had.
     ///
-    /// **Progress:** an absent key costs a lookup and no lock; a present one
-    /// takes the shard's writer lock, and its removal may rebuild the shard
-    /// smaller (when it has become mostly empty). **Reclamation:** the slot
+    /// **Progress:** takes the shard's writer lock for a probe and a store;
+    /// a removal may also rebuild the shard smaller under it (when it has
+    /// become mostly empty). **Reclamation:** the slot
     /// becomes a tombstone that keeps the key until the key is inserted
     /// again (it takes the slot back) or the shard is rebuilt; a rebuild
     /// retires the old array, whose tombstones' keys are dropped when it is

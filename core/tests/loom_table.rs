@@ -136,7 +136,8 @@ impl Drop for Tracked {
 /// Checked to fail: with the rebuild not copying the word again when its
 /// freeze CAS fails (the `copy.state.store(word)` after a failed freeze
 /// removed), the transition that landed between the copy and the freeze is
-/// lost: `get(&1)` is Connecting after both finished.
+/// lost: `get(&1)` right after the successful `compare_and_set` reads
+/// Connecting from the new array.
 #[test]
 fn transition_vs_rebuild_loses_nothing() {
     loom::model(|| {
@@ -190,9 +191,12 @@ fn racing_inserts_of_one_key_make_one_entry() {
 /// dropped exactly once (the returning key takes its own tombstone back,
 /// and the key it brought is dropped then).
 ///
-/// Checked to fail: with the removal's REMOVED mark dropped from the check
-/// in `find_in` (a reader takes a removed word for a live one), `get` after
-/// both finished returns Connected where None is due.
+/// Checked to fail: with `upsert` taking a transition that lost to the
+/// removal for a present key (returning the removed word instead of
+/// inserting under the writer lock), the outcome is (Some(Connected),
+/// Some(Connected)): "not linearizable". (Dropping the REMOVED check from
+/// `find_in` does not fail it: a reader that sees the removed word before
+/// the tombstone lands overlaps the removal, so either answer is allowed.)
 #[test]
 fn remove_vs_insert_vs_get() {
     model_with_ledger(|ledger| {
@@ -231,9 +235,10 @@ fn remove_vs_insert_vs_get() {
 /// the surviving key throughout.
 ///
 /// Checked to fail: with the rebuild not marking the old array as having
-/// handed its keys on (the `handed_on` store removed), the ledger fails:
-/// the moved keys are dropped twice, by the retired old array and by the
-/// new one.
+/// handed its keys on (the `handed_on` store removed), the moved keys are
+/// dropped twice, by the retired old array and by the new one: the second
+/// drop of a key's ledger handle corrupts the heap and the model process
+/// aborts ("malloc(): unaligned tcache chunk detected").
 #[test]
 fn rebuild_drops_every_key_once() {
     model_with_ledger(|ledger| {
@@ -303,7 +308,8 @@ fn stale_generation_never_lands_on_a_newer_entry() {
 /// main thread reads and moves key 1.
 ///
 /// Checked to fail: with `rebuild` publishing the new array before copying
-/// into it (the store moved above the copy loop), `get(&1)` returns None.
+/// into it (the store moved above the copy loop), the main thread meets
+/// the half-filled new array: `compare_and_set(&1, ..)` finds no key 1.
 #[test]
 fn shrink_vs_get_and_transition() {
     loom::model(|| {
