@@ -51,7 +51,7 @@ fn with_watchdog(secs: u64, f: impl FnOnce() + Send + 'static) {
 }
 
 /// Threads own disjoint key ranges and check every answer against their own
-/// model while the others insert, remove and force rehashes in the same
+/// model while the others insert, remove and force rebuilds in the same
 /// shards; at the end the table equals the union of the models.
 #[test]
 fn disjoint_writers_match_their_models() {
@@ -152,7 +152,7 @@ impl Hasher for Collide {
 }
 
 /// `docs/failure-modes.md #10`: no guard escapes the API, so operations in reversed key
-/// order on colliding keys (one shard, one probe chain, rehashes under way)
+/// order on colliding keys (one shard, one probe chain, rebuilds under way)
 /// cannot deadlock. A watchdog turns a hang into a failure.
 #[test]
 fn reversed_order_operations_on_colliding_keys_finish() {

@@ -159,7 +159,7 @@ fn churn_of_new_keys_keeps_memory_per_live_key_bounded() {
 
     let (mut peak, mut last) = (built, built);
     let mut bound = 0;
-    // Shards seen purging tombstones (a rehash), sampled every `every`.
+    // Shards seen purging tombstones (a rebuild), sampled every `every`.
     let every = (n / 28).max(1);
     let mut before = tombstones(&table);
     let mut purged = vec![false; shards];
