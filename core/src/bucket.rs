@@ -375,10 +375,14 @@ fn bump(counter: &AtomicU64) {
     counter.store(n.wrapping_add(1), Ordering::Relaxed);
 }
 
-/// Transition stripes: a power of two, 4 per available CPU, between 4 and
-/// 64 (1 under checkers, where every thread shares one anyway).
+/// Owned transition stripes: a power of two, 4 per available CPU, between
+/// 4 and 64 (none under loom, where every thread takes the shared one; 1
+/// under Miri).
 fn stripes() -> usize {
-    if cfg!(any(loom, miri)) {
+    if cfg!(loom) {
+        return 0;
+    }
+    if cfg!(miri) {
         return 1;
     }
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -518,7 +522,8 @@ impl<K, S> Raw<K, S> {
                 .map(|_| CachePadded::new(Shard::new(per_shard)))
                 .collect(),
             shard_mask: shards - 1,
-            moves: (0..stripes())
+            // One stripe per owned slot number, and one shared by the rest.
+            moves: (0..=stripes())
                 .map(|_| CachePadded::new(Moves::new()))
                 .collect(),
             hasher,
@@ -555,14 +560,27 @@ impl<K, S> Raw<K, S> {
     ) {
         match (from, to) {
             (Some(from), Some(to)) if from != to => {
-                // Any stripe is correct (they only spread contention), so
-                // under loom every thread uses stripe 0.
+                // The thread holding slot number `i` owns stripe `i`
+                // (slot numbers are unique among live threads, and a
+                // recycled one happens-after its last owner), so it counts
+                // with a load and a store; threads past the owned stripes
+                // share the last one with an atomic add. Under loom every
+                // thread takes the shared one.
+                let shared = self.moves.len() - 1;
                 let i = if cfg!(loom) {
-                    0
+                    shared
                 } else {
-                    thread_slot::current() & (self.moves.len() - 1)
+                    thread_slot::current().min(shared)
                 };
-                self.moves[i].0[from.index()][to.index()].fetch_add(1, Ordering::Relaxed);
+                let counter = &self.moves[i].0[from.index()][to.index()];
+                if i < shared {
+                    counter.store(
+                        counter.load(Ordering::Relaxed).wrapping_add(1),
+                        Ordering::Relaxed,
+                    );
+                } else {
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
             }
             (None, Some(to)) => bump(&shard.arrived[to.index()]),
             (Some(from), None) => bump(&shard.departed[from.index()]),
