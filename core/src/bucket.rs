@@ -16,7 +16,7 @@
 //! The control word holds a 21-bit field per slot: 2 state bits ([`EMPTY`]:
 //! never used in this array; [`TOMB`]: its key was removed; [`LIVE`]) and
 //! the fragment of the key's hash (its low 19 bits; the shard comes from
-//! the top byte). The home bucket is the fragment scaled to the bucket
+//! the top byte); its top bit is the bucket's [`OVERFLOW`] flag. The home bucket is the fragment scaled to the bucket
 //! count (a multiply and a shift, so arrays need not be powers of two and
 //! grow by 1.14x, not 2x, and a rebuild finds every key's home from its
 //! field without hashing it again); overflowing keys go to the next bucket
@@ -36,8 +36,12 @@
 //! * A state word changes by CAS: transitions (lock-free, from any thread),
 //!   the removal mark, and the rebuild's freeze.
 //!
-//! Since slots never return to [`EMPTY`], a key is in the first bucket of
-//! its probe sequence with an empty slot, or before it: lookups stop there.
+//! A key goes to the first bucket of its probe sequence with an empty slot;
+//! every full bucket it passes on the way gets the control word's
+//! [`OVERFLOW`] bit (set before the key is published, never cleared in an
+//! array). So a lookup stops at the first bucket without that bit: most
+//! lookups, of absent keys too, read their home bucket and nothing else,
+//! however full the array or however many tombstones it holds.
 //!
 //! # Rebuilds
 //!
@@ -94,6 +98,9 @@ const EMPTY: u32 = 0;
 const TOMB: u32 = 1 << FRAG_BITS;
 /// State of a live slot.
 const LIVE: u32 = 2 << FRAG_BITS;
+/// The control word's top bit: some key went past this bucket, full when
+/// it was placed, to a later one. Set, never cleared, within an array.
+const OVERFLOW: u64 = 1 << 63;
 
 /// Smallest bucket count of a shard's array.
 const MIN_BUCKETS: usize = if cfg!(any(loom, miri)) { 1 } else { 4 };
@@ -298,10 +305,8 @@ impl<K> Array<K> {
             // overlaps the first one's instead of following it.
             prefetch((bucket as *const Bucket<K>).cast::<u8>().wrapping_add(64));
             let control = bucket.control.load(Ordering::Acquire);
-            let mut has_empty = false;
             for i in 0..SLOTS {
                 let c = field(control, i);
-                has_empty |= c == EMPTY;
                 if c == live || (tombs && c == tomb) {
                     let slot = &bucket.slots[i];
                     // SAFETY: the field is live or tombstone, read with
@@ -311,8 +316,8 @@ impl<K> Array<K> {
                     }
                 }
             }
-            if has_empty {
-                return None;
+            if control & OVERFLOW == 0 {
+                return None; // no key ever went past this bucket
             }
             b += 1;
             if b == n {
@@ -606,8 +611,8 @@ impl<K, S> Raw<K, S> {
 }
 
 /// Shape of one shard's array: `(capacity, tombstones, longest_run)`,
-/// where a run is consecutive buckets with no empty slot (the longest a
-/// lookup of an absent key probes).
+/// where a run is consecutive buckets with the overflow bit (the most a
+/// lookup reads, less one).
 pub(crate) struct ArrayShape {
     pub(crate) capacity: usize,
     pub(crate) tombstones: usize,
@@ -865,6 +870,11 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                     .store(with_field(control, i, live_field(hash)), Ordering::Release);
                 return slot;
             }
+            if control & OVERFLOW == 0 {
+                // Published before the key is, further on: a lookup that
+                // sees the key's field has passed this bit on its way.
+                bucket.control.store(control | OVERFLOW, Ordering::Release);
+            }
             b += 1;
             if b == n {
                 b = 0;
@@ -1044,10 +1054,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     /// The shape of the shard's current array.
     pub(crate) fn shape(&self, shard: &Shard<K>, guard: &Guard) -> ArrayShape {
         let array = shard.current(guard);
-        let full = |b: &Bucket<K>| {
-            let c = b.control.load(Ordering::Acquire);
-            (0..SLOTS).all(|i| field(c, i) != EMPTY)
-        };
+        let full = |b: &Bucket<K>| b.control.load(Ordering::Acquire) & OVERFLOW != 0;
         let n = array.buckets.len();
         let start = array
             .buckets

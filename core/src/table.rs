@@ -562,8 +562,9 @@ pub struct ShardStats {
     /// Slots still holding a removed key: every tombstone does, so this
     /// equals `tombstones`.
     pub dead_entries: usize,
-    /// Longest run of consecutive buckets without an empty slot: the most
-    /// buckets a lookup of an absent key reads, less one.
+    /// Longest run of consecutive buckets that keys went past when they
+    /// were full (their overflow bit set): the most buckets a lookup reads,
+    /// less one.
     pub longest_run: usize,
 }
 

@@ -398,10 +398,11 @@ fn ground_ids_stay_balanced_under_the_default_hasher() {
             busiest < mean * 3 / 2,
             "busiest shard {busiest} vs mean {mean}"
         );
-        // Runs of full 3-slot buckets under linear probing stay short at
-        // loads up to 4/5 (a few dozen here at most); the attack above
-        // makes one of n / 3 (666); 64 separates the two with room.
-        assert!(longest < 64, "longest probe run {longest}");
+        // Runs of overflowed 3-slot buckets under linear probing stay
+        // short at loads up to 4/5 (a few dozen buckets, now and then over
+        // 60, in arrays of about 300); the attack above makes one of n / 3
+        // (666); 160 separates the two with room.
+        assert!(longest < 160, "longest probe run {longest}");
     }
     for id in &ids {
         assert_eq!(table.get(id), Some(Connected));
