@@ -16,11 +16,12 @@
 //! The control word holds a 21-bit field per slot: 2 state bits ([`EMPTY`]:
 //! never used in this array; [`TOMB`]: its key was removed; [`LIVE`]) and
 //! the fragment of the key's hash (its low 19 bits; the shard comes from
-//! the top byte); its top bit is the bucket's [`OVERFLOW`] flag. The home bucket is the fragment scaled to the bucket
-//! count (a multiply and a shift, so arrays need not be powers of two and
-//! grow by 1.14x, not 2x, and a rebuild finds every key's home from its
-//! field without hashing it again); overflowing keys go to the next bucket
-//! with a free slot, wrapping around.
+//! the top byte); its top bit is the bucket's [`OVERFLOW`] flag. The home
+//! bucket is the fragment scaled to the bucket count (a multiply and a
+//! shift, so arrays need not be powers of two and grow by 1.14x, not 2x,
+//! and a rebuild finds every key's home from its field without hashing it
+//! again); overflowing keys go to the next bucket with a free slot,
+//! wrapping around.
 //!
 //! # Who writes what
 //!
