@@ -19,10 +19,9 @@ slow_bound="${LOOM_SLOW_PREEMPTIONS:-1}"
 # Models that take one to five minutes each at bound 2 on a 2-core machine
 # (seconds at bound 1): package/test/model.
 SLOW=(
-  connmgr-core/loom_table/remove_to_tombstone_vs_insert_vs_get
-  connmgr-core/loom_table/remove_to_tombstone_vs_rehash
   connmgr-core/loom_table/remove_vs_insert_vs_get
-  connmgr-core/loom_table/returning_key_vs_rehash_of_its_dead_slot
+  connmgr-core/loom_table/shrink_vs_get_and_transition
+  connmgr-core/loom_table/transition_vs_rebuild_loses_nothing
   connmgr-pool/loom_pool/reap_vs_take_vs_put
   connmgr-pool/loom_pool/take_vs_take_vs_put_never_hands_out_twice
 )

@@ -1,12 +1,14 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 //! connmgr-core's `StatusTable` side by side with what a user would pick
-//! instead: `DashMap` (what the reference implementation uses) and
-//! `RwLock<HashMap>`, all with std's keyed `RandomState`, on the same keys
-//! in the same random order. Plus a single-threaded `HashMap::get` as the
-//! floor for lookups, the keyed hash alone (a lower bound for every
-//! contender), and bytes per entry at 1M keys, as built and under churn.
-//! Churn is a never-seen peer inserted and removed; reconnect is one of
-//! 65,536 recurring peers inserted and removed.
+//! instead: `DashMap` (what the reference implementation uses), the best
+//! concurrent maps in Rust (papaya and scc) and `RwLock<HashMap>`, all with
+//! std's keyed `RandomState`, on the same keys in the same random order.
+//! Plus a single-threaded `HashMap::get` as the floor for lookups, the
+//! keyed hash alone (a lower bound for every contender), batch lookups
+//! (`get_many`, against the others' best per-key lookup), and bytes per
+//! entry at 1M keys, as built and under churn. Churn is a never-seen peer
+//! inserted and removed; reconnect is one of 65,536 recurring peers
+//! inserted and removed.
 //!
 //! `cargo bench -p connmgr-benches --bench core`; times are per operation
 //! as each thread sees it (see `run_threads`).
@@ -32,6 +34,8 @@ static ALLOC: CountingAlloc = CountingAlloc;
 
 const SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
 const THREADS: [usize; 2] = [1, 2];
+/// Keys per `get_many` call in `core/get_many`.
+const BATCH: usize = 64;
 const FLIP: [ConnectionStatus; 2] = [ConnectionStatus::Connected, ConnectionStatus::Disconnected];
 
 struct Fixture {
@@ -39,6 +43,8 @@ struct Fixture {
     fresh: Vec<PeerId>,
     ours: StatusTable<PeerId>,
     dash: DashMap<PeerId, ConnectionStatus, RandomState>,
+    pap: papaya::HashMap<PeerId, ConnectionStatus, RandomState>,
+    scc: scc::HashMap<PeerId, ConnectionStatus, RandomState>,
     locked: RwLock<HashMap<PeerId, ConnectionStatus, RandomState>>,
     plain: HashMap<PeerId, ConnectionStatus, RandomState>,
 }
@@ -48,10 +54,14 @@ impl Fixture {
         let keys = peer_ids(n, 1);
         let ours = StatusTable::new();
         let dash = DashMap::with_hasher(RandomState::new());
+        let pap = papaya::HashMap::with_hasher(RandomState::new());
+        let scc = scc::HashMap::with_hasher(RandomState::new());
         let mut plain = HashMap::with_hasher(RandomState::new());
         for &k in &keys {
             ours.insert(k, ConnectionStatus::Connected);
             dash.insert(k, ConnectionStatus::Connected);
+            pap.pin().insert(k, ConnectionStatus::Connected);
+            let _ = scc.insert_sync(k, ConnectionStatus::Connected);
             plain.insert(k, ConnectionStatus::Connected);
         }
         Self {
@@ -60,6 +70,8 @@ impl Fixture {
             locked: RwLock::new(plain.clone()),
             ours,
             dash,
+            pap,
+            scc,
             plain,
         }
     }
@@ -89,6 +101,18 @@ fn bench_size(c: &mut Criterion, n: usize) {
         bench_threads(&mut g, "DashMap", threads, |t, iters| {
             w.walk(t, threads, &cur, iters, |k, _| {
                 black_box(fx.dash.get(k).map(|r| *r));
+            })
+        });
+        let cur = Cursor::default();
+        bench_threads(&mut g, "papaya", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, _| {
+                black_box(fx.pap.pin().get(k).copied());
+            })
+        });
+        let cur = Cursor::default();
+        bench_threads(&mut g, "scc", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, _| {
+                black_box(fx.scc.read_sync(k, |_, v| *v));
             })
         });
         let cur = Cursor::default();
@@ -135,6 +159,18 @@ fn bench_size(c: &mut Criterion, n: usize) {
             })
         });
         let cur = Cursor::default();
+        bench_threads(&mut g, "papaya", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, odd| {
+                black_box(fx.pap.pin().update(*k, |_| flip(odd)));
+            })
+        });
+        let cur = Cursor::default();
+        bench_threads(&mut g, "scc", threads, |t, iters| {
+            w.walk(t, threads, &cur, iters, |k, odd| {
+                black_box(fx.scc.update_sync(k, |_, v| *v = flip(odd)));
+            })
+        });
+        let cur = Cursor::default();
         bench_threads(&mut g, "RwLock<HashMap>", threads, |t, iters| {
             w.walk(t, threads, &cur, iters, |k, odd| {
                 if let Some(v) = fx.locked.write().get_mut(k) {
@@ -160,6 +196,17 @@ fn bench_size(c: &mut Criterion, n: usize) {
             fx.dash.insert(k, ConnectionStatus::Connecting);
             black_box(fx.dash.remove(&k));
         });
+        bench_op(&mut g, "papaya", threads, |t, i| {
+            let k = fx.fresh(t, i);
+            let m = fx.pap.pin();
+            m.insert(k, ConnectionStatus::Connecting);
+            black_box(m.remove(&k));
+        });
+        bench_op(&mut g, "scc", threads, |t, i| {
+            let k = fx.fresh(t, i);
+            let _ = fx.scc.insert_sync(k, ConnectionStatus::Connecting);
+            black_box(fx.scc.remove_sync(&k));
+        });
         bench_op(&mut g, "RwLock<HashMap>", threads, |t, i| {
             let k = fx.fresh(t, i);
             fx.locked.write().insert(k, ConnectionStatus::Connecting);
@@ -184,12 +231,62 @@ fn bench_size(c: &mut Criterion, n: usize) {
             fx.dash.insert(k, ConnectionStatus::Connecting);
             black_box(fx.dash.remove(&k));
         });
+        bench_new_peers(&mut g, "papaya", threads, |k| {
+            let m = fx.pap.pin();
+            m.insert(k, ConnectionStatus::Connecting);
+            black_box(m.remove(&k));
+        });
+        bench_new_peers(&mut g, "scc", threads, |k| {
+            let _ = fx.scc.insert_sync(k, ConnectionStatus::Connecting);
+            black_box(fx.scc.remove_sync(&k));
+        });
         bench_new_peers(&mut g, "RwLock<HashMap>", threads, |k| {
             fx.locked.write().insert(k, ConnectionStatus::Connecting);
             black_box(fx.locked.write().remove(&k));
         });
     }
     g.finish();
+
+    // Batch lookups, per key: ours answers `BATCH` keys per `get_many`
+    // call; the others have no batch call, so each answers its keys one
+    // `get` at a time, on the same walk (`report.py` compares ours with
+    // the fastest of them).
+    if n == 1_000_000 {
+        let mut g = c.benchmark_group(format!("core/get_many/{n}"));
+        g.throughput(Throughput::Elements(1));
+        for threads in THREADS {
+            let cur = Cursor::default();
+            bench_threads(&mut g, "StatusTable", threads, |t, iters| {
+                let mut out = Vec::with_capacity(BATCH);
+                w.walk_batches(t, threads, &cur, iters, BATCH, |keys| {
+                    fx.ours.get_many(keys, &mut out);
+                    black_box(&out);
+                })
+            });
+            let cur = Cursor::default();
+            bench_threads(&mut g, "DashMap", threads, |t, iters| {
+                w.walk(t, threads, &cur, iters, |k, _| {
+                    black_box(fx.dash.get(k).map(|r| *r));
+                })
+            });
+            let cur = Cursor::default();
+            bench_threads(&mut g, "papaya", threads, |t, iters| {
+                w.walk_batches(t, threads, &cur, iters, BATCH, |keys| {
+                    let m = fx.pap.pin();
+                    for k in keys {
+                        black_box(m.get(k).copied());
+                    }
+                })
+            });
+            let cur = Cursor::default();
+            bench_threads(&mut g, "scc", threads, |t, iters| {
+                w.walk(t, threads, &cur, iters, |k, _| {
+                    black_box(fx.scc.read_sync(k, |_, v| *v));
+                })
+            });
+        }
+        g.finish();
+    }
 }
 
 /// Benchmarks `cycle(peer)` as contender `name`, each call with a peer id
@@ -281,6 +378,20 @@ fn memory(n: usize) {
         }
         m
     });
+    let pap = bytes_per_entry(n, || {
+        let m = papaya::HashMap::with_hasher(RandomState::new());
+        for &k in &keys {
+            m.pin().insert(k, ConnectionStatus::Connected);
+        }
+        m
+    });
+    let scc = bytes_per_entry(n, || {
+        let m = scc::HashMap::with_hasher(RandomState::new());
+        for &k in &keys {
+            let _ = m.insert_sync(k, ConnectionStatus::Connected);
+        }
+        m
+    });
     let locked = bytes_per_entry(n, || {
         let mut m = HashMap::with_hasher(RandomState::new());
         for &k in &keys {
@@ -296,6 +407,8 @@ fn memory(n: usize) {
         dash.1,
         ours.1 / dash.1
     );
+    println!("  papaya           {:6.1} / {:6.1}", pap.0, pap.1);
+    println!("  scc              {:6.1} / {:6.1}", scc.0, scc.1);
     println!("  RwLock<HashMap>  {:6.1} / {:6.1}", locked.0, locked.1);
     let churned_ours = churned_bytes_per_peer(
         n,
@@ -348,6 +461,8 @@ fn memory(n: usize) {
         &[
             ("StatusTable", ours),
             ("DashMap", dash),
+            ("papaya", pap),
+            ("scc", scc),
             ("RwLock<HashMap>", locked),
         ],
     );

@@ -186,6 +186,37 @@ impl<K> KeyWalk<K> {
     }
 }
 
+impl<K> KeyWalk<K> {
+    /// Like [`walk`](Self::walk), `iters` keys of thread `t`, handed to
+    /// `op` as consecutive slices of at most `batch` keys (shorter where
+    /// the thread's slice wraps around, and for the last one).
+    #[inline]
+    pub fn walk_batches(
+        &self,
+        t: usize,
+        threads: usize,
+        cursor: &Cursor,
+        iters: u64,
+        batch: usize,
+        mut op: impl FnMut(&[K]),
+    ) {
+        let len = self.keys.len() / threads;
+        let slice = &self.keys[t * len..(t + 1) * len];
+        let start = cursor.0[t].fetch_add(iters, Ordering::Relaxed);
+        let mut pos = (start % len as u64) as usize;
+        let mut left = iters as usize;
+        while left > 0 {
+            let n = batch.min(left).min(len - pos);
+            op(&slice[pos..pos + n]);
+            left -= n;
+            pos += n;
+            if pos == len {
+                pos = 0;
+            }
+        }
+    }
+}
+
 /// A global allocator that counts live heap bytes, for memory-per-entry
 /// figures: install it with `#[global_allocator]` in a bench binary and read
 /// [`CountingAlloc::live`] before and after building a structure.

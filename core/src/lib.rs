@@ -9,8 +9,10 @@
 //! table.
 //!
 //! * [`PeerId`]: the 32-byte identity of a peer, hex on the outside.
-//! * [`StatusTable`]: a sharded, lock-free map from keys to statuses, with
-//!   conditional transitions and O(shards) counts per status.
+//! * [`StatusTable`]: a sharded map from keys to statuses whose lookups
+//!   and status transitions are lock-free (inserts of new keys and removals
+//!   take a short per-shard lock), with conditional transitions, batch
+//!   lookups and O(shards) counts per status.
 //! * [`Clock`], [`SystemClock`], [`ManualClock`]: injectable time, shared
 //!   by the other connmgr crates.
 //! * [`thread_slot`]: small per-thread numbers for striping, shared by the
@@ -47,10 +49,10 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+mod bucket;
 mod clock;
 mod error;
 mod peer_id;
-mod raw;
 mod status;
 mod sync;
 mod table;

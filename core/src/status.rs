@@ -63,21 +63,23 @@ pub struct EntryInfo {
     /// When the status last changed, to the resolution of the coarse
     /// monotonic clock (1-4 ms on Linux, where reading it costs a few ns
     /// instead of ~20; std's `Instant` in milliseconds elsewhere). Saturates
-    /// about 4.3 years after the table was created.
+    /// about 2.2 years after the table was created.
     pub since: Instant,
 }
 
 // State word layout (one `AtomicU64` per entry):
 //   bits 0..2   status
 //   bit  2      removed (the entry is logically deleted)
-//   bits 3..27  generation (24 bits, wrapping)
-//   bits 27..64 milliseconds since the table's origin (37 bits, saturating)
+//   bit  3      frozen (a rebuild has copied the entry to a new array)
+//   bits 4..28  generation (24 bits, wrapping)
+//   bits 28..64 milliseconds since the table's origin (36 bits, saturating)
 pub(crate) const STATUS_MASK: u64 = 0b11;
 pub(crate) const REMOVED: u64 = 0b100;
-const GEN_SHIFT: u32 = 3;
+pub(crate) const FROZEN: u64 = 0b1000;
+const GEN_SHIFT: u32 = 4;
 pub(crate) const GEN_MASK: u32 = (1 << 24) - 1;
-const TIME_SHIFT: u32 = 27;
-pub(crate) const TIME_MAX: u64 = (1 << 37) - 1;
+const TIME_SHIFT: u32 = 28;
+pub(crate) const TIME_MAX: u64 = (1 << 36) - 1;
 
 pub(crate) const fn pack(status: ConnectionStatus, generation: u32, millis: u64) -> u64 {
     let millis = if millis > TIME_MAX { TIME_MAX } else { millis };

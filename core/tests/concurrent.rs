@@ -51,7 +51,7 @@ fn with_watchdog(secs: u64, f: impl FnOnce() + Send + 'static) {
 }
 
 /// Threads own disjoint key ranges and check every answer against their own
-/// model while the others insert, remove and force rehashes in the same
+/// model while the others insert, remove and force rebuilds in the same
 /// shards; at the end the table equals the union of the models.
 #[test]
 fn disjoint_writers_match_their_models() {
@@ -152,7 +152,7 @@ impl Hasher for Collide {
 }
 
 /// `docs/failure-modes.md #10`: no guard escapes the API, so operations in reversed key
-/// order on colliding keys (one shard, one probe chain, rehashes under way)
+/// order on colliding keys (one shard, one probe chain, rebuilds under way)
 /// cannot deadlock. A watchdog turns a hang into a failure.
 #[test]
 fn reversed_order_operations_on_colliding_keys_finish() {
@@ -255,11 +255,15 @@ fn every_key_is_dropped_exactly_once() {
     // has run everything (other tests in this process may hold it back for
     // a moment by being pinned).
     let made = made.load(Ordering::Relaxed);
-    for _ in 0..100_000 {
+    for i in 0..1_000_000 {
         if drops.load(Ordering::Relaxed) >= made {
             break;
         }
         crossbeam_epoch::pin().flush();
+        if i % 1_000 == 999 {
+            // Let the other tests' pinned threads move on, so the epoch can.
+            std::thread::yield_now();
+        }
     }
     assert_eq!(drops.load(Ordering::Relaxed), made);
 }
@@ -287,14 +291,9 @@ fn stale_generation_never_matches_a_newer_entry() {
 /// `docs/failure-modes.md #12`: per-peer state is freed. Cycling a million distinct peers
 /// through insert and remove (1,000 alive at a time) leaves the table empty,
 /// every shard's array back at its starting capacity, and its memory back at
-/// the baseline plus only the dead entries those minimum-size arrays still
-/// hold: at most a few per shard, however many peers went through
-/// (`heap.rs` checks the same with a counting allocator).
-///
-/// The residue is not zero by design (a shard keeps up to one dead entry
-/// per 8 live keys, plus one, for keys that return), and how many the last
-/// windows leave depends on where the keyed hash put their keys, so the
-/// test checks the exact accounting instead of a fixed slack.
+/// the baseline exactly: keys live inline in the arrays, so once a shard is
+/// rebuilt smaller nothing of its removed keys remains (`heap.rs` checks the
+/// same with a counting allocator).
 #[test]
 fn cycling_a_million_peers_returns_memory_to_baseline() {
     let id = |i: u64| {
@@ -302,16 +301,6 @@ fn cycling_a_million_peers_returns_memory_to_baseline() {
         b[..8].copy_from_slice(&i.to_le_bytes());
         PeerId::from_bytes(b)
     };
-    // What one entry node adds to `memory_usage`, measured on a fresh table
-    // (one key does not grow a minimum-size array).
-    let entry_bytes = {
-        let t = StatusTable::new();
-        let empty = t.memory_usage();
-        t.insert(id(u64::MAX), Connected);
-        t.memory_usage() - empty
-    };
-    assert!(entry_bytes > 0);
-
     let table = StatusTable::new();
     let baseline = table.memory_usage();
     let start_stats = table.shard_stats();
@@ -329,36 +318,25 @@ fn cycling_a_million_peers_returns_memory_to_baseline() {
     }
     assert!(table.is_empty());
     let after = table.memory_usage();
-    let stats = table.shard_stats();
-    let mut dead = 0;
-    for (s, start) in stats.iter().zip(&start_stats) {
+    for (s, start) in table.shard_stats().iter().zip(&start_stats) {
         assert_eq!(s.len, 0);
         assert_eq!(s.capacity, start.capacity, "a shard did not shrink back");
-        // The array's fill limit (3/4 of its slots; all of a 2-slot array
-        // under Miri) bounds what it holds, tombstones included.
-        assert!(s.tombstones <= s.capacity - s.capacity / 4, "{s:?}");
-        // The dead-entry budget: one per 8 of the most keys the array held
-        // (at most its 3/4 limit), plus one; no removals raced here.
-        assert!(s.dead_entries <= s.capacity / 8 + 1, "{s:?}");
-        dead += s.dead_entries;
+        // Live keys and tombstones never pass 4/5 of the slots (all of
+        // the checkers' one-bucket arrays).
+        let limit = if cfg!(miri) {
+            s.capacity
+        } else {
+            s.capacity * 4 / 5
+        };
+        assert!(s.tombstones <= limit, "{s:?}");
     }
     assert_eq!(
-        after,
-        baseline + dead * entry_bytes,
-        "memory after cycling {after} B vs baseline {baseline} B + {dead} dead entries \
-         of {entry_bytes} B (peak {peak} B)"
+        after, baseline,
+        "memory after cycling {after} B vs baseline {baseline} B (peak {peak} B)"
     );
-    // The bound that makes this "freed": the residue is at most one entry
-    // per starting slot, independent of the million peers cycled.
-    let start_slots: usize = start_stats.iter().map(|s| s.capacity).sum();
-    assert!(
-        dead <= start_slots,
-        "{dead} dead entries in {start_slots} slots"
-    );
-    assert!(
-        peak >= baseline + window * entry_bytes,
-        "peak {peak} B did not count the {window} live entries"
-    );
+    // The windows did grow the arrays (1,000 peers do not fit the minimum
+    // arrays), so the test would see memory that stayed.
+    assert!(peak > baseline, "peak {peak} B, baseline {baseline} B");
 }
 
 /// A fixed, unkeyed hash that reads only the first 8 bytes of the key: what
@@ -402,10 +380,10 @@ fn ground_ids_stay_balanced_under_the_default_hasher() {
     let stats = weak.shard_stats();
     let busiest = stats.iter().map(|s| s.len).max().unwrap();
     assert_eq!(busiest, weak.len(), "the attack works on an unkeyed hash");
-    assert_eq!(
-        stats.iter().map(|s| s.longest_run).max().unwrap(),
-        weak.len()
-    );
+    // One home bucket for all: a run of full buckets as long as the keys
+    // fill (3 a bucket).
+    let run = stats.iter().map(|s| s.longest_run).max().unwrap();
+    assert!(run >= weak.len() / 3, "run {run} for {} keys", weak.len());
 
     let table = StatusTable::new();
     for id in &ids {
@@ -420,10 +398,11 @@ fn ground_ids_stay_balanced_under_the_default_hasher() {
             busiest < mean * 3 / 2,
             "busiest shard {busiest} vs mean {mean}"
         );
-        // The longest cluster of linear probing at load a over m slots grows
-        // like ln(m) / (a - 1 - ln a): about 70 at 61% of 2048 slots. The
-        // attack above makes it n (2000); 256 separates the two with room.
-        assert!(longest < 256, "longest probe run {longest}");
+        // Runs of overflowed 3-slot buckets under linear probing stay
+        // short at loads up to 4/5 (a few dozen buckets, now and then over
+        // 60, in arrays of about 300); the attack above makes one of n / 3
+        // (666); 160 separates the two with room.
+        assert!(longest < 160, "longest probe run {longest}");
     }
     for id in &ids {
         assert_eq!(table.get(id), Some(Connected));

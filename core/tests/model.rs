@@ -1,7 +1,7 @@
 //! Differential tests: every answer of the table against a std `HashMap`
 //! model, over random operation sequences (proptest shrinks failures).
 //!
-//! Small key spaces and a tiny initial capacity force rehashes (growth and
+//! Small key spaces and a tiny initial capacity force rebuilds (growth and
 //! shrinking) and tombstone reuse; a constant hasher puts every key in one
 //! probe chain.
 

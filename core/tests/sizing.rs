@@ -1,15 +1,14 @@
-//! Slot-array sizing as callers see it: `with_capacity(n)` takes n evenly
-//! spread keys without growing, a million keys grown from empty end in the
-//! arrays they always did, and churn of new keys (insert one never seen,
-//! remove the oldest) keeps memory per live key within what the
-//! post-rehash sizing allows. Sizes shrink under Miri.
+//! Bucket-array sizing as callers see it: `with_capacity(n)` takes n evenly
+//! spread keys without growing, a million keys take at most 64 bytes each,
+//! and churn of new keys (insert one never seen, remove the oldest) keeps
+//! memory per live key within what the post-rebuild sizing allows. Sizes
+//! shrink under Miri.
 
 #[path = "support/shard_peaks.rs"]
 mod shard_peaks;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
-use std::mem::size_of;
 
 use connmgr_core::{ConnectionStatus::*, PeerId, StatusTable};
 use shard_peaks::ShardPeaks;
@@ -53,14 +52,8 @@ where
     table.shard_stats().iter().map(|s| s.capacity).collect()
 }
 
-/// What one entry node adds to `memory_usage`, measured on a fresh table
-/// (one key does not grow a minimum-size array).
-fn entry_bytes<K: std::hash::Hash + Eq + Send + Sync + 'static>(key: K) -> usize {
-    let t = StatusTable::new();
-    let empty = t.memory_usage();
-    t.insert(key, Connected);
-    t.memory_usage() - empty
-}
+/// A bucket of three `PeerId` slots: two cache lines.
+const BUCKET_BYTES: usize = 128;
 
 /// `with_capacity` (here `with_shards`, to vary the shard count) promises
 /// room for `capacity` keys before a shard grows when they split evenly
@@ -90,63 +83,50 @@ fn with_capacity_takes_that_many_even_keys_without_growing() {
     }
 }
 
-/// The insert-only footprint at a million keys (the figure the churn fix
-/// must not make worse): over 32 shards, `with_capacity(1_000_000)`
-/// allocates 65,536 slots per shard, and a table grown from empty to a
-/// million evenly spread keys ends with the same.
+/// The footprint at a million peers: grown from empty (arrays grow by
+/// 1.14x, so each ends between 7/10 and 4/5 full) or presized, a million
+/// peer ids with their state words take at most 64 bytes each, table and
+/// shard headers included.
 #[test]
 #[cfg_attr(miri, ignore = "a million keys")]
-fn a_million_keys_fill_65536_slots_per_shard() {
-    let n = 1_000_000;
-    let presized = StatusTable::<u64, _>::with_shards(32, n, Spreads::default()).unwrap();
-    assert!(capacities(&presized).iter().all(|&c| c == 65_536));
-
-    let grown = StatusTable::with_shards(32, 0, Spreads::default()).unwrap();
-    for i in 0..n as u64 {
-        grown.insert(i, Connected);
+fn a_million_peers_take_at_most_64_bytes_each() {
+    let n = 1_000_000u64;
+    let presized = StatusTable::with_capacity(n as usize);
+    let grown = StatusTable::new();
+    for i in 0..n {
+        presized.insert(id(i), Connected);
+        grown.insert(id(i), Connected);
     }
-    assert!(capacities(&grown).iter().all(|&c| c == 65_536));
-    assert_eq!(
-        grown.memory_usage(),
-        presized.memory_usage() + n * entry_bytes(0u64)
-    );
+    for table in [&presized, &grown] {
+        let per_peer = table.memory_usage() as f64 / n as f64;
+        assert!(per_peer <= 64.0, "{per_peer:.1} B per peer");
+        for s in table.shard_stats() {
+            let load = s.len as f64 / s.capacity as f64;
+            assert!((0.66..=0.8).contains(&load), "{s:?}");
+        }
+    }
 }
 
 /// Churn of new peers: the table holds n live keys while 10 n times a key
 /// never seen before is inserted and the oldest one removed. A removal
-/// keeps its entry in its slot, dead, only while its shard holds at most
-/// one dead entry per 8 live keys (plus one); beyond that it leaves a
-/// tombstone (a slot, no entry) and retires the entry. So memory per live
-/// key depends on that budget and on how big a rehash leaves the array.
+/// leaves a tombstone (the key stays until the shard's next rebuild), so
+/// memory per live key depends on how big a rebuild leaves the array.
 ///
-/// The bound. A rehash sizes a shard's array for the `live` keys it holds
-/// at most half full: `next_power_of_two(max(2 * live, MIN))` slots. Every
-/// rehash of shard s (growth or shrink) happens while it holds at most
-/// `most[s]` keys, the most it has held so far, so its array has at most
-/// `C(most[s]) = next_power_of_two(max(2 * most[s], MIN))` slots (it starts
-/// at MIN); and it holds at most `most[s] / 8 + 1` dead entries (the
-/// budget is checked against the keys the shard holds at each removal). So
-/// at every step
+/// The bound. A rebuild sizes a shard's array for the `live` keys it holds
+/// at 7/10 load after growth and half load after tombstones, never below
+/// the minimum: at most `max(ceil(2 * live / 3), MIN)` buckets. Every
+/// rebuild of shard s happens while it holds at most `most[s]` keys, the
+/// most it has held so far, so at every step
 ///
 /// ```text
-/// memory_usage <= fixed + n * entry_bytes
-///                 + sum over shards s of C(most[s]) * slot_bytes + (most[s] / 8 + 1) * entry_bytes
+/// memory_usage <= fixed + sum over shards s of max(ceil(2 * most[s] / 3), MIN) * 128
 /// ```
 ///
-/// where `fixed` is the table and shard headers (an empty table's usage
-/// minus its arrays). `most[s]` is tracked exactly: the test hashes each key
-/// with the table's own hasher and takes the shard from the hash's top byte,
-/// as the table does. At 875 keys per shard (2,048 slots) that is about
-/// 64 B per live key. A rehash that left the array 3/8 full (the old
-/// sizing) puts the same shard in 4,096 slots: about 83 B. (What the
-/// allocator sees under the same churn, retired entries included, is
-/// checked in `heap_churn.rs`.)
-///
-/// n = 28,000 puts about 0.427 P keys in each shard for a power of two P
-/// (875 of 2,048 at 32 shards, 1,750 of 4,096 at 16, and so on for every
-/// power-of-two shard count), between 3/8 P and P/2: there the old sizing
-/// gives 2 P slots and the new one P, so the test tells them apart. (At
-/// n = 20,000, 625 of 2,048 per shard at 32 shards, both give 2,048.)
+/// where `fixed` is the table, shard and array headers (an empty table's
+/// usage minus its buckets). `most[s]` is tracked exactly: the test hashes
+/// each key with the table's own hasher and takes the shard from the hash's
+/// top byte, as the table does. (What the allocator sees under the same
+/// churn, retired arrays included, is checked in `heap_churn.rs`.)
 #[test]
 fn churn_of_new_keys_keeps_memory_per_live_key_bounded() {
     // Under Miri: 28,000 / 256 keys over its 2 shards (0.427 of 128 each).
@@ -157,15 +137,13 @@ fn churn_of_new_keys_keeps_memory_per_live_key_bounded() {
     let shards = table.shards();
     let shard_of = |i: u64| (hasher.hash_one(id(i)) >> 56) as usize & (shards - 1);
 
-    let entry_bytes = entry_bytes(id(u64::MAX));
-    let slot_bytes = size_of::<usize>();
     let start = capacities(&table);
     let min = start[0];
-    let fixed = table.memory_usage() - start.iter().sum::<usize>() * slot_bytes;
+    let fixed = table.memory_usage() - start.iter().sum::<usize>() / 3 * BUCKET_BYTES;
 
     // Keys each shard holds now, the most it has held, and the bound on
-    // the arrays and dead entries.
-    let mut peaks = ShardPeaks::new(shards, min, entry_bytes);
+    // their arrays.
+    let mut peaks = ShardPeaks::new(shards, min, BUCKET_BYTES);
     let insert = |i: u64, peaks: &mut ShardPeaks| {
         assert_eq!(table.insert(id(i), Connected), None);
         peaks.inserted(shard_of(i));
@@ -181,7 +159,7 @@ fn churn_of_new_keys_keeps_memory_per_live_key_bounded() {
 
     let (mut peak, mut last) = (built, built);
     let mut bound = 0;
-    // Shards seen purging tombstones (a rehash), sampled every `every`.
+    // Shards seen purging tombstones (a rebuild), sampled every `every`.
     let every = (n / 28).max(1);
     let mut before = tombstones(&table);
     let mut purged = vec![false; shards];
@@ -190,7 +168,7 @@ fn churn_of_new_keys_keeps_memory_per_live_key_bounded() {
         assert_eq!(table.remove(&id(i)), Some(Connected));
         peaks.removed(shard_of(i));
         let usage = table.memory_usage();
-        bound = fixed + n as usize * entry_bytes + peaks.bound();
+        bound = fixed + peaks.bound();
         assert!(
             usage <= bound,
             "after {i} cycles: {:.1} B per live key, over the bound of {:.1} \
@@ -211,7 +189,7 @@ fn churn_of_new_keys_keeps_memory_per_live_key_bounded() {
         }
     }
     assert_eq!(table.len(), n as usize);
-    // The churn did make every shard rehash away its dead slots: the bound
+    // The churn did make every shard rebuild away its tombstones: the bound
     // was tested against more than a growing table.
     assert!(purged.iter().all(|&p| p), "shards seen purging: {purged:?}");
     eprintln!(

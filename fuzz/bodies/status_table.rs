@@ -416,12 +416,14 @@ fn apply<S: BuildHasher>(table: &StatusTable<u8, S>, m: &mut Model, op: Op) {
             assert_eq!(stats.len(), table.shards());
             assert_eq!(stats.iter().map(|s| s.len).sum::<usize>(), m.map.len());
             for s in &stats {
-                assert!(s.len + s.tombstones <= s.capacity, "{s:?}");
-                assert!(s.dead_entries <= s.tombstones, "{s:?}");
-                // The dead-entry budget, single-threaded: at most one per 8
-                // of the most keys the array held (its 3/4 limit), plus one.
-                assert!(s.dead_entries <= s.capacity / 8 + 1, "{s:?}");
-                assert!(s.longest_run <= s.capacity, "{s:?}");
+                // Live keys and tombstones fill at most 4/5 of an array
+                // (rounded down; all of a one-bucket array under Miri).
+                let limit = if cfg!(miri) { s.capacity } else { s.capacity * 4 / 5 };
+                assert!(s.len + s.tombstones <= limit, "{s:?}");
+                // Every tombstone keeps its key for the key's return.
+                assert_eq!(s.dead_entries, s.tombstones, "{s:?}");
+                // Runs are counted in buckets of 3 slots.
+                assert!(s.longest_run <= s.capacity / 3, "{s:?}");
             }
             assert!(table.memory_usage() > 0);
         }
