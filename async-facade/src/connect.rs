@@ -11,7 +11,7 @@ use crate::dialer::Dialer;
 use crate::inner::{DialResult, Inner};
 use crate::peers::Key;
 use crate::sync::{Arc, Ordering};
-use crate::{Error, Result};
+use crate::{Error, Reason, Result};
 
 impl<D: Dialer> Inner<D> {
     /// Connects `peer` as the leader of its shared dial: takes back a live
@@ -28,6 +28,7 @@ impl<D: Dialer> Inner<D> {
             return Ok(());
         }
         let permit = self.admission.try_acquire().ok_or(Error::LimitReached {
+            limit: crate::Limit::Connections,
             max: self.admission.max(),
         })?;
         let dialer = &self.dialer;
@@ -67,7 +68,13 @@ impl<D: Dialer> Inner<D> {
             let before = self.table.insert(peer, ConnectionStatus::Connecting);
             (before, Self::watch_of(map, &peer))
         });
-        self.emit(peer, before, Some(ConnectionStatus::Connecting), watch);
+        self.emit(
+            peer,
+            before,
+            Some(ConnectionStatus::Connecting),
+            Reason::Dialed,
+            watch,
+        );
         let restore = RestoreOnDrop {
             inner: self,
             key,
@@ -96,14 +103,14 @@ impl<D: Dialer> Inner<D> {
                     Ok(()) => Ok(()),
                     Err((conn, _permit)) => {
                         drop(conn);
-                        self.set_status(peer, ConnectionStatus::Disconnected);
+                        self.set_status(peer, ConnectionStatus::Disconnected, Reason::ShutDown);
                         Err(Error::ShutDown)
                     }
                 }
             }
             Ok(Err(e)) => {
                 self.metrics.record_dial(DialOutcome::Failed);
-                self.fail(peer, None);
+                self.fail(peer, None, Reason::DialFailed);
                 Err(Error::Dial {
                     peer,
                     source: Arc::new(e),
@@ -111,7 +118,7 @@ impl<D: Dialer> Inner<D> {
             }
             Err(_elapsed) => {
                 self.metrics.record_dial(DialOutcome::TimedOut);
-                self.fail(peer, None);
+                self.fail(peer, None, Reason::TimedOut);
                 Err(Error::Timeout {
                     peer,
                     after: timeout,
@@ -184,7 +191,13 @@ impl<D: Dialer> Drop for RestoreOnDrop<'_, D> {
             restored.then(|| Inner::watch_of(map, &peer))
         });
         if let Some(watch) = restored {
-            inner.emit(peer, Some(ConnectionStatus::Connecting), self.before, watch);
+            inner.emit(
+                peer,
+                Some(ConnectionStatus::Connecting),
+                self.before,
+                Reason::Cancelled,
+                watch,
+            );
         }
     }
 }

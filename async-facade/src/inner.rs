@@ -25,7 +25,7 @@ use crate::peer::{Live, Parts, Pooled, Record};
 use crate::peers::{Key, Peers};
 use crate::reaper::Reapers;
 use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Weak};
-use crate::{Result, StatusEvent};
+use crate::{Reason, Result, StatusEvent};
 
 /// The pool's and the metrics' clock: tokio's, so that paused time in
 /// tests (`tokio::time::pause`) drives expiry and windows.
@@ -218,7 +218,18 @@ impl<D: Dialer> Inner<D> {
         // A stale slot (left by bookkeeping such as `update_status(p,
         // Connecting)` over a Connected peer): closed and freed here.
         drop(replaced);
-        self.emit(peer, before, Some(ConnectionStatus::Connected), watch);
+        let reason = if pooled.is_some() {
+            Reason::Pooled
+        } else {
+            Reason::Dialed
+        };
+        self.emit(
+            peer,
+            before,
+            Some(ConnectionStatus::Connected),
+            reason,
+            watch,
+        );
         Ok(())
     }
 
@@ -234,7 +245,13 @@ impl<D: Dialer> Inner<D> {
         });
         match revived {
             Some((before, watch)) => {
-                self.emit(peer, before, Some(ConnectionStatus::Connected), watch);
+                self.emit(
+                    peer,
+                    before,
+                    Some(ConnectionStatus::Connected),
+                    Reason::Pooled,
+                    watch,
+                );
                 true
             }
             None => false,
@@ -257,7 +274,13 @@ impl<D: Dialer> Inner<D> {
         });
         if let Some((slot, generation, watch)) = done {
             self.retire(key, slot, Some(generation));
-            self.emit(peer, Some(Connected), Some(Disconnected), watch);
+            self.emit(
+                peer,
+                Some(Connected),
+                Some(Disconnected),
+                Reason::Disconnected,
+                watch,
+            );
         }
     }
 
@@ -274,9 +297,10 @@ impl<D: Dialer> Inner<D> {
     /// appeared, the side effects are done under the lock, as on the
     /// locked path, provided our status is still the peer's (else the call
     /// that replaced it decides).
-    pub(crate) fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
+    pub(crate) fn set_status(&self, peer: PeerId, status: ConnectionStatus, reason: Reason) {
         if status == ConnectionStatus::Failed {
-            return self.fail(peer, None);
+            self.fail(peer, None, reason);
+            return;
         }
         if status == ConnectionStatus::Disconnected {
             // Forgotten in time by this runtime's reaper.
@@ -288,7 +312,7 @@ impl<D: Dialer> Inner<D> {
             fence(Ordering::SeqCst);
             if self.records.load(Ordering::Relaxed) == 0 {
                 if before != Some(status) {
-                    self.emit(peer, before, Some(status), None);
+                    self.emit(peer, before, Some(status), reason, None);
                 }
                 return;
             }
@@ -301,7 +325,7 @@ impl<D: Dialer> Inner<D> {
             });
             self.retire(key, slot, Some(generation));
             if before != Some(status) {
-                self.emit(peer, before, Some(status), watch);
+                self.emit(peer, before, Some(status), reason, watch);
             } else if let Some(tx) = watch {
                 self.publish(peer, &tx);
             }
@@ -316,7 +340,7 @@ impl<D: Dialer> Inner<D> {
             return;
         }
         self.retire(key, slot, Some(generation));
-        self.emit(peer, before, Some(status), watch);
+        self.emit(peer, before, Some(status), reason, watch);
     }
 
     /// What a bookkeeping `status` takes out of `peer`'s record, under its
@@ -341,11 +365,12 @@ impl<D: Dialer> Inner<D> {
     /// peer's generation moves on and its live slot is taken out; after
     /// the lock the slot's connection is closed and so are the peer's idle
     /// pooled connections. No other peer is touched.
-    pub(crate) fn fail(&self, peer: PeerId, only_slot: Option<u64>) {
+    pub(crate) fn fail(&self, peer: PeerId, only_slot: Option<u64>, reason: Reason) {
         self.fail_as(
             peer,
             |record| record.fail(only_slot, self.fresh_generation()),
             only_slot.is_none(),
+            reason,
         );
     }
 
@@ -355,17 +380,20 @@ impl<D: Dialer> Inner<D> {
             peer,
             |record| record.discard_lease(slot, self.fresh_generation()),
             false,
+            Reason::Discarded,
         );
     }
 
     /// `fail`'s body: `step` is the record's transition (`None`: nothing
     /// to do); `unknown` whether a peer without a record fails too.
-    fn fail_as(
+    /// Returns whether the peer failed.
+    pub(crate) fn fail_as(
         &self,
         peer: PeerId,
         step: impl FnOnce(&mut Rec<D>) -> Option<Option<Live<Tokio<D>>>>,
         unknown: bool,
-    ) {
+        reason: Reason,
+    ) -> bool {
         let failed = self.peers.with(&peer, |map| {
             let (slot, drain) = match map.get_mut(&peer) {
                 Some(record) => (step(record)?, true),
@@ -376,7 +404,7 @@ impl<D: Dialer> Inner<D> {
             Some((before, slot, drain, Self::watch_of(map, &peer)))
         });
         let Some((before, slot, drain, watch)) = failed else {
-            return;
+            return false;
         };
         // Forgotten in time by this runtime's reaper.
         self.ensure_reaper(false);
@@ -384,7 +412,8 @@ impl<D: Dialer> Inner<D> {
         if drain {
             self.close_idle(peer);
         }
-        self.emit(peer, before, Some(ConnectionStatus::Failed), watch);
+        self.emit(peer, before, Some(ConnectionStatus::Failed), reason, watch);
+        true
     }
 
     /// Closes the idle pooled connections of `peer` (after a Failed).
@@ -459,6 +488,7 @@ impl<D: Dialer> Inner<D> {
         peer: PeerId,
         from: Option<ConnectionStatus>,
         to: Option<ConnectionStatus>,
+        reason: Reason,
         watch: Option<WatchTx>,
     ) {
         if from == to {
@@ -469,7 +499,13 @@ impl<D: Dialer> Inner<D> {
             let at = tokio::time::Instant::now().into_std();
             if self
                 .events
-                .send(StatusEvent { peer, from, to, at })
+                .send(StatusEvent {
+                    peer,
+                    from,
+                    to,
+                    reason,
+                    at,
+                })
                 .is_err()
             {
                 // Every receiver of the first `subscribers` is gone: stop

@@ -108,9 +108,9 @@ pub use connmgr_metrics::{DialCounts, Gauges, Histogram, NetworkMetrics, Snapsho
 #[cfg(not(loom))]
 pub use dialer::{Dialer, NoTransport, TcpDialer};
 #[cfg(not(loom))]
-pub use error::{Error, Result};
+pub use error::{Error, Limit, Result};
 #[cfg(not(loom))]
-pub use event::StatusEvent;
+pub use event::{Reason, StatusEvent};
 #[cfg(not(loom))]
 pub use lease::Lease;
 #[cfg(not(loom))]

@@ -24,7 +24,7 @@ use crate::lease::Lease;
 use crate::peers::Peers;
 use crate::reaper::Reapers;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::{Error, Result, StatusEvent};
+use crate::{Error, Reason, Result, StatusEvent};
 
 /// Manages connections to peers: limits, idle pooling with a TTL that
 /// expires by itself, atomic status tracking and live metrics.
@@ -285,7 +285,7 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Safe: it never waits.
     pub async fn update_status(&self, peer_id: PeerId, status: ConnectionStatus) {
         self.ensure_reaper();
-        close::reraising(|| self.inner.set_status(peer_id, status));
+        close::reraising(|| self.inner.set_status(peer_id, status, Reason::Set));
     }
 
     /// The peer's status, if the manager knows it.

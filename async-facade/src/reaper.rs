@@ -13,6 +13,7 @@ use tokio::task;
 
 use crate::close;
 use crate::dialer::Dialer;
+use crate::event::Reason;
 use crate::inner::Inner;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, Weak};
 
@@ -46,6 +47,7 @@ impl<D: Dialer> Inner<D> {
                     *peer,
                     Some(ConnectionStatus::Connected),
                     Some(ConnectionStatus::Disconnected),
+                    Reason::ShutDown,
                     watch,
                 );
             }
@@ -110,7 +112,7 @@ impl<D: Dialer> Inner<D> {
             });
             if let Some(watch) = forgotten {
                 forgot += 1;
-                self.emit(*peer, Some(info.status), None, watch);
+                self.emit(*peer, Some(info.status), None, Reason::Forgotten, watch);
             }
         });
         flush_epoch(forgot);

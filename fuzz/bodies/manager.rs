@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use connmgr::{
-    ConnectionManager, ConnectionStatus, Error, Lease, NoTransport, PeerId, StatusEvent,
+    ConnectionManager, ConnectionStatus, Error, Lease, Limit, NoTransport, PeerId, StatusEvent,
 };
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -383,8 +383,9 @@ async fn apply(
             let got = mgr.connect(peer(k)).await;
             match (&got, want) {
                 (Ok(()), Ok(())) => {}
-                (Err(Error::LimitReached { max }), Err("LimitReached")) => {
-                    assert_eq!(*max, m.max, "LimitReached names the limit")
+                (Err(Error::LimitReached { limit, max }), Err("LimitReached")) => {
+                    assert_eq!(*limit, Limit::Connections, "LimitReached names the limit");
+                    assert_eq!(*max, m.max, "LimitReached names its value")
                 }
                 (Err(Error::ShutDown), Err("ShutDown")) => {}
                 (got, want) => panic!("connect({k}): manager {got:?}, model {want:?}"),
