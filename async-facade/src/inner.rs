@@ -17,15 +17,15 @@ use connmgr_metrics::Metrics;
 use connmgr_pool::IdlePool;
 use tokio::sync::{broadcast, watch};
 
-use crate::admission::{Admission, Permit};
+use crate::admission::{Admission, Slot};
 use crate::close::Closing;
 use crate::config::Config;
 use crate::dialer::Dialer;
-use crate::peer::{Live, Parts, Pooled, Record};
+use crate::peer::{Direction, Live, Parts, Pooled, Record};
 use crate::peers::{Key, Peers};
 use crate::reaper::Reapers;
 use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Weak};
-use crate::{Reason, Result, StatusEvent};
+use crate::{Error, Limit, Reason, Result, StatusEvent};
 
 /// The pool's and the metrics' clock: tokio's, so that paused time in
 /// tests (`tokio::time::pause`) drives expiry and windows.
@@ -49,13 +49,36 @@ pub(crate) struct Tokio<D>(PhantomData<D>);
 
 impl<D: Dialer> Parts for Tokio<D> {
     type Conn = Held<D>;
-    type Permit = Permit;
+    type Permit = Slot;
     type Dial = watch::Sender<DialResult>;
     type Watch = WatchTx;
 }
 
-/// A connection as the manager holds it: its destructor's panics caught
-/// (see [`close`](crate::close)).
+/// Where a connection [`Inner::go_live`] installs comes from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Made {
+    /// A fresh dial of `connect`.
+    Dialed,
+    /// The idle pool, where it was put with this generation.
+    Pooled(u64),
+    /// `adopt`.
+    Adopted,
+}
+
+/// What [`Inner::go_live`] did.
+pub(crate) enum GoLive<D: Dialer> {
+    /// The connection is the peer's live one.
+    Live,
+    /// The peer is Connected with another live connection: this one is
+    /// handed back, to be pooled with the generation given.
+    Surplus(Held<D>, u64),
+    /// Refused (shut down, or a pooled connection from before a Failed):
+    /// handed back with its slot.
+    Refused(Held<D>, Slot),
+}
+
+/// A connection as the manager holds it: its destructor's panics caught,
+/// and its unit of the socket budget (see [`close`](crate::close)).
 pub(crate) type Held<D> = Closing<<D as Dialer>::Conn>;
 
 pub(crate) type Rec<D> = Record<Tokio<D>>;
@@ -184,44 +207,57 @@ impl<D: Dialer> Inner<D> {
     /// Makes `conn` the peer's live connection and marks it Connected, in
     /// one locked step.
     ///
-    /// `pooled` is the generation a pooled `conn` carried (`None` for a
-    /// fresh dial). If the peer failed since it was pooled, or the manager
-    /// shut down, nothing is installed and `conn` and `permit` are handed
-    /// back.
+    /// `made` says where `conn` comes from: a pooled one carries the
+    /// generation it was pooled with; if the peer failed since, or the
+    /// manager shut down, nothing is installed and `conn` and `slot` are
+    /// handed back. If the peer is Connected with a live connection already
+    /// (an `adopt` made it live while this dial was in flight, say), that
+    /// one stays and `conn` is handed back as surplus, to be pooled.
     pub(crate) fn go_live(
         &self,
         key: Key,
         conn: Held<D>,
-        permit: Permit,
-        pooled: Option<u64>,
-    ) -> std::result::Result<(), (Held<D>, Permit)> {
+        slot: Slot,
+        direction: Direction,
+        made: Made,
+    ) -> GoLive<D> {
         let peer = key.peer;
-        let (replaced, before, watch) = self.peers.at(&key, |map| {
+        let done = self.peers.at(&key, |map| {
             // `shutdown` sets its flag before it takes each record lock to
             // retire live slots: a slot installed here after that is
             // refused, one installed before is retired by it.
             if self.shut_down.load(Ordering::Acquire) {
-                return Err((conn, permit));
+                return Err(GoLive::Refused(conn, slot));
             }
             let record = self.record(map, peer);
-            if pooled.is_some_and(|g| !record.admits(g)) {
-                return Err((conn, permit));
+            if let Made::Pooled(g) = made {
+                if !record.admits(g) {
+                    return Err(GoLive::Refused(conn, slot));
+                }
+            }
+            if record.live.is_some() && self.table.get(&peer) == Some(ConnectionStatus::Connected) {
+                return Err(GoLive::Surplus(conn, record.generation));
             }
             let replaced = record.install(Live {
                 id: self.next_slot_id.fetch_add(1, Ordering::Relaxed),
                 conn: Some(conn),
-                _permit: permit,
+                direction,
+                _permit: slot,
             });
             let before = self.table.insert(peer, ConnectionStatus::Connected);
             Ok((replaced, before, Self::watch_in(record)))
-        })?;
+        });
+        let (replaced, before, watch) = match done {
+            Ok(done) => done,
+            Err(other) => return other,
+        };
         // A stale slot (left by bookkeeping such as `update_status(p,
         // Connecting)` over a Connected peer): closed and freed here.
         drop(replaced);
-        let reason = if pooled.is_some() {
-            Reason::Pooled
-        } else {
-            Reason::Dialed
+        let reason = match made {
+            Made::Dialed => Reason::Dialed,
+            Made::Pooled(_) => Reason::Pooled,
+            Made::Adopted => Reason::Adopted,
         };
         self.emit(
             peer,
@@ -230,7 +266,46 @@ impl<D: Dialer> Inner<D> {
             reason,
             watch,
         );
-        Ok(())
+        GoLive::Live
+    }
+
+    /// `adopt`'s body (see `ConnectionManager::adopt`).
+    pub(crate) fn adopt(&self, peer: PeerId, conn: D::Conn) -> Result<()> {
+        if self.shut_down.load(Ordering::Acquire) {
+            drop(Closing::new(conn, None));
+            return Err(Error::ShutDown);
+        }
+        let conn = match self.socket() {
+            Ok(socket) => Closing::new(conn, Some(socket)),
+            Err(full) => {
+                drop(Closing::new(conn, None));
+                return Err(full);
+            }
+        };
+        let key = self.peers.key(peer);
+        // Connected with a live connection: that one stays.
+        let surplus = self.peers.at(&key, |map| {
+            let record = map.get(&peer)?;
+            let connected = self.table.get(&peer) == Some(ConnectionStatus::Connected);
+            (connected && record.live.is_some()).then_some(record.generation)
+        });
+        if let Some(generation) = surplus {
+            self.pool_put(key, conn, generation);
+            return Ok(());
+        }
+        // A refusal closes `conn` as it goes out of scope.
+        let slot = Slot {
+            _connection: self.admission.try_acquire(Limit::Connections)?,
+            _direction: self.admission.try_acquire(Limit::Inbound)?,
+        };
+        match self.go_live(key, conn, slot, Direction::Inbound, Made::Adopted) {
+            GoLive::Live => Ok(()),
+            GoLive::Surplus(conn, generation) => {
+                self.pool_put(key, conn, generation);
+                Ok(())
+            }
+            GoLive::Refused(..) => Err(Error::ShutDown),
+        }
     }
 
     /// A live connection whose status bookkeeping moved off Connected is

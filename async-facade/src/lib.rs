@@ -115,6 +115,7 @@ pub use event::{Reason, StatusEvent};
 pub use lease::Lease;
 #[cfg(not(loom))]
 pub use manager::ConnectionManager;
+pub use peer::Direction;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../../README.md")]

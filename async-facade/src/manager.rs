@@ -24,7 +24,7 @@ use crate::lease::Lease;
 use crate::peers::Peers;
 use crate::reaper::Reapers;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::{Error, Reason, Result, StatusEvent};
+use crate::{Direction, Error, Limit, Reason, Result, StatusEvent};
 
 /// Manages connections to peers: limits, idle pooling with a TTL that
 /// expires by itself, atomic status tracking and live metrics.
@@ -133,7 +133,7 @@ impl<D: Dialer> ConnectionManager<D> {
         let (events, _) = broadcast::channel(config.event_capacity);
         Self {
             inner: Arc::new_cyclic(|me| Inner {
-                admission: Admission::new(config.max_connections),
+                admission: Admission::new(&config),
                 table: StatusTable::new(),
                 pool,
                 metrics,
@@ -235,6 +235,48 @@ impl<D: Dialer> ConnectionManager<D> {
                 }
             }
         }
+    }
+
+    /// Takes over a connection the peer opened: the caller accepted it
+    /// (and identified the peer), and from now on the manager holds it as
+    /// it holds a dialed one (lease it, disconnect it, pool it, trim it).
+    ///
+    /// | the peer is | what happens |
+    /// | --- | --- |
+    /// | Connected, with a live connection | `Ok`: that connection stays live; `conn` goes to the idle pool (closed if the pool is full) |
+    /// | anything else (unknown, Disconnected, Failed, Connecting by bookkeeping) | `conn` becomes the live connection, inbound: Connected, [`Reason::Adopted`] |
+    /// | being dialed by `connect` | as above, at once; the dial's connection, when it lands, goes to the idle pool, and the dial's waiters get `Ok` |
+    ///
+    /// It takes a socket ([`Builder::max_sockets`](crate::Builder::max_sockets):
+    /// closing the oldest idle connection when the budget is full), then a
+    /// unit of `max_connections`, then one of `max_inbound`.
+    ///
+    /// **Progress:** short holds of the peer's record lock, a CAS per
+    /// limit; it never waits.
+    ///
+    /// # Errors
+    ///
+    /// `conn` is closed in each case: [`Error::LimitReached`] naming the
+    /// limit that refused ([`Limit::Sockets`] when no idle connection is
+    /// left to close, [`Limit::Connections`], [`Limit::Inbound`]; the
+    /// status is unchanged); [`Error::ShutDown`].
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: it never waits; the work is done in the first poll.
+    pub async fn adopt(&self, peer: PeerId, conn: D::Conn) -> Result<()> {
+        self.ensure_reaper();
+        close::reraising(|| self.inner.adopt(peer, conn))
+    }
+
+    /// Who opened the peer's live connection: `None` if it has none
+    /// (a status set by bookkeeping alone has none).
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn direction(&self, peer: &PeerId) -> Option<Direction> {
+        self.inner.peers.with(peer, |map| {
+            map.get(peer)?.live.as_ref().map(|l| l.direction)
+        })
     }
 
     /// Disconnects a Connected peer: its status becomes Disconnected and its
@@ -369,7 +411,18 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// Connections connecting or connected (slots in use).
     pub fn active(&self) -> usize {
-        self.inner.admission.in_use()
+        self.inner.admission.in_use(Limit::Connections)
+    }
+
+    /// Units of `limit` in use now: connecting and connected peers
+    /// ([`Limit::Connections`]), established inbound connections,
+    /// outbound ones connecting or connected, dials in flight, or open
+    /// connections (live, leased, idle, being dialed: [`Limit::Sockets`]).
+    /// Never above the limit's setting.
+    ///
+    /// **Progress:** wait-free, one atomic load.
+    pub fn in_use(&self, limit: Limit) -> usize {
+        self.inner.admission.in_use(limit)
     }
 
     /// Idle connections in the pool.
@@ -524,8 +577,11 @@ impl<D: Dialer> ConnectionManager<D> {
 impl<D: Dialer> fmt::Debug for ConnectionManager<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionManager")
-            .field("max_connections", &self.inner.admission.max())
-            .field("active", &self.inner.admission.in_use())
+            .field(
+                "max_connections",
+                &self.inner.admission.max(Limit::Connections),
+            )
+            .field("active", &self.inner.admission.in_use(Limit::Connections))
             .field("idle", &self.inner.pool.len())
             .field("tracked_peers", &self.inner.table.len())
             .field("shut_down", &self.is_shut_down())

@@ -41,15 +41,28 @@ pub(crate) trait Parts {
     type Watch;
 }
 
-/// The peer's live connection: the one `connect` made live, until a
-/// disconnect, a `Failed` or a newer connection retires it.
+/// Who opened a peer's live connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The peer did: the caller accepted it and handed it to
+    /// [`adopt`](crate::ConnectionManager::adopt).
+    Inbound,
+    /// This side did: [`connect`](crate::ConnectionManager::connect) dialed
+    /// it, or reused an idle one.
+    Outbound,
+}
+
+/// The peer's live connection: the one `connect` or `adopt` made live,
+/// until a disconnect, a `Failed`, a trim or a newer connection retires it.
 pub(crate) struct Live<P: Parts> {
     /// Unique per connection made live, so a lease acts only on the slot
     /// its connection came from, never on a newer connection to the peer.
     pub(crate) id: u64,
     /// The connection; `None` while it is leased.
     pub(crate) conn: Option<P::Conn>,
-    /// Its unit of the connection limit, freed when the slot is dropped.
+    /// Who opened it.
+    pub(crate) direction: Direction,
+    /// Its units of the connection limits, freed when the slot is dropped.
     pub(crate) _permit: P::Permit,
 }
 
@@ -242,7 +255,8 @@ mod loom_models {
                 live: Some(Live {
                     id: 7,
                     conn: None,
-                    _permit: (),
+                    direction: Direction::Outbound,
+                            _permit: (),
                 }),
                 ..Record::default()
             }));
@@ -319,6 +333,7 @@ mod tests {
         Live {
             id,
             conn: Some(conn),
+            direction: Direction::Outbound,
             _permit: (),
         }
     }

@@ -1,5 +1,5 @@
-// Fuzz body: the transport-less `ConnectionManager::new(max)` (or
-// `with_pool_timeout(max, ttl)`) on a current-thread tokio runtime with
+// Fuzz body: the transport-less manager (`max_connections` and
+// `pool_timeout` from the input) on a current-thread tokio runtime with
 // paused time, against a model of the README's call-semantics table.
 //
 // Included (`include!`) by `fuzz/fuzz_targets/manager.rs` and by
@@ -306,13 +306,19 @@ pub fn run(data: &[u8]) {
 
 async fn drive(setup: Setup, ops: Vec<Op>) {
     let max = usize::from(setup.max % 4) + 1;
-    let (manager, ttl) = match setup.ttl_secs {
-        Some(s) => {
-            let ttl = Duration::from_secs(u64::from(s % 600) + 1);
-            (ConnectionManager::with_pool_timeout(max, ttl), ttl)
-        }
-        None => (ConnectionManager::new(max), Duration::from_secs(300)),
+    let ttl = match setup.ttl_secs {
+        Some(s) => Duration::from_secs(u64::from(s % 600) + 1),
+        None => Duration::from_secs(300),
     };
+    // The model has no socket budget (it is tested in
+    // `async-facade/tests/peer_manager.rs`): here it is set high enough
+    // never to close an idle connection to make room.
+    let manager = ConnectionManager::builder()
+        .max_connections(max)
+        .pool_timeout(ttl)
+        .max_sockets(1 << 20)
+        .build()
+        .expect("valid settings");
     assert_eq!(manager.config().max_connections, max);
     let mut events = manager.subscribe();
     let mut m = Model {
