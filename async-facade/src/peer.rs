@@ -256,7 +256,7 @@ mod loom_models {
                     id: 7,
                     conn: None,
                     direction: Direction::Outbound,
-                            _permit: (),
+                    _permit: (),
                 }),
                 ..Record::default()
             }));
