@@ -132,6 +132,8 @@ pub(crate) struct Inner<D: Dialer> {
     /// record made again after its peer's earlier record was freed.
     pub(crate) next_generation: AtomicU64,
     pub(crate) reapers: Reapers,
+    /// Held by the one trim that runs at a time.
+    pub(crate) trimming: parking_lot::Mutex<()>,
     /// This manager, weakly, for the reapers it starts.
     pub(crate) me: Weak<Inner<D>>,
 }
@@ -242,6 +244,7 @@ impl<D: Dialer> Inner<D> {
                 id: self.next_slot_id.fetch_add(1, Ordering::Relaxed),
                 conn: Some(conn),
                 direction,
+                since: tokio::time::Instant::now().into_std(),
                 _permit: slot,
             });
             let before = self.table.insert(peer, ConnectionStatus::Connected);
@@ -266,6 +269,11 @@ impl<D: Dialer> Inner<D> {
             reason,
             watch,
         );
+        // Above the high watermark: the reapers trim soon (at most once a
+        // second each).
+        if self.over_high() {
+            self.reapers.wake_all();
+        }
         GoLive::Live
     }
 
@@ -665,6 +673,10 @@ impl<D: Dialer> Inner<D> {
     pub(crate) fn records_memory(&self) -> usize {
         self.peers.memory_usage(|r| {
             WATCH_BYTES * (usize::from(r.dial.is_some()) + usize::from(r.watch.is_some()))
+                + r.tags.capacity() * size_of::<(Box<str>, i32)>()
+                + r.tags.iter().map(|(t, _)| t.len()).sum::<usize>()
+                + r.protections.capacity() * size_of::<Box<str>>()
+                + r.protections.iter().map(|t| t.len()).sum::<usize>()
         })
     }
 

@@ -98,6 +98,8 @@ mod peers;
 mod reaper;
 #[cfg(not(loom))]
 mod sync;
+#[cfg(not(loom))]
+mod trim;
 
 #[cfg(not(loom))]
 pub use backoff::Backoff;

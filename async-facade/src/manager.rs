@@ -146,6 +146,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 next_slot_id: AtomicU64::new(0),
                 next_generation: AtomicU64::new(1),
                 reapers: Reapers::new(),
+                trimming: parking_lot::Mutex::new(()),
                 me: me.clone(),
                 config,
                 dialer,
@@ -277,6 +278,100 @@ impl<D: Dialer> ConnectionManager<D> {
         self.inner.peers.with(peer, |map| {
             map.get(peer)?.live.as_ref().map(|l| l.direction)
         })
+    }
+
+    /// Protects `peer` under `tag`: while any tag protects it, trimming
+    /// never closes its connection, and it does not count toward the
+    /// watermarks. Protection belongs to the peer, connected or not
+    /// (protect a bootstrap peer before dialing it), and keeps it from
+    /// being forgotten. Protecting again under the same tag changes
+    /// nothing.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn protect(&self, peer: &PeerId, tag: &str) {
+        self.inner.with_record(peer, |r| r.protect(tag));
+    }
+
+    /// Removes `peer`'s protection under `tag`; returns whether another tag
+    /// still protects it. An unknown peer or tag changes nothing.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn unprotect(&self, peer: &PeerId, tag: &str) -> bool {
+        self.inner
+            .with_existing(peer, |r| r.unprotect(tag))
+            .unwrap_or(false)
+    }
+
+    /// Whether any tag protects `peer`.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn is_protected(&self, peer: &PeerId) -> bool {
+        self.inner
+            .with_existing(peer, |r| !r.protections.is_empty())
+            .unwrap_or(false)
+    }
+
+    /// Sets `peer`'s tag `tag` to `value`. Its [`peer_score`](Self::peer_score)
+    /// is the sum of its tags; trimming closes the lowest scores first.
+    /// Tags belong to the peer, connected or not, and keep it from being
+    /// forgotten until they are removed.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn tag_peer(&self, peer: &PeerId, tag: &str, value: i32) {
+        self.inner.with_record(peer, |r| r.tag(tag, value));
+    }
+
+    /// Removes `peer`'s tag `tag`. An unknown peer or tag changes nothing.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn untag_peer(&self, peer: &PeerId, tag: &str) {
+        self.inner.with_existing(peer, |r| r.untag(tag));
+    }
+
+    /// Sets `peer`'s tag `tag` to `f(its value)`, `f(0)` if it has none, in
+    /// one step: concurrent upserts of a tag never lose one another.
+    ///
+    /// **Progress:** runs `f` under the peer's record lock, so `f` must be
+    /// short and must not call the manager (a call on a peer of the same
+    /// shard would deadlock); if it panics, the tag is left as it was.
+    pub fn upsert_tag(&self, peer: &PeerId, tag: &str, f: impl FnOnce(i32) -> i32) {
+        self.inner.with_record(peer, |r| r.upsert(tag, f));
+    }
+
+    /// The sum of `peer`'s tags (0 if it has none).
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn peer_score(&self, peer: &PeerId) -> i64 {
+        self.inner.with_existing(peer, |r| r.score).unwrap_or(0)
+    }
+
+    /// Trims now, down to the low watermark; returns how many connections
+    /// it closed. Nothing without [`Builder::watermarks`](crate::Builder::watermarks),
+    /// or after [`shutdown`](Self::shutdown).
+    ///
+    /// Counted toward the watermarks are Connected peers with a live
+    /// connection that no tag protects. Of them, those past their
+    /// [`grace_period`](crate::Builder::grace_period) beyond `low` are
+    /// closed, lowest [`peer_score`](Self::peer_score) first, skipping
+    /// any whose connection is leased right now: each goes Disconnected
+    /// ([`Reason::Trimmed`]), and its connection is closed, not pooled.
+    /// Connections still in their grace period neither count toward the
+    /// excess nor are closed, as in go-libp2p. The background trim does
+    /// the same, at most once a second, when more than `high` are
+    /// Connected. One trim runs at a time, so concurrent calls never
+    /// close below `low` together.
+    ///
+    /// **Progress:** waits for a trim in progress; then one pass over the
+    /// peer records, each shard's lock held for its pass, a selection of
+    /// the lowest scores (O(candidates), no lock held), and a short hold
+    /// of each closed peer's record lock. O(records).
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: it never waits at an `.await`; the work is done in the first
+    /// poll.
+    pub async fn trim_now(&self) -> usize {
+        close::reraising(|| self.inner.trim(false))
     }
 
     /// Disconnects a Connected peer: its status becomes Disconnected and its
