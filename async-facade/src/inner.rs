@@ -661,14 +661,6 @@ impl<D: Dialer> Inner<D> {
         }
     }
 
-    /// Dials in flight.
-    pub(crate) fn pending_dials(&self) -> usize {
-        let mut n = 0;
-        self.peers
-            .for_each_shard(|map| n += map.values().filter(|r| r.dial.is_some()).count());
-        n
-    }
-
     /// Bytes of the records: the map, and the channels they hold.
     pub(crate) fn records_memory(&self) -> usize {
         self.peers.memory_usage(|r| {

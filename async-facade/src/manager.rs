@@ -525,12 +525,13 @@ impl<D: Dialer> ConnectionManager<D> {
         self.inner.pool.len()
     }
 
-    /// Dials in flight.
+    /// Dials in flight: calls to the dialer not yet returned (a dial
+    /// shared by several `connect`s counts once), the units of
+    /// [`Limit::PendingDials`] in use.
     ///
-    /// **Progress:** takes each shard lock of the peer records in turn,
-    /// O(records).
+    /// **Progress:** wait-free, one atomic load.
     pub fn pending_dials(&self) -> usize {
-        self.inner.pending_dials()
+        self.inner.admission.in_use(Limit::PendingDials)
     }
 
     /// Peers with a status entry.
