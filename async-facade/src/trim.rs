@@ -70,7 +70,16 @@ impl<D: Dialer> Inner<D> {
         let Some((low, high)) = self.config.watermarks else {
             return 0;
         };
-        let _one_at_a_time = self.trimming.lock();
+        // The background trim skips a round while another trim runs (it
+        // would find nothing left to close); `trim_now` waits for it.
+        let _one_at_a_time = if only_over_high {
+            match self.trimming.try_lock() {
+                Some(guard) => guard,
+                None => return 0,
+            }
+        } else {
+            self.trimming.lock()
+        };
         if self.shut_down.load(crate::sync::Ordering::Acquire) {
             return 0;
         }

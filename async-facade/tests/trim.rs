@@ -331,23 +331,41 @@ async fn a_trim_says_trimmed() {
 }
 
 /// go: TrimBlocks/TrimJoin. Concurrent trims never close below `low`
-/// together: their counts add up to exactly the excess.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_trims_never_close_below_low() {
-    let m = manager(50, 100, Duration::ZERO);
-    connect_all(&m, 0, 100).await;
-    let trims: Vec<_> = (0..4)
-        .map(|_| {
-            let m = m.clone();
-            tokio::spawn(async move { m.trim_now().await })
-        })
-        .collect();
-    let mut total = 0;
-    for t in trims {
-        total += t.await.unwrap();
-    }
-    assert_eq!(total, 50);
-    assert_eq!(m.count(Connected), 50);
+/// together: their counts add up to exactly the excess. Two threads start
+/// at one barrier and trim over and over, over enough peers that a trim's
+/// pass meets the other's closes.
+#[test]
+fn concurrent_trims_never_close_below_low() {
+    const N: u32 = 20_000;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let m = ConnectionManager::builder()
+        .max_connections(N as usize)
+        .watermarks(N as usize / 2, N as usize)
+        .grace_period(Duration::ZERO)
+        .dialer(TestDialer::default())
+        .build()
+        .unwrap();
+    rt.block_on(connect_all(&m, 0, N));
+    let barrier = std::sync::Barrier::new(2);
+    let total: usize = std::thread::scope(|s| {
+        let trims: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    (0..20)
+                        .map(|_| rt.handle().block_on(m.trim_now()))
+                        .sum::<usize>()
+                })
+            })
+            .collect();
+        trims.into_iter().map(|t| t.join().unwrap()).sum()
+    });
+    assert_eq!(total, N as usize / 2);
+    assert_eq!(m.count(Connected), N as usize / 2);
 }
 
 /// go: TestTrimClosed.
