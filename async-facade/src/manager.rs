@@ -173,6 +173,13 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | not Failed (unknown, Disconnected, or Connecting by bookkeeping alone), with a live idle connection pooled | it is reused: Connected, no dial |
     /// | unknown, Disconnected or Connecting by bookkeeping alone, with nothing alive pooled; or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
+    /// | adopted while this dial is in flight | the adopted connection is live at once; the dialed one idles in the pool when it lands; `Ok` |
+    ///
+    /// What `connect` makes live is outbound ([`Direction::Outbound`]),
+    /// a reused idle connection included, and counts in `max_connections`
+    /// and `max_outbound`; a dial also holds a unit of `max_pending_dials`
+    /// until it ends, and its connection a unit of `max_sockets` until it
+    /// is closed.
     ///
     /// A dial that fails for want of a file descriptor (`EMFILE`,
     /// `ENFILE`) while idle connections hold some closes the oldest idle
@@ -195,10 +202,14 @@ impl<D: Dialer> ConnectionManager<D> {
     ///
     /// # Errors
     ///
-    /// [`Error::LimitReached`] (status unchanged) when `max_connections`
-    /// slots are in use; [`Error::Dial`] or [`Error::Timeout`] (status
-    /// Failed) when the dial fails or outlives the dial timeout;
-    /// [`Error::ShutDown`] after [`shutdown`](Self::shutdown).
+    /// [`Error::LimitReached`] (status unchanged) naming the limit that
+    /// refused: [`Limit::Connections`] or [`Limit::Outbound`] before
+    /// anything else, then, for a dial, [`Limit::PendingDials`] or
+    /// [`Limit::Sockets`] (only when no idle connection is left to close to
+    /// make room); [`Error::Dial`] or [`Error::Timeout`] (status Failed)
+    /// when the dial fails or outlives the dial timeout, unless an
+    /// [`adopt`](Self::adopt) made the peer Connected meanwhile (then
+    /// `Ok`); [`Error::ShutDown`] after [`shutdown`](Self::shutdown).
     ///
     /// # Cancellation safety
     ///
