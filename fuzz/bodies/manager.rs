@@ -11,8 +11,8 @@
 // connections), `pending_dials() == 0`, per-status counts, tracked peers,
 // idle connections (exact, except that expired ones may or may not have
 // been closed by the reaper yet), dial outcome counters, message totals,
-// and the status events broadcast (exactly the model's transitions, with
-// the runtime's time). The model keeps each peer's state apart, as the
+// and the status events broadcast (exactly the model's transitions, each
+// with its reason, with the runtime's time). The model keeps each peer's state apart, as the
 // manager's records do: a Failed moves only its own peer's failure
 // generation, closes only its own peer's connections, and a lease taken
 // before it closes its connection when dropped.
@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 use arbitrary::{Arbitrary, Unstructured};
 use connmgr::{
     ConnectionManager, ConnectionStatus, Direction, Error, Lease, Limit, NoTransport, PeerId,
-    StatusEvent,
+    Reason, StatusEvent,
 };
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -173,7 +173,7 @@ struct Model {
     messages: u64,
     latency_ns: u128,
     time_moved: bool,
-    events: Vec<(u8, Option<ConnectionStatus>, Option<ConnectionStatus>)>,
+    events: Vec<(u8, Option<ConnectionStatus>, Option<ConnectionStatus>, Reason)>,
 }
 
 fn peer(k: u8) -> PeerId {
@@ -189,10 +189,10 @@ impl Model {
         self.status.values().filter(|&&v| v == s).count()
     }
 
-    fn set(&mut self, k: u8, s: ConnectionStatus) {
+    fn set(&mut self, k: u8, s: ConnectionStatus, reason: Reason) {
         let before = self.status.insert(k, s);
         if before != Some(s) {
-            self.events.push((k, before, Some(s)));
+            self.events.push((k, before, Some(s), reason));
         }
     }
 
@@ -203,8 +203,8 @@ impl Model {
     /// `k` fails: Failed, its generation moves on (a lease taken before
     /// closes its connection when dropped) and its idle connection is
     /// closed. No other peer is touched.
-    fn fail(&mut self, k: u8) {
-        self.set(k, ConnectionStatus::Failed);
+    fn fail(&mut self, k: u8, reason: Reason) {
+        self.set(k, ConnectionStatus::Failed, reason);
         *self.generation.entry(k).or_default() += 1;
         self.pool.remove(&k);
     }
@@ -289,7 +289,7 @@ impl Model {
     fn discard(&mut self, k: u8, h: Held) {
         if !self.shut && self.live.get(&k) == Some(&h.slot) {
             self.live.remove(&k);
-            self.fail(k);
+            self.fail(k, Reason::Discarded);
         }
     }
 
@@ -303,7 +303,7 @@ impl Model {
         // A live connection left in place by bookkeeping (Connecting set
         // over Connected) is taken back: no dial, no new slot.
         if self.live.contains_key(&k) {
-            self.set(k, ConnectionStatus::Connected);
+            self.set(k, ConnectionStatus::Connected, Reason::Pooled);
             return Ok(());
         }
         if self.live.len() >= self.max {
@@ -317,24 +317,28 @@ impl Model {
         } else {
             self.pool.remove(&k)
         };
-        match pooled {
-            Some(deadline) if now() < deadline => self.pool_hits += 1,
+        let reason = match pooled {
+            Some(deadline) if now() < deadline => {
+                self.pool_hits += 1;
+                Reason::Pooled
+            }
             _ => {
                 self.pool_misses += 1;
-                self.set(k, ConnectionStatus::Connecting);
+                self.set(k, ConnectionStatus::Connecting, Reason::Dialed);
                 self.dials_ok += 1;
+                Reason::Dialed
             }
-        }
-        self.install(k, Direction::Outbound);
+        };
+        self.install(k, Direction::Outbound, reason);
         Ok(())
     }
 
     /// A new live connection of `k`: a new slot, Connected.
-    fn install(&mut self, k: u8, direction: Direction) {
+    fn install(&mut self, k: u8, direction: Direction, reason: Reason) {
         self.live.insert(k, self.next_slot);
         self.next_slot += 1;
         self.opened.insert(k, (direction, now()));
-        self.set(k, ConnectionStatus::Connected);
+        self.set(k, ConnectionStatus::Connected, reason);
     }
 
     /// `adopt(k)`: on a Connected peer with a live connection, the adopted
@@ -353,7 +357,7 @@ impl Model {
         if self.live.len() >= self.max {
             return Err("LimitReached");
         }
-        self.install(k, Direction::Inbound);
+        self.install(k, Direction::Inbound, Reason::Adopted);
         Ok(())
     }
 
@@ -499,7 +503,7 @@ async fn apply(
         Op::Disconnect(k) => {
             let k = k % PEERS;
             if m.status.get(&k) == Some(&ConnectionStatus::Connected) {
-                m.set(k, ConnectionStatus::Disconnected);
+                m.set(k, ConnectionStatus::Disconnected, Reason::Disconnected);
                 m.retire(k, true);
             }
             mgr.disconnect(&peer(k)).await;
@@ -508,7 +512,7 @@ async fn apply(
             let (k, s) = (k % PEERS, s.get());
             match s {
                 ConnectionStatus::Disconnected => {
-                    m.set(k, s);
+                    m.set(k, s, Reason::Set);
                     m.retire(k, true);
                 }
                 ConnectionStatus::Failed => {
@@ -518,9 +522,11 @@ async fn apply(
                     // this lease held it (even if reconnected or set
                     // Disconnected since)").
                     m.retire(k, false);
-                    m.fail(k);
+                    m.fail(k, Reason::Set);
                 }
-                ConnectionStatus::Connected | ConnectionStatus::Connecting => m.set(k, s),
+                ConnectionStatus::Connected | ConnectionStatus::Connecting => {
+                    m.set(k, s, Reason::Set)
+                }
             }
             mgr.update_status(peer(k), s).await;
         }
@@ -641,7 +647,7 @@ async fn apply(
                 assert!(t <= k, "trimmed score {t} over kept {k}");
             }
             for k in trimmed {
-                m.set(k, ConnectionStatus::Disconnected);
+                m.set(k, ConnectionStatus::Disconnected, Reason::Trimmed);
                 m.live.remove(&k); // closed, not pooled
             }
         }
@@ -681,7 +687,7 @@ async fn apply(
                     .collect();
                 connected.sort_unstable();
                 for k in connected {
-                    m.set(k, ConnectionStatus::Disconnected);
+                    m.set(k, ConnectionStatus::Disconnected, Reason::ShutDown);
                 }
                 m.pool.clear();
             }
@@ -777,7 +783,7 @@ async fn check(
         match events.try_recv() {
             Ok(e) => {
                 assert_eq!(e.at, at, "event time {ctx}");
-                got.push((e.peer, e.from, e.to));
+                got.push((e.peer, e.from, e.to, e.reason));
             }
             Err(TryRecvError::Empty) => break,
             Err(e) => panic!("events: {e:?} {ctx}"),
@@ -786,7 +792,7 @@ async fn check(
     let mut want: Vec<_> = m
         .events
         .drain(..)
-        .map(|(k, f, t)| (peer(k), f, t))
+        .map(|(k, f, t, r)| (peer(k), f, t, r))
         .collect();
     if let Op::Shutdown(_) = op {
         // Shutdown visits peers in table order.
