@@ -3,8 +3,11 @@
 //! Starts echo peers on 127.0.0.1, then walks the manager through fresh
 //! dials, messages with measured latency, the connection limit, disconnects
 //! into the idle pool, pooled reconnects, a peer that refuses, and idle
-//! expiry with no API call, and ends by printing the metrics and the
-//! Prometheus exposition. Run `cargo run --release --example loopback --
+//! expiry with no API call. Then a second manager plays a node that
+//! accepts as well as dials: inbound connections adopted (and refused past
+//! `max_inbound`), protected peers, and a trim down to the low watermark
+//! that closes the lowest-scored connections and spares the protected
+//! ones. It ends by printing the metrics and the Prometheus exposition. Run `cargo run --release --example loopback --
 //! --help` for the flags.
 
 use std::collections::HashMap;
@@ -13,9 +16,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use connmgr::{ConnectionManager, ConnectionStatus, Error, PeerId, TcpDialer};
+use connmgr::{
+    ConnectionManager, ConnectionStatus, Direction, Error, Limit, PeerId, Reason, TcpDialer,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 const HELP: &str = "\
 loopback: drive connmgr against real TCP echo peers on 127.0.0.1
@@ -277,6 +282,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Err("idle connections outlived their TTL".into());
     }
 
+    // 7. The peer manager: a node that accepts as well as dials.
+    peer_manager(start, &book, &peers).await?;
+
     let m = manager.get_metrics().await;
     println!();
     println!("NetworkMetrics {{");
@@ -295,6 +303,207 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     print!("{}", manager.prometheus());
     manager.shutdown().await;
     step(start, format_args!("done"));
+    Ok(())
+}
+
+/// Inbound connections the node accepts, of which `max_inbound` it keeps.
+const CALLERS: usize = 10;
+const MAX_INBOUND: usize = 8;
+/// Outbound peers the node dials.
+const DIALED: usize = 12;
+const LOW: usize = 8;
+const HIGH: usize = 16;
+
+/// A remote peer that calls the node: connects, says who it is (its 32-byte
+/// id), then echoes until the node closes. Returns how many bytes it
+/// echoed (0: the node closed at once, refusing it).
+async fn caller(node: SocketAddr, id: PeerId) -> std::io::Result<usize> {
+    let mut sock = TcpStream::connect(node).await?;
+    sock.write_all(id.as_bytes()).await?;
+    let (mut echoed, mut buf) = (0, [0u8; 256]);
+    loop {
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => return Ok(echoed),
+            Ok(n) => {
+                sock.write_all(&buf[..n]).await?;
+                echoed += n;
+            }
+        }
+    }
+}
+
+/// Step 7: a node with limits by kind and watermarks. Callers connect in
+/// and are adopted (the inbound limit refuses the last two), the node
+/// dials echo peers, two callers and two dialed peers are protected, and a
+/// trim closes the lowest-scored unprotected connections down to `LOW`.
+async fn peer_manager(
+    start: Instant,
+    book: &Arc<HashMap<PeerId, SocketAddr>>,
+    peers: &[PeerId],
+) -> Result<(), Box<dyn std::error::Error>> {
+    let resolver = {
+        let book = Arc::clone(book);
+        move |p: &PeerId| book.get(p).copied()
+    };
+    let node = ConnectionManager::builder()
+        .max_connections(32)
+        .max_inbound(MAX_INBOUND)
+        .watermarks(LOW, HIGH)
+        .grace_period(Duration::ZERO)
+        .dialer(TcpDialer::new(resolver))
+        .build()?;
+    let mut events = node.subscribe();
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let here = listener.local_addr()?;
+
+    // Protection belongs to the peer, connected or not: two of the peers
+    // to dial are protected before any connection to them exists.
+    let callers: Vec<PeerId> = (0..CALLERS).map(|_| PeerId::random()).collect();
+    let dialed = &peers[..DIALED.min(peers.len())];
+    for p in &dialed[..2] {
+        node.protect(p, "bootstrap");
+    }
+
+    // Inbound: accept, read the caller's id, adopt the stream.
+    let tasks: Vec<_> = callers
+        .iter()
+        .map(|&id| tokio::spawn(caller(here, id)))
+        .collect();
+    let (mut adopted, mut refused) = (Vec::new(), Vec::new());
+    for _ in 0..CALLERS {
+        let (mut sock, _) = listener.accept().await?;
+        let mut id = [0u8; 32];
+        sock.read_exact(&mut id).await?;
+        let id = PeerId::from_bytes(id);
+        match node.adopt(id, sock).await {
+            Ok(()) => adopted.push(id),
+            Err(e @ Error::LimitReached { .. }) => refused.push((id, e)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    step(
+        start,
+        format_args!(
+            "peer manager: accepted {CALLERS} inbound connections: {} adopted, {} refused ({})",
+            adopted.len(),
+            refused.len(),
+            refused
+                .first()
+                .map_or(String::new(), |(_, e)| e.to_string()),
+        ),
+    );
+    if adopted.len() != MAX_INBOUND || refused.len() != CALLERS - MAX_INBOUND {
+        return Err("the inbound limit did not hold".into());
+    }
+    if !refused.iter().all(|(_, e)| {
+        matches!(
+            e,
+            Error::LimitReached {
+                limit: Limit::Inbound,
+                ..
+            }
+        )
+    }) {
+        return Err("a refusal named the wrong limit".into());
+    }
+    // Adopted streams are leased like dialed ones: one echo each.
+    let echoed = exchange(&node, &adopted, 1).await?;
+    // Two of the callers are protected too.
+    for p in &adopted[..2] {
+        node.protect(p, "relay");
+    }
+    let protected = [adopted[0], adopted[1], dialed[0], dialed[1]];
+
+    // Outbound: dial echo peers; score every peer (the lowest go first).
+    let dials = connect_all(&node, dialed).await;
+    if let Some(Err(e)) = dials.iter().find(|r| r.is_err()) {
+        return Err(format!("dialing an echo peer failed: {}", chain(e)).into());
+    }
+    for (i, p) in adopted.iter().chain(dialed).enumerate() {
+        node.tag_peer(p, "useful", (i as i32 * 37) % 100);
+    }
+    let inbound = adopted
+        .iter()
+        .filter(|p| node.direction(p) == Some(Direction::Inbound))
+        .count();
+    step(
+        start,
+        format_args!(
+            "peer manager: {} connected ({inbound} inbound, echoed {echoed} messages; {} dialed), \
+             {} protected; watermarks {LOW}/{HIGH} count the {} unprotected",
+            node.count(ConnectionStatus::Connected),
+            dialed.len(),
+            protected.len(),
+            node.count(ConnectionStatus::Connected) - protected.len(),
+        ),
+    );
+
+    // Trim down to the low watermark: lowest scores first, never a
+    // protected peer.
+    let connected_before: Vec<PeerId> = adopted.iter().chain(dialed).copied().collect();
+    let closed = node.trim_now().await;
+    let mut trimmed = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if e.reason == Reason::Trimmed {
+            trimmed.push(e.peer);
+        }
+    }
+    let survivors: Vec<PeerId> = {
+        let mut v = Vec::new();
+        for p in &connected_before {
+            if node.get_status(p).await == Some(ConnectionStatus::Connected) {
+                v.push(*p);
+            }
+        }
+        v
+    };
+    let max_trimmed = trimmed.iter().map(|p| node.peer_score(p)).max();
+    let min_kept = survivors
+        .iter()
+        .filter(|p| !protected.contains(p))
+        .map(|p| node.peer_score(p))
+        .min();
+    let mut scores: Vec<i64> = trimmed.iter().map(|p| node.peer_score(p)).collect();
+    scores.sort_unstable();
+    step(
+        start,
+        format_args!(
+            "trim to the low watermark ({LOW}): closed {closed} unprotected connections, \
+             lowest scores first {scores:?}; kept {} unprotected (scores {} and up) \
+             and {}/{} protected",
+            survivors.len() - protected.len(),
+            min_kept.unwrap_or_default(),
+            protected.iter().filter(|p| survivors.contains(p)).count(),
+            protected.len(),
+        ),
+    );
+    if closed != trimmed.len() || survivors.len() != LOW + protected.len() {
+        return Err("the trim did not close down to the low watermark".into());
+    }
+    if !protected.iter().all(|p| survivors.contains(p)) {
+        return Err("a protected peer was trimmed".into());
+    }
+    if max_trimmed > min_kept {
+        return Err("a higher score was trimmed before a lower one".into());
+    }
+    // Closing every connection ends the callers: a refused one read EOF
+    // at once (it echoed nothing), an adopted one echoed its message.
+    node.shutdown().await;
+    let mut eof_at_once = 0;
+    for (id, t) in callers.iter().zip(tasks) {
+        let echoed = t.await??;
+        let was_refused = refused.iter().any(|(r, _)| r == id);
+        if was_refused != (echoed == 0) {
+            return Err("a caller saw the wrong end of its connection".into());
+        }
+        eof_at_once += usize::from(was_refused);
+    }
+    step(
+        start,
+        format_args!(
+            "peer manager: the {eof_at_once} refused callers read EOF at once; node shut down"
+        ),
+    );
     Ok(())
 }
 

@@ -17,6 +17,8 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 
+use crate::admission::Permit;
+
 /// A panic payload.
 type Payload = Box<dyn Any + Send>;
 
@@ -26,12 +28,16 @@ thread_local! {
     static CAUGHT: RefCell<Option<Payload>> = const { RefCell::new(None) };
 }
 
-/// A connection whose destructor never unwinds into the manager.
-pub(crate) struct Closing<C>(Option<C>);
+/// A connection whose destructor never unwinds into the manager, with its
+/// unit of the socket budget (`max_sockets`), given back once the
+/// connection is closed.
+pub(crate) struct Closing<C>(Option<C>, Option<Permit>);
 
 impl<C> Closing<C> {
-    pub(crate) fn new(conn: C) -> Self {
-        Self(Some(conn))
+    /// Holds `conn`, counted in the socket budget by `socket` (`None`: a
+    /// connection refused before it was counted, held only to be closed).
+    pub(crate) fn new(conn: C, socket: Option<Permit>) -> Self {
+        Self(Some(conn), socket)
     }
 }
 
@@ -53,6 +59,8 @@ impl<C> Drop for Closing<C> {
         if let Some(conn) = self.0.take() {
             catching(move || drop(conn));
         }
+        // The socket is closed: its unit of the budget goes back.
+        self.1 = None;
     }
 }
 

@@ -12,8 +12,26 @@ use crate::{ConnectionManager, Error};
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
-    /// Most connections connecting or connected at once.
+    /// Most connections connecting or connected at once, either direction.
     pub max_connections: usize,
+    /// Most established inbound connections (made live by `adopt`).
+    pub max_inbound: usize,
+    /// Most outbound connections, connecting or connected (made live by
+    /// `connect`).
+    pub max_outbound: usize,
+    /// Most dials in flight.
+    pub max_pending_dials: usize,
+    /// Most connections the manager holds open at once: live, leased,
+    /// idle and being dialed (at least `max_connections`). A new
+    /// connection that finds it full closes the oldest idle one; idle
+    /// connections never cause a refusal.
+    pub max_sockets: usize,
+    /// `(low, high)`: when more than `high` unprotected peers are
+    /// Connected, trimming closes connections down to `low`. `None` (the
+    /// default): no trimming.
+    pub watermarks: Option<(usize, usize)>,
+    /// How long a new live connection is exempt from trimming.
+    pub grace_period: Duration,
     /// How long a disconnected peer's connection stays idle in the pool.
     pub pool_timeout: Duration,
     /// How long a dial may take.
@@ -51,6 +69,12 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             max_connections: 100,
+            max_inbound: 100,
+            max_outbound: 100,
+            max_pending_dials: 100,
+            max_sockets: 200,
+            watermarks: None,
+            grace_period: Duration::from_secs(30),
             pool_timeout: Duration::from_secs(300),
             dial_timeout: Duration::from_secs(10),
             max_idle_per_peer: 1,
@@ -76,8 +100,27 @@ impl Config {
 
     fn validate(&self) -> Result<(), Error> {
         let max_idle = PoolConfig::MAX_CAP;
-        let checks: [(bool, &'static str, &'static str); 10] = [
+        let (low, high) = self.watermarks.unwrap_or((0, 1));
+        let checks: [(bool, &'static str, &'static str); 16] = [
             (self.max_connections > 0, "max_connections", "at least 1"),
+            (self.max_inbound > 0, "max_inbound", "at least 1"),
+            (self.max_outbound > 0, "max_outbound", "at least 1"),
+            (
+                self.max_pending_dials > 0,
+                "max_pending_dials",
+                "at least 1",
+            ),
+            (
+                self.max_sockets >= self.max_connections,
+                "max_sockets",
+                "at least max_connections",
+            ),
+            (low < high, "watermarks", "low below high"),
+            (
+                high <= self.max_connections,
+                "watermarks",
+                "high at most max_connections",
+            ),
             (
                 !self.pool_timeout.is_zero(),
                 "pool_timeout",
@@ -149,22 +192,83 @@ impl Config {
 /// ```
 pub struct Builder<D = NoTransport> {
     config: Config,
+    /// The limits by kind set so far; unset ones follow `max_connections`
+    /// (`max_sockets`: twice it).
+    kinds: Kinds,
     dialer: D,
+}
+
+/// The limits by kind a [`Builder`] was given.
+#[derive(Clone, Copy, Debug, Default)]
+struct Kinds {
+    inbound: Option<usize>,
+    outbound: Option<usize>,
+    pending_dials: Option<usize>,
+    sockets: Option<usize>,
 }
 
 impl Builder<NoTransport> {
     pub(crate) fn new() -> Self {
         Self {
             config: Config::default(),
+            kinds: Kinds::default(),
             dialer: NoTransport,
         }
     }
 }
 
 impl<D: Dialer> Builder<D> {
-    /// Most connections connecting or connected at once (default 100).
+    /// Most connections connecting or connected at once, inbound and
+    /// outbound together (default 100).
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n;
+        self
+    }
+
+    /// Most established inbound connections, made live by
+    /// [`adopt`](ConnectionManager::adopt) (default `max_connections`).
+    pub fn max_inbound(mut self, n: usize) -> Self {
+        self.kinds.inbound = Some(n);
+        self
+    }
+
+    /// Most outbound connections, connecting or connected, made live by
+    /// [`connect`](ConnectionManager::connect) (default `max_connections`).
+    pub fn max_outbound(mut self, n: usize) -> Self {
+        self.kinds.outbound = Some(n);
+        self
+    }
+
+    /// Most dials in flight (default `max_connections`).
+    pub fn max_pending_dials(mut self, n: usize) -> Self {
+        self.kinds.pending_dials = Some(n);
+        self
+    }
+
+    /// Most connections held open at once, live, leased, idle or being
+    /// dialed: a bound on the manager's file descriptors (default twice
+    /// `max_connections`; at least `max_connections`). A new connection
+    /// that finds it full closes the oldest idle connection to make room;
+    /// only when none is idle is it refused ([`Limit::Sockets`](crate::Limit::Sockets)).
+    pub fn max_sockets(mut self, n: usize) -> Self {
+        self.kinds.sockets = Some(n);
+        self
+    }
+
+    /// Turns trimming on: when more than `high` unprotected peers are
+    /// Connected, the manager closes connections, lowest score first,
+    /// down to `low` (at most once a second, in the background; see
+    /// [`trim_now`](ConnectionManager::trim_now)). `low < high <=
+    /// max_connections`. Off by default.
+    pub fn watermarks(mut self, low: usize, high: usize) -> Self {
+        self.config.watermarks = Some((low, high));
+        self
+    }
+
+    /// How long a new live connection is exempt from trimming (default
+    /// 30 s).
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.config.grace_period = grace;
         self
     }
 
@@ -220,6 +324,7 @@ impl<D: Dialer> Builder<D> {
     pub fn dialer<D2: Dialer>(self, dialer: D2) -> Builder<D2> {
         Builder {
             config: self.config,
+            kinds: self.kinds,
             dialer,
         }
     }
@@ -230,7 +335,14 @@ impl<D: Dialer> Builder<D> {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] naming the first setting out of range.
-    pub fn build(self) -> Result<ConnectionManager<D>, Error> {
+    pub fn build(mut self) -> Result<ConnectionManager<D>, Error> {
+        let (c, k) = (&mut self.config, self.kinds);
+        c.max_inbound = k.inbound.unwrap_or(c.max_connections);
+        c.max_outbound = k.outbound.unwrap_or(c.max_connections);
+        c.max_pending_dials = k.pending_dials.unwrap_or(c.max_connections);
+        c.max_sockets = k
+            .sockets
+            .unwrap_or_else(|| c.max_connections.saturating_mul(2));
         self.config.validate()?;
         Ok(ConnectionManager::from_parts(self.config, self.dialer))
     }
@@ -240,6 +352,7 @@ impl<D> fmt::Debug for Builder<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("config", &self.config)
+            .field("kinds", &self.kinds)
             .finish_non_exhaustive()
     }
 }

@@ -5,13 +5,17 @@ use connmgr_core::ConnectionStatus;
 use connmgr_metrics::DialOutcome;
 use tokio::sync::watch;
 
+use crate::admission::{Permit, Slot};
 use crate::close::{self, Closing};
 use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
 use crate::inner::{DialResult, Inner};
+use crate::inner::{GoLive, Made};
+use crate::peer::Direction;
 use crate::peers::Key;
 use crate::sync::{Arc, Ordering};
-use crate::{Error, Result};
+use crate::{Error, Limit, Reason, Result};
+use connmgr_core::PeerId;
 
 impl<D: Dialer> Inner<D> {
     /// Connects `peer` as the leader of its shared dial: takes back a live
@@ -27,9 +31,12 @@ impl<D: Dialer> Inner<D> {
         if self.revive(key) {
             return Ok(());
         }
-        let permit = self.admission.try_acquire().ok_or(Error::LimitReached {
-            max: self.admission.max(),
-        })?;
+        // Its units of the limits, taken one after the other: a refusal
+        // drops those taken before it, and names the limit that refused.
+        let slot = Slot {
+            _connection: self.admission.try_acquire(Limit::Connections)?,
+            _direction: self.admission.try_acquire(Limit::Outbound)?,
+        };
         let dialer = &self.dialer;
         // A Failed peer is dialed afresh: its pooled connections were
         // closed when it failed, and any put since carries an older
@@ -46,30 +53,49 @@ impl<D: Dialer> Inner<D> {
                 })
             })
         };
-        let permit = match pooled {
-            Some(p) => match self.go_live(key, p.conn, permit, Some(p.generation)) {
-                Ok(()) => {
-                    self.metrics.record_dial(DialOutcome::PoolHit);
-                    return Ok(());
-                }
-                // The peer failed since the connection was pooled, or the
-                // manager shut down: it is closed here.
-                Err((conn, permit)) => {
-                    close::swallowing(|| drop(conn));
-                    if self.shut_down.load(Ordering::Acquire) {
-                        return Err(Error::ShutDown);
+        let slot = match pooled {
+            Some(p) => {
+                let made = Made::Pooled(p.generation);
+                match self.go_live(key, p.conn, slot, Direction::Outbound, made) {
+                    GoLive::Live => {
+                        self.metrics.record_dial(DialOutcome::PoolHit);
+                        return Ok(());
                     }
-                    permit
+                    // An `adopt` made the peer Connected meanwhile: this
+                    // connection idles again.
+                    GoLive::Surplus(conn, generation) => {
+                        self.pool_put(key, conn, generation);
+                        return Ok(());
+                    }
+                    // The peer failed since the connection was pooled, or
+                    // the manager shut down: it is closed here.
+                    GoLive::Refused(conn, slot) => {
+                        close::swallowing(|| drop(conn));
+                        if self.shut_down.load(Ordering::Acquire) {
+                            return Err(Error::ShutDown);
+                        }
+                        slot
+                    }
                 }
-            },
-            None => permit,
+            }
+            None => slot,
         };
+        // A dial takes a unit of the dials in flight until it ends, and a
+        // socket, which its connection keeps.
+        let _pending = self.admission.try_acquire(Limit::PendingDials)?;
+        let socket = self.socket()?;
         self.metrics.record_dial(DialOutcome::PoolMiss);
         let (before, watch) = self.peers.at(&key, |map| {
             let before = self.table.insert(peer, ConnectionStatus::Connecting);
             (before, Self::watch_of(map, &peer))
         });
-        self.emit(peer, before, Some(ConnectionStatus::Connecting), watch);
+        self.emit(
+            peer,
+            before,
+            Some(ConnectionStatus::Connecting),
+            Reason::Dialed,
+            watch,
+        );
         let restore = RestoreOnDrop {
             inner: self,
             key,
@@ -94,18 +120,28 @@ impl<D: Dialer> Inner<D> {
                 self.metrics.record_dial(DialOutcome::Ok);
                 // A fresh dial has the last word over any status set
                 // meanwhile: `go_live` refuses it only after a shutdown.
-                match self.go_live(key, Closing::new(conn), permit, None) {
-                    Ok(()) => Ok(()),
-                    Err((conn, _permit)) => {
+                let conn = Closing::new(conn, Some(socket));
+                match self.go_live(key, conn, slot, Direction::Outbound, Made::Dialed) {
+                    GoLive::Live => Ok(()),
+                    // An `adopt` made the peer Connected while the dial was
+                    // in flight: the adopted connection stays live, this
+                    // one idles, and every waiter gets `Ok`.
+                    GoLive::Surplus(conn, generation) => {
+                        self.pool_put(key, conn, generation);
+                        Ok(())
+                    }
+                    GoLive::Refused(conn, _slot) => {
                         close::swallowing(|| drop(conn));
-                        self.set_status(peer, ConnectionStatus::Disconnected);
+                        self.set_status(peer, ConnectionStatus::Disconnected, Reason::ShutDown);
                         Err(Error::ShutDown)
                     }
                 }
             }
             Ok(Err(e)) => {
                 self.metrics.record_dial(DialOutcome::Failed);
-                self.fail(peer, None);
+                if !self.fail_unless_adopted(peer, Reason::DialFailed) {
+                    return Ok(());
+                }
                 Err(Error::Dial {
                     peer,
                     source: Arc::new(e),
@@ -113,7 +149,9 @@ impl<D: Dialer> Inner<D> {
             }
             Err(_elapsed) => {
                 self.metrics.record_dial(DialOutcome::TimedOut);
-                self.fail(peer, None);
+                if !self.fail_unless_adopted(peer, Reason::TimedOut) {
+                    return Ok(());
+                }
                 Err(Error::Timeout {
                     peer,
                     after: timeout,
@@ -142,6 +180,49 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 pub(crate) const SHED_ON_EMFILE: usize = 16;
 
 impl<D: Dialer> Inner<D> {
+    /// A dial of `peer` failed: the peer fails, unless an `adopt` made it
+    /// Connected meanwhile (its adopted connection stays, and the dial's
+    /// waiters get `Ok`). Returns whether it failed.
+    fn fail_unless_adopted(&self, peer: PeerId, reason: Reason) -> bool {
+        let fresh = || self.next_generation.fetch_add(1, Ordering::Relaxed);
+        self.fail_as(
+            peer,
+            |record| {
+                let adopted = record.live.is_some()
+                    && self.table.get(&peer) == Some(ConnectionStatus::Connected);
+                if adopted {
+                    None
+                } else {
+                    record.fail(None, fresh())
+                }
+            },
+            true,
+            reason,
+        )
+    }
+
+    /// A unit of the socket budget for a new connection. When the budget
+    /// is full, the oldest idle connection of the pool (any peer's) is
+    /// closed to make room, as many times as it takes: idle connections
+    /// never cause a refusal.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LimitReached`] naming [`Limit::Sockets`] when every counted
+    /// connection is live, leased or being dialed.
+    pub(crate) fn socket(&self) -> Result<Permit> {
+        loop {
+            match self.admission.try_acquire(Limit::Sockets) {
+                Ok(permit) => return Ok(permit),
+                Err(full) => {
+                    if !close::swallowing(|| self.pool.evict_oldest()) {
+                        return Err(full);
+                    }
+                }
+            }
+        }
+    }
+
     /// Closes up to [`SHED_ON_EMFILE`] idle pooled connections, oldest
     /// first, to give their descriptors to a dial that ran out; returns how
     /// many were closed.
@@ -186,7 +267,13 @@ impl<D: Dialer> Drop for RestoreOnDrop<'_, D> {
             restored.then(|| Inner::watch_of(map, &peer))
         });
         if let Some(watch) = restored {
-            inner.emit(peer, Some(ConnectionStatus::Connecting), self.before, watch);
+            inner.emit(
+                peer,
+                Some(ConnectionStatus::Connecting),
+                self.before,
+                Reason::Cancelled,
+                watch,
+            );
         }
     }
 }

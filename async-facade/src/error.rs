@@ -19,9 +19,13 @@ use crate::sync::Arc;
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum Error {
-    /// `max_connections` (connecting + connected) are in use.
+    /// A limit refused the connection: `limit` names which, `max` is its
+    /// configured value. A refused [`adopt`](crate::ConnectionManager::adopt)
+    /// closes the connection it was given.
     LimitReached {
-        /// The configured limit.
+        /// The limit that refused.
+        limit: Limit,
+        /// Its configured value.
         max: usize,
     },
     /// The dialer failed to open a connection.
@@ -69,11 +73,15 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::LimitReached { max } => {
-                write!(
-                    f,
-                    "connection limit reached: {max} connections are connecting or connected"
-                )
+            Error::LimitReached { limit, max } => {
+                let what = match limit {
+                    Limit::Connections => "connections are connecting or connected",
+                    Limit::Inbound => "inbound connections are established",
+                    Limit::Outbound => "outbound connections are connecting or connected",
+                    Limit::PendingDials => "dials are in flight",
+                    Limit::Sockets => "connections are open and none of them is idle",
+                };
+                write!(f, "{limit} limit reached: {max} {what}")
             }
             Error::Dial { peer, .. } => write!(f, "dialing peer {peer} failed"),
             Error::Timeout { peer, after } => {
@@ -102,6 +110,44 @@ impl std::error::Error for Error {
             Error::GaveUp { last, .. } => Some(&**last),
             _ => None,
         }
+    }
+}
+
+/// The limit a [`Error::LimitReached`] names: each is a builder setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Limit {
+    /// `max_connections`: connecting and connected peers, either direction.
+    Connections,
+    /// `max_inbound`: established inbound connections (made live by
+    /// `adopt`).
+    Inbound,
+    /// `max_outbound`: outbound connections, connecting or connected (made
+    /// live by `connect`).
+    Outbound,
+    /// `max_pending_dials`: dials in flight.
+    PendingDials,
+    /// `max_sockets`: every connection the manager holds open (live,
+    /// leased, idle, being dialed).
+    Sockets,
+}
+
+impl Limit {
+    /// The builder setting that sets this limit.
+    pub fn setting(self) -> &'static str {
+        match self {
+            Limit::Connections => "max_connections",
+            Limit::Inbound => "max_inbound",
+            Limit::Outbound => "max_outbound",
+            Limit::PendingDials => "max_pending_dials",
+            Limit::Sockets => "max_sockets",
+        }
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`", self.setting())
     }
 }
 

@@ -17,15 +17,15 @@ use connmgr_metrics::Metrics;
 use connmgr_pool::IdlePool;
 use tokio::sync::{broadcast, watch};
 
-use crate::admission::{Admission, Permit};
+use crate::admission::{Admission, Slot};
 use crate::close::{self, Closing};
 use crate::config::Config;
 use crate::dialer::Dialer;
-use crate::peer::{Live, Parts, Pooled, Record};
+use crate::peer::{Direction, Live, Parts, Pooled, Record};
 use crate::peers::{Key, Peers};
 use crate::reaper::Reapers;
 use crate::sync::{fence, Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering, Weak};
-use crate::{Result, StatusEvent};
+use crate::{Error, Limit, Reason, Result, StatusEvent};
 
 /// The pool's and the metrics' clock: tokio's, so that paused time in
 /// tests (`tokio::time::pause`) drives expiry and windows.
@@ -49,13 +49,36 @@ pub(crate) struct Tokio<D>(PhantomData<D>);
 
 impl<D: Dialer> Parts for Tokio<D> {
     type Conn = Held<D>;
-    type Permit = Permit;
+    type Permit = Slot;
     type Dial = watch::Sender<DialResult>;
     type Watch = WatchTx;
 }
 
-/// A connection as the manager holds it: its destructor's panics caught
-/// (see [`close`](crate::close)).
+/// Where a connection [`Inner::go_live`] installs comes from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Made {
+    /// A fresh dial of `connect`.
+    Dialed,
+    /// The idle pool, where it was put with this generation.
+    Pooled(u64),
+    /// `adopt`.
+    Adopted,
+}
+
+/// What [`Inner::go_live`] did.
+pub(crate) enum GoLive<D: Dialer> {
+    /// The connection is the peer's live one.
+    Live,
+    /// The peer is Connected with another live connection: this one is
+    /// handed back, to be pooled with the generation given.
+    Surplus(Held<D>, u64),
+    /// Refused (shut down, or a pooled connection from before a Failed):
+    /// handed back with its slot.
+    Refused(Held<D>, Slot),
+}
+
+/// A connection as the manager holds it: its destructor's panics caught,
+/// and its unit of the socket budget (see [`close`](crate::close)).
 pub(crate) type Held<D> = Closing<<D as Dialer>::Conn>;
 
 pub(crate) type Rec<D> = Record<Tokio<D>>;
@@ -109,6 +132,8 @@ pub(crate) struct Inner<D: Dialer> {
     /// record made again after its peer's earlier record was freed.
     pub(crate) next_generation: AtomicU64,
     pub(crate) reapers: Reapers,
+    /// Held by the one trim that runs at a time.
+    pub(crate) trimming: parking_lot::Mutex<()>,
     /// This manager, weakly, for the reapers it starts.
     pub(crate) me: Weak<Inner<D>>,
 }
@@ -192,42 +217,111 @@ impl<D: Dialer> Inner<D> {
     /// Makes `conn` the peer's live connection and marks it Connected, in
     /// one locked step.
     ///
-    /// `pooled` is the generation a pooled `conn` carried (`None` for a
-    /// fresh dial). If the peer failed since it was pooled, or the manager
-    /// shut down, nothing is installed and `conn` and `permit` are handed
-    /// back.
+    /// `made` says where `conn` comes from: a pooled one carries the
+    /// generation it was pooled with; if the peer failed since, or the
+    /// manager shut down, nothing is installed and `conn` and `slot` are
+    /// handed back. If the peer is Connected with a live connection already
+    /// (an `adopt` made it live while this dial was in flight, say), that
+    /// one stays and `conn` is handed back as surplus, to be pooled.
     pub(crate) fn go_live(
         &self,
         key: Key,
         conn: Held<D>,
-        permit: Permit,
-        pooled: Option<u64>,
-    ) -> std::result::Result<(), (Held<D>, Permit)> {
+        slot: Slot,
+        direction: Direction,
+        made: Made,
+    ) -> GoLive<D> {
         let peer = key.peer;
-        let (replaced, before, watch) = self.peers.at(&key, |map| {
+        let done = self.peers.at(&key, |map| {
             // `shutdown` sets its flag before it takes each record lock to
             // retire live slots: a slot installed here after that is
             // refused, one installed before is retired by it.
             if self.shut_down.load(Ordering::Acquire) {
-                return Err((conn, permit));
+                return Err(GoLive::Refused(conn, slot));
             }
             let record = self.record(map, peer);
-            if pooled.is_some_and(|g| !record.admits(g)) {
-                return Err((conn, permit));
+            if let Made::Pooled(g) = made {
+                if !record.admits(g) {
+                    return Err(GoLive::Refused(conn, slot));
+                }
+            }
+            if record.live.is_some() && self.table.get(&peer) == Some(ConnectionStatus::Connected) {
+                return Err(GoLive::Surplus(conn, record.generation));
             }
             let replaced = record.install(Live {
                 id: self.next_slot_id.fetch_add(1, Ordering::Relaxed),
                 conn: Some(conn),
-                _permit: permit,
+                direction,
+                since: tokio::time::Instant::now().into_std(),
+                _permit: slot,
             });
             let before = self.table.insert(peer, ConnectionStatus::Connected);
             Ok((replaced, before, Self::watch_in(record)))
-        })?;
+        });
+        let (replaced, before, watch) = match done {
+            Ok(done) => done,
+            Err(other) => return other,
+        };
         // A stale slot (left by bookkeeping such as `update_status(p,
         // Connecting)` over a Connected peer): closed and freed here.
         drop(replaced);
-        self.emit(peer, before, Some(ConnectionStatus::Connected), watch);
-        Ok(())
+        let reason = match made {
+            Made::Dialed => Reason::Dialed,
+            Made::Pooled(_) => Reason::Pooled,
+            Made::Adopted => Reason::Adopted,
+        };
+        self.emit(
+            peer,
+            before,
+            Some(ConnectionStatus::Connected),
+            reason,
+            watch,
+        );
+        // Above the high watermark: the reapers trim soon (at most once a
+        // second each).
+        if self.over_high() {
+            self.reapers.wake_all();
+        }
+        GoLive::Live
+    }
+
+    /// `adopt`'s body (see `ConnectionManager::adopt`).
+    pub(crate) fn adopt(&self, peer: PeerId, conn: D::Conn) -> Result<()> {
+        if self.shut_down.load(Ordering::Acquire) {
+            drop(Closing::new(conn, None));
+            return Err(Error::ShutDown);
+        }
+        let conn = match self.socket() {
+            Ok(socket) => Closing::new(conn, Some(socket)),
+            Err(full) => {
+                drop(Closing::new(conn, None));
+                return Err(full);
+            }
+        };
+        let key = self.peers.key(peer);
+        // Connected with a live connection: that one stays.
+        let surplus = self.peers.at(&key, |map| {
+            let record = map.get(&peer)?;
+            let connected = self.table.get(&peer) == Some(ConnectionStatus::Connected);
+            (connected && record.live.is_some()).then_some(record.generation)
+        });
+        if let Some(generation) = surplus {
+            self.pool_put(key, conn, generation);
+            return Ok(());
+        }
+        // A refusal closes `conn` as it goes out of scope.
+        let slot = Slot {
+            _connection: self.admission.try_acquire(Limit::Connections)?,
+            _direction: self.admission.try_acquire(Limit::Inbound)?,
+        };
+        match self.go_live(key, conn, slot, Direction::Inbound, Made::Adopted) {
+            GoLive::Live => Ok(()),
+            GoLive::Surplus(conn, generation) => {
+                self.pool_put(key, conn, generation);
+                Ok(())
+            }
+            GoLive::Refused(..) => Err(Error::ShutDown),
+        }
     }
 
     /// A live connection whose status bookkeeping moved off Connected is
@@ -242,7 +336,13 @@ impl<D: Dialer> Inner<D> {
         });
         match revived {
             Some((before, watch)) => {
-                self.emit(peer, before, Some(ConnectionStatus::Connected), watch);
+                self.emit(
+                    peer,
+                    before,
+                    Some(ConnectionStatus::Connected),
+                    Reason::Pooled,
+                    watch,
+                );
                 true
             }
             None => false,
@@ -265,7 +365,13 @@ impl<D: Dialer> Inner<D> {
         });
         if let Some((slot, generation, watch)) = done {
             self.retire(key, slot, Some(generation));
-            self.emit(peer, Some(Connected), Some(Disconnected), watch);
+            self.emit(
+                peer,
+                Some(Connected),
+                Some(Disconnected),
+                Reason::Disconnected,
+                watch,
+            );
         }
     }
 
@@ -282,9 +388,10 @@ impl<D: Dialer> Inner<D> {
     /// appeared, the side effects are done under the lock, as on the
     /// locked path, provided our status is still the peer's (else the call
     /// that replaced it decides).
-    pub(crate) fn set_status(&self, peer: PeerId, status: ConnectionStatus) {
+    pub(crate) fn set_status(&self, peer: PeerId, status: ConnectionStatus, reason: Reason) {
         if status == ConnectionStatus::Failed {
-            return self.fail(peer, None);
+            self.fail(peer, None, reason);
+            return;
         }
         if status == ConnectionStatus::Disconnected {
             // Forgotten in time by this runtime's reaper.
@@ -296,7 +403,7 @@ impl<D: Dialer> Inner<D> {
             fence(Ordering::SeqCst);
             if self.records.load(Ordering::Relaxed) == 0 {
                 if before != Some(status) {
-                    self.emit(peer, before, Some(status), None);
+                    self.emit(peer, before, Some(status), reason, None);
                 }
                 return;
             }
@@ -309,7 +416,7 @@ impl<D: Dialer> Inner<D> {
             });
             self.retire(key, slot, Some(generation));
             if before != Some(status) {
-                self.emit(peer, before, Some(status), watch);
+                self.emit(peer, before, Some(status), reason, watch);
             } else if let Some(tx) = watch {
                 self.publish(peer, &tx);
             }
@@ -324,7 +431,7 @@ impl<D: Dialer> Inner<D> {
             return;
         }
         self.retire(key, slot, Some(generation));
-        self.emit(peer, before, Some(status), watch);
+        self.emit(peer, before, Some(status), reason, watch);
     }
 
     /// What a bookkeeping `status` takes out of `peer`'s record, under its
@@ -349,11 +456,12 @@ impl<D: Dialer> Inner<D> {
     /// peer's generation moves on and its live slot is taken out; after
     /// the lock the slot's connection is closed and so are the peer's idle
     /// pooled connections. No other peer is touched.
-    pub(crate) fn fail(&self, peer: PeerId, only_slot: Option<u64>) {
+    pub(crate) fn fail(&self, peer: PeerId, only_slot: Option<u64>, reason: Reason) {
         self.fail_as(
             peer,
             |record| record.fail(only_slot, self.fresh_generation()),
             only_slot.is_none(),
+            reason,
         );
     }
 
@@ -363,6 +471,7 @@ impl<D: Dialer> Inner<D> {
             peer,
             |record| record.discard_lease(slot, self.fresh_generation()),
             false,
+            Reason::Discarded,
         );
     }
 
@@ -399,6 +508,7 @@ impl<D: Dialer> Inner<D> {
                 peer,
                 Some(ConnectionStatus::Connected),
                 Some(ConnectionStatus::Disconnected),
+                Reason::Discarded,
                 watch,
             );
         }
@@ -406,12 +516,14 @@ impl<D: Dialer> Inner<D> {
 
     /// `fail`'s body: `step` is the record's transition (`None`: nothing
     /// to do); `unknown` whether a peer without a record fails too.
-    fn fail_as(
+    /// Returns whether the peer failed.
+    pub(crate) fn fail_as(
         &self,
         peer: PeerId,
         step: impl FnOnce(&mut Rec<D>) -> Option<Option<Live<Tokio<D>>>>,
         unknown: bool,
-    ) {
+        reason: Reason,
+    ) -> bool {
         let failed = self.peers.with(&peer, |map| {
             let (slot, drain) = match map.get_mut(&peer) {
                 Some(record) => (step(record)?, true),
@@ -422,7 +534,7 @@ impl<D: Dialer> Inner<D> {
             Some((before, slot, drain, Self::watch_of(map, &peer)))
         });
         let Some((before, slot, drain, watch)) = failed else {
-            return;
+            return false;
         };
         // Forgotten in time by this runtime's reaper.
         self.ensure_reaper(false);
@@ -430,7 +542,8 @@ impl<D: Dialer> Inner<D> {
         if drain {
             self.close_idle(peer);
         }
-        self.emit(peer, before, Some(ConnectionStatus::Failed), watch);
+        self.emit(peer, before, Some(ConnectionStatus::Failed), reason, watch);
+        true
     }
 
     /// Closes the idle pooled connections of `peer` (after a Failed).
@@ -505,6 +618,7 @@ impl<D: Dialer> Inner<D> {
         peer: PeerId,
         from: Option<ConnectionStatus>,
         to: Option<ConnectionStatus>,
+        reason: Reason,
         watch: Option<WatchTx>,
     ) {
         if from == to {
@@ -515,7 +629,13 @@ impl<D: Dialer> Inner<D> {
             let at = tokio::time::Instant::now().into_std();
             if self
                 .events
-                .send(StatusEvent { peer, from, to, at })
+                .send(StatusEvent {
+                    peer,
+                    from,
+                    to,
+                    reason,
+                    at,
+                })
                 .is_err()
             {
                 // Every receiver of the first `subscribers` is gone: stop
@@ -587,18 +707,14 @@ impl<D: Dialer> Inner<D> {
         }
     }
 
-    /// Dials in flight.
-    pub(crate) fn pending_dials(&self) -> usize {
-        let mut n = 0;
-        self.peers
-            .for_each_shard(|map| n += map.values().filter(|r| r.dial.is_some()).count());
-        n
-    }
-
     /// Bytes of the records: the map, and the channels they hold.
     pub(crate) fn records_memory(&self) -> usize {
         self.peers.memory_usage(|r| {
             WATCH_BYTES * (usize::from(r.dial.is_some()) + usize::from(r.watch.is_some()))
+                + r.tags.capacity() * size_of::<(Box<str>, i32)>()
+                + r.tags.iter().map(|(t, _)| t.len()).sum::<usize>()
+                + r.protections.capacity() * size_of::<Box<str>>()
+                + r.protections.iter().map(|t| t.len()).sum::<usize>()
         })
     }
 

@@ -52,6 +52,64 @@
 //! # }
 //! ```
 //!
+//! ## The peer manager
+//!
+//! Beyond dialing, the manager takes over connections the peer opened and
+//! sheds the least useful peers when it holds too many:
+//!
+//! - [`adopt`](ConnectionManager::adopt) makes a connection the caller
+//!   accepted the peer's live connection ([`Direction::Inbound`]);
+//!   [`direction`](ConnectionManager::direction) tells who opened it.
+//! - Limits by kind, each named by the [`Error::LimitReached`] it causes
+//!   ([`Limit`]): `max_connections` (both directions), `max_inbound`,
+//!   `max_outbound`, `max_pending_dials`, and `max_sockets`, which bounds
+//!   every connection held open (live, leased, idle, being dialed) and
+//!   makes room by closing the oldest idle one: idle connections never
+//!   cause a refusal. [`in_use`](ConnectionManager::in_use) reads each.
+//! - Tags ([`tag_peer`](ConnectionManager::tag_peer),
+//!   [`upsert_tag`](ConnectionManager::upsert_tag),
+//!   [`peer_score`](ConnectionManager::peer_score)) and protection
+//!   ([`protect`](ConnectionManager::protect)) belong to the peer,
+//!   connected or not, and keep it from being forgotten.
+//! - With [`Builder::watermarks`], more than `high` unprotected Connected
+//!   peers are trimmed down to `low` in the background (at most once a
+//!   second), lowest score first, sparing protected peers, leased
+//!   connections and those younger than the grace period;
+//!   [`trim_now`](ConnectionManager::trim_now) trims at once.
+//! - Every [`StatusEvent`] carries the [`Reason`] of its change.
+//!
+//! ```
+//! use connmgr::{ConnectionManager, Direction, Error, Limit, PeerId};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> connmgr::Result<()> {
+//! let node = ConnectionManager::builder()
+//!     .max_connections(10)
+//!     .max_inbound(1)
+//!     .watermarks(3, 10)
+//!     .grace_period(Duration::ZERO)
+//!     .build()?;
+//! let caller = PeerId::random();
+//! node.adopt(caller, ()).await?; // the transport-less connection is `()`
+//! assert_eq!(node.direction(&caller), Some(Direction::Inbound));
+//! let err = node.adopt(PeerId::random(), ()).await.unwrap_err();
+//! assert!(matches!(err, Error::LimitReached { limit: Limit::Inbound, .. }));
+//!
+//! let (keep, drop_first) = (PeerId::random(), PeerId::random());
+//! node.protect(&keep, "bootstrap");
+//! node.tag_peer(&drop_first, "useful", -1);
+//! for p in [keep, drop_first, PeerId::random(), PeerId::random()] {
+//!     node.connect(p).await?;
+//! }
+//! // 4 unprotected (the caller too), low is 3: the lowest score goes.
+//! assert_eq!(node.trim_now().await, 1);
+//! assert!(node.direction(&drop_first).is_none());
+//! assert!(node.direction(&keep).is_some());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Crates
 //!
 //! This facade re-exports what it needs from [`connmgr_core`] (the status
@@ -98,6 +156,8 @@ mod peers;
 mod reaper;
 #[cfg(not(loom))]
 mod sync;
+#[cfg(not(loom))]
+mod trim;
 
 #[cfg(not(loom))]
 pub use backoff::Backoff;
@@ -108,13 +168,14 @@ pub use connmgr_metrics::{DialCounts, Gauges, Histogram, NetworkMetrics, Snapsho
 #[cfg(not(loom))]
 pub use dialer::{Dialer, NoTransport, TcpDialer};
 #[cfg(not(loom))]
-pub use error::{Error, Result};
+pub use error::{Error, Limit, Result};
 #[cfg(not(loom))]
-pub use event::StatusEvent;
+pub use event::{Reason, StatusEvent};
 #[cfg(not(loom))]
 pub use lease::Lease;
 #[cfg(not(loom))]
 pub use manager::ConnectionManager;
+pub use peer::Direction;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../../README.md")]

@@ -24,7 +24,7 @@ use crate::lease::Lease;
 use crate::peers::Peers;
 use crate::reaper::Reapers;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::{Error, Result, StatusEvent};
+use crate::{Direction, Error, Limit, Reason, Result, StatusEvent};
 
 /// Manages connections to peers: limits, idle pooling with a TTL that
 /// expires by itself, atomic status tracking and live metrics.
@@ -133,7 +133,7 @@ impl<D: Dialer> ConnectionManager<D> {
         let (events, _) = broadcast::channel(config.event_capacity);
         Self {
             inner: Arc::new_cyclic(|me| Inner {
-                admission: Admission::new(config.max_connections),
+                admission: Admission::new(&config),
                 table: StatusTable::new(),
                 pool,
                 metrics,
@@ -146,6 +146,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 next_slot_id: AtomicU64::new(0),
                 next_generation: AtomicU64::new(1),
                 reapers: Reapers::new(),
+                trimming: parking_lot::Mutex::new(()),
                 me: me.clone(),
                 config,
                 dialer,
@@ -172,6 +173,13 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | not Failed (unknown, Disconnected, or Connecting by bookkeeping alone), with a live idle connection pooled | it is reused: Connected, no dial |
     /// | unknown, Disconnected or Connecting by bookkeeping alone, with nothing alive pooled; or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
+    /// | adopted while this dial is in flight | the adopted connection is live at once; the dialed one idles in the pool when it lands; `Ok` |
+    ///
+    /// What `connect` makes live is outbound ([`Direction::Outbound`]),
+    /// a reused idle connection included, and counts in `max_connections`
+    /// and `max_outbound`; a dial also holds a unit of `max_pending_dials`
+    /// until it ends, and its connection a unit of `max_sockets` until it
+    /// is closed.
     ///
     /// A dial that fails for want of a file descriptor (`EMFILE`,
     /// `ENFILE`) while idle connections hold some closes the oldest idle
@@ -194,10 +202,14 @@ impl<D: Dialer> ConnectionManager<D> {
     ///
     /// # Errors
     ///
-    /// [`Error::LimitReached`] (status unchanged) when `max_connections`
-    /// slots are in use; [`Error::Dial`] or [`Error::Timeout`] (status
-    /// Failed) when the dial fails or outlives the dial timeout;
-    /// [`Error::ShutDown`] after [`shutdown`](Self::shutdown).
+    /// [`Error::LimitReached`] (status unchanged) naming the limit that
+    /// refused: [`Limit::Connections`] or [`Limit::Outbound`] before
+    /// anything else, then, for a dial, [`Limit::PendingDials`] or
+    /// [`Limit::Sockets`] (only when no idle connection is left to close to
+    /// make room); [`Error::Dial`] or [`Error::Timeout`] (status Failed)
+    /// when the dial fails or outlives the dial timeout, unless an
+    /// [`adopt`](Self::adopt) made the peer Connected meanwhile (then
+    /// `Ok`); [`Error::ShutDown`] after [`shutdown`](Self::shutdown).
     ///
     /// # Cancellation safety
     ///
@@ -235,6 +247,142 @@ impl<D: Dialer> ConnectionManager<D> {
                 }
             }
         }
+    }
+
+    /// Takes over a connection the peer opened: the caller accepted it
+    /// (and identified the peer), and from now on the manager holds it as
+    /// it holds a dialed one (lease it, disconnect it, pool it, trim it).
+    ///
+    /// | the peer is | what happens |
+    /// | --- | --- |
+    /// | Connected, with a live connection | `Ok`: that connection stays live; `conn` goes to the idle pool (closed if the pool is full) |
+    /// | anything else (unknown, Disconnected, Failed, Connecting by bookkeeping) | `conn` becomes the live connection, inbound: Connected, [`Reason::Adopted`] |
+    /// | being dialed by `connect` | as above, at once; the dial's connection, when it lands, goes to the idle pool, and the dial's waiters get `Ok` |
+    ///
+    /// It takes a socket ([`Builder::max_sockets`](crate::Builder::max_sockets):
+    /// closing the oldest idle connection when the budget is full), then a
+    /// unit of `max_connections`, then one of `max_inbound`.
+    ///
+    /// **Progress:** short holds of the peer's record lock, a CAS per
+    /// limit; it never waits.
+    ///
+    /// # Errors
+    ///
+    /// `conn` is closed in each case: [`Error::LimitReached`] naming the
+    /// limit that refused ([`Limit::Sockets`] when no idle connection is
+    /// left to close, [`Limit::Connections`], [`Limit::Inbound`]; the
+    /// status is unchanged); [`Error::ShutDown`].
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: it never waits; the work is done in the first poll.
+    pub async fn adopt(&self, peer: PeerId, conn: D::Conn) -> Result<()> {
+        self.ensure_reaper();
+        close::reraising(|| self.inner.adopt(peer, conn))
+    }
+
+    /// Who opened the peer's live connection: `None` if it has none
+    /// (a status set by bookkeeping alone has none).
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn direction(&self, peer: &PeerId) -> Option<Direction> {
+        self.inner.peers.with(peer, |map| {
+            map.get(peer)?.live.as_ref().map(|l| l.direction)
+        })
+    }
+
+    /// Protects `peer` under `tag`: while any tag protects it, trimming
+    /// never closes its connection, and it does not count toward the
+    /// watermarks. Protection belongs to the peer, connected or not
+    /// (protect a bootstrap peer before dialing it), and keeps it from
+    /// being forgotten. Protecting again under the same tag changes
+    /// nothing.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn protect(&self, peer: &PeerId, tag: &str) {
+        self.inner.with_record(peer, |r| r.protect(tag));
+    }
+
+    /// Removes `peer`'s protection under `tag`; returns whether another tag
+    /// still protects it. An unknown peer or tag changes nothing.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn unprotect(&self, peer: &PeerId, tag: &str) -> bool {
+        self.inner
+            .with_existing(peer, |r| r.unprotect(tag))
+            .unwrap_or(false)
+    }
+
+    /// Whether any tag protects `peer`.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn is_protected(&self, peer: &PeerId) -> bool {
+        self.inner
+            .with_existing(peer, |r| !r.protections.is_empty())
+            .unwrap_or(false)
+    }
+
+    /// Sets `peer`'s tag `tag` to `value`. Its [`peer_score`](Self::peer_score)
+    /// is the sum of its tags; trimming closes the lowest scores first.
+    /// Tags belong to the peer, connected or not, and keep it from being
+    /// forgotten until they are removed.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn tag_peer(&self, peer: &PeerId, tag: &str, value: i32) {
+        self.inner.with_record(peer, |r| r.tag(tag, value));
+    }
+
+    /// Removes `peer`'s tag `tag`. An unknown peer or tag changes nothing.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn untag_peer(&self, peer: &PeerId, tag: &str) {
+        self.inner.with_existing(peer, |r| r.untag(tag));
+    }
+
+    /// Sets `peer`'s tag `tag` to `f(its value)`, `f(0)` if it has none, in
+    /// one step: concurrent upserts of a tag never lose one another.
+    ///
+    /// **Progress:** runs `f` under the peer's record lock, so `f` must be
+    /// short and must not call the manager (a call on a peer of the same
+    /// shard would deadlock); if it panics, the tag is left as it was.
+    pub fn upsert_tag(&self, peer: &PeerId, tag: &str, f: impl FnOnce(i32) -> i32) {
+        self.inner.with_record(peer, |r| r.upsert(tag, f));
+    }
+
+    /// The sum of `peer`'s tags (0 if it has none).
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn peer_score(&self, peer: &PeerId) -> i64 {
+        self.inner.with_existing(peer, |r| r.score).unwrap_or(0)
+    }
+
+    /// Trims now, down to the low watermark; returns how many connections
+    /// it closed. Nothing without [`Builder::watermarks`](crate::Builder::watermarks),
+    /// or after [`shutdown`](Self::shutdown).
+    ///
+    /// Counted toward the watermarks are Connected peers with a live
+    /// connection that no tag protects. Of them, those past their
+    /// [`grace_period`](crate::Builder::grace_period) beyond `low` are
+    /// closed, lowest [`peer_score`](Self::peer_score) first, skipping
+    /// any whose connection is leased right now: each goes Disconnected
+    /// ([`Reason::Trimmed`]), and its connection is closed, not pooled.
+    /// Connections still in their grace period neither count toward the
+    /// excess nor are closed, as in go-libp2p. The background trim does
+    /// the same, at most once a second, when more than `high` are
+    /// Connected. One trim runs at a time, so concurrent calls never
+    /// close below `low` together.
+    ///
+    /// **Progress:** waits for a trim in progress; then one pass over the
+    /// peer records, each shard's lock held for its pass, a selection of
+    /// the lowest scores (O(candidates), no lock held), and a short hold
+    /// of each closed peer's record lock. O(records).
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: it never waits at an `.await`; the work is done in the first
+    /// poll.
+    pub async fn trim_now(&self) -> usize {
+        close::reraising(|| self.inner.trim(false))
     }
 
     /// Disconnects a Connected peer: its status becomes Disconnected and its
@@ -285,7 +433,7 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Safe: it never waits.
     pub async fn update_status(&self, peer_id: PeerId, status: ConnectionStatus) {
         self.ensure_reaper();
-        close::reraising(|| self.inner.set_status(peer_id, status));
+        close::reraising(|| self.inner.set_status(peer_id, status, Reason::Set));
     }
 
     /// The peer's status, if the manager knows it.
@@ -369,7 +517,18 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// Connections connecting or connected (slots in use).
     pub fn active(&self) -> usize {
-        self.inner.admission.in_use()
+        self.inner.admission.in_use(Limit::Connections)
+    }
+
+    /// Units of `limit` in use now: connecting and connected peers
+    /// ([`Limit::Connections`]), established inbound connections,
+    /// outbound ones connecting or connected, dials in flight, or open
+    /// connections (live, leased, idle, being dialed: [`Limit::Sockets`]).
+    /// Never above the limit's setting.
+    ///
+    /// **Progress:** wait-free, one atomic load.
+    pub fn in_use(&self, limit: Limit) -> usize {
+        self.inner.admission.in_use(limit)
     }
 
     /// Idle connections in the pool.
@@ -377,12 +536,13 @@ impl<D: Dialer> ConnectionManager<D> {
         self.inner.pool.len()
     }
 
-    /// Dials in flight.
+    /// Dials in flight: calls to the dialer not yet returned (a dial
+    /// shared by several `connect`s counts once), the units of
+    /// [`Limit::PendingDials`] in use.
     ///
-    /// **Progress:** takes each shard lock of the peer records in turn,
-    /// O(records).
+    /// **Progress:** wait-free, one atomic load.
     pub fn pending_dials(&self) -> usize {
-        self.inner.pending_dials()
+        self.inner.admission.in_use(Limit::PendingDials)
     }
 
     /// Peers with a status entry.
@@ -530,8 +690,11 @@ impl<D: Dialer> ConnectionManager<D> {
 impl<D: Dialer> fmt::Debug for ConnectionManager<D> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectionManager")
-            .field("max_connections", &self.inner.admission.max())
-            .field("active", &self.inner.admission.in_use())
+            .field(
+                "max_connections",
+                &self.inner.admission.max(Limit::Connections),
+            )
+            .field("active", &self.inner.admission.in_use(Limit::Connections))
             .field("idle", &self.inner.pool.len())
             .field("tracked_peers", &self.inner.table.len())
             .field("shut_down", &self.is_shut_down())

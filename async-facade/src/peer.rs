@@ -28,6 +28,8 @@
 //! This module is free of tokio, so that the protocol's loom model (below)
 //! runs it under `--cfg loom`.
 
+use std::time::Instant;
+
 /// The types a record holds, chosen by the manager (tokio's channels and
 /// the dialer's connection) or by a model (plain values).
 pub(crate) trait Parts {
@@ -41,15 +43,31 @@ pub(crate) trait Parts {
     type Watch;
 }
 
-/// The peer's live connection: the one `connect` made live, until a
-/// disconnect, a `Failed` or a newer connection retires it.
+/// Who opened a peer's live connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// The peer did: the caller accepted it and handed it to
+    /// [`adopt`](crate::ConnectionManager::adopt).
+    Inbound,
+    /// This side did: [`connect`](crate::ConnectionManager::connect) dialed
+    /// it, or reused an idle one.
+    Outbound,
+}
+
+/// The peer's live connection: the one `connect` or `adopt` made live,
+/// until a disconnect, a `Failed`, a trim or a newer connection retires it.
 pub(crate) struct Live<P: Parts> {
     /// Unique per connection made live, so a lease acts only on the slot
     /// its connection came from, never on a newer connection to the peer.
     pub(crate) id: u64,
     /// The connection; `None` while it is leased.
     pub(crate) conn: Option<P::Conn>,
-    /// Its unit of the connection limit, freed when the slot is dropped.
+    /// Who opened it.
+    pub(crate) direction: Direction,
+    /// When it went live (the runtime's clock): trimming spares it for
+    /// the grace period.
+    pub(crate) since: Instant,
+    /// Its units of the connection limits, freed when the slot is dropped.
     pub(crate) _permit: P::Permit,
 }
 
@@ -88,6 +106,13 @@ pub(crate) struct Record<P: Parts> {
     pub(crate) dial: Option<P::Dial>,
     /// The peer's status watch, while anyone holds a receiver.
     pub(crate) watch: Option<P::Watch>,
+    /// The peer's tags and their values (a handful at most, in practice).
+    pub(crate) tags: Vec<(Box<str>, i32)>,
+    /// The sum of the tags' values, kept with them.
+    pub(crate) score: i64,
+    /// The tags the peer is protected under: while there is one, trimming
+    /// never closes its connection.
+    pub(crate) protections: Vec<Box<str>>,
 }
 
 impl<P: Parts> Default for Record<P> {
@@ -98,6 +123,9 @@ impl<P: Parts> Default for Record<P> {
             leases: 0,
             dial: None,
             watch: None,
+            tags: Vec::new(),
+            score: 0,
+            protections: Vec::new(),
         }
     }
 }
@@ -110,8 +138,58 @@ impl<P: Parts> Record<P> {
     pub(crate) fn is_idle(&self, watched: impl FnOnce(&P::Watch) -> bool) -> bool {
         self.live.is_none()
             && self.leases == 0
+            && !self.is_kept()
             && self.dial.is_none()
             && self.watch.as_ref().is_none_or(|w| !watched(w))
+    }
+
+    /// Tagged or protected: the user asked the manager to remember the
+    /// peer, so it is never forgotten.
+    pub(crate) fn is_kept(&self) -> bool {
+        !self.tags.is_empty() || !self.protections.is_empty()
+    }
+
+    /// Sets `tag` to `value`.
+    pub(crate) fn tag(&mut self, tag: &str, value: i32) {
+        self.upsert(tag, |_| value);
+    }
+
+    /// Sets `tag` to `f(its value)` (`f(0)` if it has none).
+    pub(crate) fn upsert(&mut self, tag: &str, f: impl FnOnce(i32) -> i32) {
+        match self.tags.iter_mut().find(|(t, _)| &**t == tag) {
+            Some((_, v)) => {
+                let new = f(*v);
+                self.score += i64::from(new) - i64::from(*v);
+                *v = new;
+            }
+            None => {
+                let new = f(0);
+                self.score += i64::from(new);
+                self.tags.push((tag.into(), new));
+            }
+        }
+    }
+
+    /// Removes `tag`, if the peer has it.
+    pub(crate) fn untag(&mut self, tag: &str) {
+        if let Some(i) = self.tags.iter().position(|(t, _)| &**t == tag) {
+            let (_, v) = self.tags.swap_remove(i);
+            self.score -= i64::from(v);
+        }
+    }
+
+    /// Protects the peer under `tag` (again: no change).
+    pub(crate) fn protect(&mut self, tag: &str) {
+        if !self.protections.iter().any(|t| &**t == tag) {
+            self.protections.push(tag.into());
+        }
+    }
+
+    /// Removes the protection under `tag`; whether another tag still
+    /// protects the peer.
+    pub(crate) fn unprotect(&mut self, tag: &str) -> bool {
+        self.protections.retain(|t| &**t != tag);
+        !self.protections.is_empty()
     }
 
     /// The peer failed: its generation moves on (every connection it had
@@ -252,6 +330,8 @@ mod loom_models {
                 live: Some(Live {
                     id: 7,
                     conn: None,
+                    direction: Direction::Outbound,
+                    since: Instant::now(),
                     _permit: (),
                 }),
                 ..Record::default()
@@ -329,6 +409,8 @@ mod tests {
         Live {
             id,
             conn: Some(conn),
+            direction: Direction::Outbound,
+            since: Instant::now(),
             _permit: (),
         }
     }
@@ -389,6 +471,33 @@ mod tests {
         assert!(r.discard_lease(slot, 1).is_some());
         assert_eq!(r.generation, 1);
         assert!(r.live.is_none());
+    }
+
+    #[test]
+    fn tags_sum_into_the_score_and_keep_the_record() {
+        let mut r = Record::<Plain>::default();
+        r.tag("a", 5);
+        r.tag("b", -2);
+        r.tag("a", 7);
+        assert_eq!(r.score, 5);
+        r.upsert("c", |v| v + 1);
+        r.upsert("c", |v| v + 1);
+        assert_eq!(r.score, 7);
+        assert!(!r.is_idle(|_| false), "tagged: kept");
+        r.untag("a");
+        r.untag("nope");
+        assert_eq!(r.score, 0);
+        r.untag("b");
+        r.untag("c");
+        assert!(r.is_idle(|_| false));
+        r.protect("x");
+        r.protect("x");
+        r.protect("y");
+        assert!(!r.is_idle(|_| false), "protected: kept");
+        assert!(r.unprotect("x"), "still protected by y");
+        assert!(r.unprotect("nope"));
+        assert!(!r.unprotect("y"));
+        assert!(r.is_idle(|_| false));
     }
 
     #[test]

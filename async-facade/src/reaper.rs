@@ -13,6 +13,7 @@ use tokio::task;
 
 use crate::close;
 use crate::dialer::Dialer;
+use crate::event::Reason;
 use crate::inner::Inner;
 use crate::sync::{Arc, AtomicBool, AtomicU64, Ordering, Weak};
 
@@ -46,6 +47,7 @@ impl<D: Dialer> Inner<D> {
                     *peer,
                     Some(ConnectionStatus::Connected),
                     Some(ConnectionStatus::Disconnected),
+                    Reason::ShutDown,
                     watch,
                 );
             }
@@ -87,9 +89,10 @@ impl<D: Dialer> Inner<D> {
                 return;
             }
             let forgotten = self.peers.with(peer, |map| {
-                let busy = map
-                    .get(peer)
-                    .is_some_and(|r| r.live.is_some() || r.leases != 0 || r.dial.is_some());
+                // A tagged or protected peer is kept: the user asked for it.
+                let busy = map.get(peer).is_some_and(|r| {
+                    r.live.is_some() || r.leases != 0 || r.dial.is_some() || r.is_kept()
+                });
                 // The sweep's view may be stale by now: forget the peer only
                 // if its entry is the one judged stale (no change since, by
                 // its generation stamp) and nothing was pooled meanwhile.
@@ -110,7 +113,7 @@ impl<D: Dialer> Inner<D> {
             });
             if let Some(watch) = forgotten {
                 forgot += 1;
-                self.emit(*peer, Some(info.status), None, watch);
+                self.emit(*peer, Some(info.status), None, Reason::Forgotten, watch);
             }
         });
         flush_epoch(forgot);
@@ -347,8 +350,12 @@ impl<D: Dialer> Drop for LeaveOnDrop<D> {
     }
 }
 
+/// Least time between two background trims of one reaper.
+const TRIM_INTERVAL: Duration = Duration::from_secs(1);
+
 async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
     let mut next_sweep = tokio::time::Instant::now();
+    let mut next_trim = tokio::time::Instant::now();
     loop {
         let Some(inner) = weak.upgrade() else { return };
         if inner.shut_down.load(Ordering::Acquire) {
@@ -361,11 +368,24 @@ async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
         if now >= next_sweep {
             next_sweep = now + inner.sweep_if_due();
         }
+        // Above the high watermark: trim, at most once per interval; still
+        // above it after (protected peers, connections in their grace
+        // period), look again an interval later.
+        let mut due = next_sweep;
+        if inner.over_high() {
+            if now >= next_trim {
+                close::swallowing(|| inner.trim(true));
+                next_trim = now + TRIM_INTERVAL;
+            }
+            if inner.over_high() {
+                due = due.min(next_trim);
+            }
+        }
         // Leaves a wake-up request when nothing is idle; `Notify` keeps a
         // wake-up that comes before we wait.
         let wake_at = match inner.pool.watch_next_expiry() {
-            Some(at) => tokio::time::Instant::from_std(at).min(next_sweep),
-            None => next_sweep,
+            Some(at) => tokio::time::Instant::from_std(at).min(due),
+            None => due,
         };
         drop(inner);
         tokio::select! {

@@ -11,7 +11,7 @@ use std::task::{Context, Waker};
 use std::time::Duration;
 
 use common::*;
-use connmgr::{ConnectionManager, ConnectionStatus::*, Error, NoTransport, PeerId};
+use connmgr::{ConnectionManager, ConnectionStatus::*, Error, Limit, NoTransport, PeerId};
 
 fn manager(max: usize, dial_timeout: Duration) -> (ConnectionManager<TestDialer>, TestDialer) {
     let dialer = TestDialer::default();
@@ -83,7 +83,10 @@ async fn dropped_connects_never_leak_slots() {
     assert_eq!(m.active(), 64);
     assert!(matches!(
         m.connect(peer(OK, 1)).await,
-        Err(Error::LimitReached { max: 64 })
+        Err(Error::LimitReached {
+            limit: Limit::Connections,
+            max: 64
+        })
     ));
 }
 
@@ -394,7 +397,10 @@ async fn transport_less_default_tracks_like_the_reference() {
     m.connect(PeerId::random()).await.unwrap();
     assert!(matches!(
         m.connect(PeerId::random()).await,
-        Err(Error::LimitReached { max: 2 })
+        Err(Error::LimitReached {
+            limit: Limit::Connections,
+            max: 2
+        })
     ));
     m.disconnect(&p).await;
     assert_eq!(m.get_metrics().await.connections, 1);

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use connmgr::{ConnectionManager, ConnectionStatus::*, Error, StatusEvent};
+use connmgr::{ConnectionManager, ConnectionStatus::*, Error, Limit, StatusEvent};
 use tokio::sync::broadcast::error::TryRecvError;
 
 fn manager(max: usize) -> (ConnectionManager<TestDialer>, TestDialer) {
@@ -321,10 +321,19 @@ async fn limit_reached_leaves_the_status_unchanged() {
     let p = peer(OK, 3);
     m.update_status(p, Disconnected).await;
     let err = m.connect(p).await.unwrap_err();
-    assert!(matches!(err, Error::LimitReached { max: 2 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::LimitReached {
+                limit: Limit::Connections,
+                max: 2
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
-        "connection limit reached: 2 connections are connecting or connected"
+        "`max_connections` limit reached: 2 connections are connecting or connected"
     );
     assert_eq!(m.get_status(&p).await, Some(Disconnected));
     assert_eq!(m.get_status(&peer(OK, 4)).await, None);

@@ -45,7 +45,19 @@
 //!   manager's `connect` + `disconnect` over 1k peers, every `connect`
 //!   served from the pool (`()` connections), on a current-thread runtime
 //!   and on a 2-worker multi-thread runtime (where the reaper task is live
-//!   and is woken by every `disconnect`).
+//!   and is woken by every `disconnect`). `max_sockets` is set above
+//!   the 1k connections, so the socket budget closes no idle one.
+//! - `facade/adopt_vs_connect/1k_peers`: one fixture (transport-less,
+//!   1k peers, a socket budget out of reach), two cycles. `connect`:
+//!   `connect` + `disconnect`, every `connect` a pool hit. `adopt`:
+//!   `adopt(p, ())` + `disconnect`, every `adopt` installing a connection
+//!   handed to it (the `disconnect` then finds the peer's idle slot taken
+//!   and closes it). The ratio adopt/connect is what taking over an
+//!   accepted connection costs against reusing a pooled one.
+//! - `facade/trim_now/100k`: `trim_now` on a manager with 100k Connected
+//!   peers (watermarks 50k/100k, no grace period, scores spread over the
+//!   peers), closing 50k: one pass over the records, a selection, and a
+//!   close each. The manager is built anew, untimed, for every call.
 //!
 //! Before the groups it prints bytes per tracked peer at 1M peers, counted
 //! by the allocator, against what `memory_usage()` reports and against the
@@ -317,7 +329,13 @@ fn bench_no_transport(c: &mut Criterion) {
         ),
     ];
     for (name, rt) in &runtimes {
-        let m = ConnectionManager::new(100);
+        // The default socket budget (2 x max_connections) would close the
+        // oldest idle connections of the 1k peers: out of reach here.
+        let m = ConnectionManager::builder()
+            .max_connections(100)
+            .max_sockets(4_000)
+            .build()
+            .expect("valid settings");
         cycle(rt, &m, &peers, peers.len() as u64); // dial each once: pooled
         g.bench_function(BenchmarkId::new("1k_peers", name), |b| {
             b.iter_custom(|iters| cycle(rt, &m, &peers, iters))
@@ -329,6 +347,78 @@ fn bench_no_transport(c: &mut Criterion) {
             "every cycle after the first is a pool hit"
         );
     }
+    g.finish();
+}
+
+fn bench_adopt(c: &mut Criterion) {
+    let peers = peer_ids(1_000, 23);
+    let rt = current_thread_rt();
+    let m = ConnectionManager::builder()
+        .max_connections(100)
+        .max_sockets(4_000)
+        .build()
+        .expect("valid settings");
+    cycle(&rt, &m, &peers, peers.len() as u64); // dial each once: pooled
+    let mut g = c.benchmark_group("facade/adopt_vs_connect/1k_peers");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("connect", |b| {
+        b.iter_custom(|iters| cycle(&rt, &m, &peers, iters))
+    });
+    g.bench_function("adopt", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for i in 0..iters as usize {
+                    let p = peers[i % peers.len()];
+                    m.adopt(p, ()).await.expect("adopt");
+                    m.disconnect(&p).await;
+                }
+                start.elapsed()
+            })
+        })
+    });
+    g.finish();
+}
+
+/// A manager with `n` Connected peers, tagged with scores spread over
+/// them, ready to trim down to `n / 2`.
+fn trim_fixture(rt: &Runtime, peers: &[PeerId]) -> ConnectionManager {
+    let n = peers.len();
+    let m = ConnectionManager::builder()
+        .max_connections(n)
+        .watermarks(n / 2, n)
+        .grace_period(Duration::ZERO)
+        .build()
+        .expect("valid settings");
+    rt.block_on(async {
+        for (i, p) in peers.iter().enumerate() {
+            m.connect(*p).await.expect("connect");
+            m.tag_peer(p, "score", (i * 7919 % 1000) as i32);
+        }
+    });
+    m
+}
+
+fn bench_trim(c: &mut Criterion) {
+    const N: usize = 100_000;
+    let peers = peer_ids(N, 29);
+    let rt = current_thread_rt();
+    let mut g = c.benchmark_group("facade/trim_now");
+    g.sample_size(10);
+    g.bench_function(BenchmarkId::from_parameter("100k"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let m = trim_fixture(&rt, &peers);
+                let start = Instant::now();
+                let closed = ready(m.trim_now());
+                total += start.elapsed();
+                assert_eq!(closed, N / 2, "trimmed down to low");
+                drop(m);
+            }
+            total
+        })
+    });
     g.finish();
 }
 
@@ -374,6 +464,8 @@ fn benches(c: &mut Criterion) {
         bench_size(c, n);
     }
     bench_no_transport(c);
+    bench_adopt(c);
+    bench_trim(c);
     bench_tcp(c);
 }
 

@@ -1,5 +1,5 @@
-// Fuzz body: the transport-less `ConnectionManager::new(max)` (or
-// `with_pool_timeout(max, ttl)`) on a current-thread tokio runtime with
+// Fuzz body: the transport-less manager (`max_connections` and
+// `pool_timeout` from the input) on a current-thread tokio runtime with
 // paused time, against a model of the README's call-semantics table.
 //
 // Included (`include!`) by `fuzz/fuzz_targets/manager.rs` and by
@@ -11,8 +11,8 @@
 // connections), `pending_dials() == 0`, per-status counts, tracked peers,
 // idle connections (exact, except that expired ones may or may not have
 // been closed by the reaper yet), dial outcome counters, message totals,
-// and the status events broadcast (exactly the model's transitions, with
-// the runtime's time). The model keeps each peer's state apart, as the
+// and the status events broadcast (exactly the model's transitions, each
+// with its reason, with the runtime's time). The model keeps each peer's state apart, as the
 // manager's records do: a Failed moves only its own peer's failure
 // generation, closes only its own peer's connections, and a lease taken
 // before it closes its connection when dropped.
@@ -21,13 +21,23 @@
 // discarded (`Discard`), so every call above also meets peers whose
 // connection is leased; what is still held at the end is returned, one
 // checked step per lease, before the manager is dropped.
+//
+// The peer manager is driven too: `adopt` (inbound connections, counted
+// in the same limit; `direction` checked for every peer after each op),
+// tags and protection (`peer_score`, `is_protected` checked), and
+// `trim_now` with watermarks `(max - 1, max)` and a grace period of 1 s:
+// it must close exactly the excess of unprotected Connected peers past
+// their grace period over `low`, only candidates (not leased), and never
+// one with a higher score than a candidate it kept. (The background trim
+// needs more than `max` such peers, which the limit rules out.)
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use connmgr::{
-    ConnectionManager, ConnectionStatus, Error, Lease, NoTransport, PeerId, StatusEvent,
+    ConnectionManager, ConnectionStatus, Direction, Error, Lease, Limit, NoTransport, PeerId,
+    Reason, StatusEvent,
 };
 use tokio::sync::broadcast::error::TryRecvError;
 
@@ -39,8 +49,8 @@ include!("status.rs");
 #[derive(Arbitrary, Debug)]
 pub struct Setup {
     max: u8,
-    /// `Some(s)`: `with_pool_timeout(max, (s % 600 + 1) seconds)`; `None`:
-    /// `new(max)` (300 s).
+    /// `Some(s)`: a pool timeout of `s % 600 + 1` seconds; `None`: the
+    /// default 300 s.
     ttl_secs: Option<u16>,
 }
 
@@ -78,6 +88,16 @@ pub enum Op {
     /// `Lease::discard` the held lease: the connection is broken.
     #[arbitrary(skip)]
     Discard(u8),
+    /// `adopt` a connection of the peer.
+    #[arbitrary(skip)]
+    Adopt(u8),
+    /// Tag the peer (`tag_peer(k, "t", value)`) or, for odd values,
+    /// toggle its protection under "p" instead.
+    #[arbitrary(skip)]
+    Tag(u8, i8),
+    /// `trim_now`.
+    #[arbitrary(skip)]
+    Trim,
 }
 
 impl Op {
@@ -89,6 +109,21 @@ impl Op {
                 0 | 1 => Op::Hold(b % PEERS),
                 2 => Op::Return(b % PEERS),
                 _ => Op::Discard(b % PEERS),
+            },
+            op => op,
+        }
+    }
+
+    /// `GetStatus(b)` is a peer-manager op for three eighths of the bytes
+    /// (by `(b / PEERS) % 8`): `Adopt`, `Tag` (its value from the byte's
+    /// top bits) and `Trim`; the rest stay `GetStatus`.
+    fn peer_ops(self) -> Self {
+        match self {
+            Op::GetStatus(b) => match (b / PEERS) % 8 {
+                5 => Op::Adopt(b % PEERS),
+                6 => Op::Tag(b % PEERS, (b / (PEERS * 8)) as i8 - 2),
+                7 => Op::Trim,
+                _ => Op::GetStatus(b),
             },
             op => op,
         }
@@ -114,6 +149,14 @@ struct Model {
     /// Peers holding a live connection (and a slot): the slot's id (new
     /// for each connection made live; a lease knows the slot it came from).
     live: HashMap<u8, u64>,
+    /// Per live connection: who opened it and when it went live.
+    opened: HashMap<u8, (Direction, Instant)>,
+    /// The value of each peer's one tag ("t").
+    tags: HashMap<u8, i64>,
+    protected: HashSet<u8>,
+    /// Trimming's low watermark and grace period.
+    low: usize,
+    grace: Duration,
     next_slot: u64,
     /// The leases held, per peer.
     held: HashMap<u8, Held>,
@@ -130,7 +173,7 @@ struct Model {
     messages: u64,
     latency_ns: u128,
     time_moved: bool,
-    events: Vec<(u8, Option<ConnectionStatus>, Option<ConnectionStatus>)>,
+    events: Vec<(u8, Option<ConnectionStatus>, Option<ConnectionStatus>, Reason)>,
 }
 
 fn peer(k: u8) -> PeerId {
@@ -146,10 +189,10 @@ impl Model {
         self.status.values().filter(|&&v| v == s).count()
     }
 
-    fn set(&mut self, k: u8, s: ConnectionStatus) {
+    fn set(&mut self, k: u8, s: ConnectionStatus, reason: Reason) {
         let before = self.status.insert(k, s);
         if before != Some(s) {
-            self.events.push((k, before, Some(s)));
+            self.events.push((k, before, Some(s), reason));
         }
     }
 
@@ -160,8 +203,8 @@ impl Model {
     /// `k` fails: Failed, its generation moves on (a lease taken before
     /// closes its connection when dropped) and its idle connection is
     /// closed. No other peer is touched.
-    fn fail(&mut self, k: u8) {
-        self.set(k, ConnectionStatus::Failed);
+    fn fail(&mut self, k: u8, reason: Reason) {
+        self.set(k, ConnectionStatus::Failed, reason);
         *self.generation.entry(k).or_default() += 1;
         self.pool.remove(&k);
     }
@@ -246,7 +289,7 @@ impl Model {
     fn discard(&mut self, k: u8, h: Held) {
         if !self.shut && self.live.get(&k) == Some(&h.slot) {
             self.live.remove(&k);
-            self.fail(k);
+            self.fail(k, Reason::Discarded);
         }
     }
 
@@ -260,7 +303,7 @@ impl Model {
         // A live connection left in place by bookkeeping (Connecting set
         // over Connected) is taken back: no dial, no new slot.
         if self.live.contains_key(&k) {
-            self.set(k, ConnectionStatus::Connected);
+            self.set(k, ConnectionStatus::Connected, Reason::Pooled);
             return Ok(());
         }
         if self.live.len() >= self.max {
@@ -274,18 +317,71 @@ impl Model {
         } else {
             self.pool.remove(&k)
         };
-        match pooled {
-            Some(deadline) if now() < deadline => self.pool_hits += 1,
+        let reason = match pooled {
+            Some(deadline) if now() < deadline => {
+                self.pool_hits += 1;
+                Reason::Pooled
+            }
             _ => {
                 self.pool_misses += 1;
-                self.set(k, ConnectionStatus::Connecting);
+                self.set(k, ConnectionStatus::Connecting, Reason::Dialed);
                 self.dials_ok += 1;
+                Reason::Dialed
             }
-        }
+        };
+        self.install(k, Direction::Outbound, reason);
+        Ok(())
+    }
+
+    /// A new live connection of `k`: a new slot, Connected.
+    fn install(&mut self, k: u8, direction: Direction, reason: Reason) {
         self.live.insert(k, self.next_slot);
         self.next_slot += 1;
-        self.set(k, ConnectionStatus::Connected);
+        self.opened.insert(k, (direction, now()));
+        self.set(k, ConnectionStatus::Connected, reason);
+    }
+
+    /// `adopt(k)`: on a Connected peer with a live connection, the adopted
+    /// one idles (as a disconnect's would) and that one stays; else it
+    /// takes a slot (before the live connection bookkeeping moved off
+    /// Connected, if any, is replaced and frees its own) and is installed.
+    fn adopt(&mut self, k: u8) -> Result<(), &'static str> {
+        if self.shut {
+            return Err("ShutDown");
+        }
+        let connected = self.status.get(&k) == Some(&ConnectionStatus::Connected);
+        if connected && self.live.contains_key(&k) {
+            self.put_idle(k);
+            return Ok(());
+        }
+        if self.live.len() >= self.max {
+            return Err("LimitReached");
+        }
+        self.install(k, Direction::Inbound, Reason::Adopted);
         Ok(())
+    }
+
+    /// What `trim_now` may close: Connected peers with a live connection,
+    /// unprotected, past their grace period (`counted`), of which those
+    /// not leased (`candidates`).
+    fn trimmable(&self) -> (usize, Vec<u8>) {
+        let now = now();
+        let mut counted = 0;
+        let mut candidates = Vec::new();
+        for (&k, &slot) in &self.live {
+            if self.status.get(&k) != Some(&ConnectionStatus::Connected)
+                || self.protected.contains(&k)
+                || now.saturating_duration_since(self.opened[&k].1) < self.grace
+            {
+                continue;
+            }
+            counted += 1;
+            if self.held.get(&k).is_none_or(|h| h.slot != slot) {
+                candidates.push(k);
+            }
+        }
+        candidates.sort_unstable();
+        (counted, candidates)
     }
 }
 
@@ -295,7 +391,9 @@ pub fn run(data: &[u8]) {
     let Ok(setup) = Setup::arbitrary(&mut u) else {
         return;
     };
-    let ops: Vec<Op> = decode_ops(&mut u).into_iter().map(Op::lease_ops).collect();
+    let ops: Vec<Op> = decode_ops(&mut u).into_iter().map(Op::lease_ops)
+        .map(Op::peer_ops)
+        .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -306,18 +404,29 @@ pub fn run(data: &[u8]) {
 
 async fn drive(setup: Setup, ops: Vec<Op>) {
     let max = usize::from(setup.max % 4) + 1;
-    let (manager, ttl) = match setup.ttl_secs {
-        Some(s) => {
-            let ttl = Duration::from_secs(u64::from(s % 600) + 1);
-            (ConnectionManager::with_pool_timeout(max, ttl), ttl)
-        }
-        None => (ConnectionManager::new(max), Duration::from_secs(300)),
+    let ttl = match setup.ttl_secs {
+        Some(s) => Duration::from_secs(u64::from(s % 600) + 1),
+        None => Duration::from_secs(300),
     };
+    // The model has no socket budget (`async-facade/tests/limits.rs`
+    // tests it): here it is set high enough never to close an idle
+    // connection to make room.
+    let grace = Duration::from_secs(1);
+    let manager = ConnectionManager::builder()
+        .max_connections(max)
+        .pool_timeout(ttl)
+        .max_sockets(1 << 20)
+        .watermarks(max - 1, max)
+        .grace_period(grace)
+        .build()
+        .expect("valid settings");
     assert_eq!(manager.config().max_connections, max);
     let mut events = manager.subscribe();
     let mut m = Model {
         max,
         ttl,
+        low: max - 1,
+        grace,
         ..Model::default()
     };
     let start = now();
@@ -383,8 +492,9 @@ async fn apply(
             let got = mgr.connect(peer(k)).await;
             match (&got, want) {
                 (Ok(()), Ok(())) => {}
-                (Err(Error::LimitReached { max }), Err("LimitReached")) => {
-                    assert_eq!(*max, m.max, "LimitReached names the limit")
+                (Err(Error::LimitReached { limit, max }), Err("LimitReached")) => {
+                    assert_eq!(*limit, Limit::Connections, "LimitReached names the limit");
+                    assert_eq!(*max, m.max, "LimitReached names its value")
                 }
                 (Err(Error::ShutDown), Err("ShutDown")) => {}
                 (got, want) => panic!("connect({k}): manager {got:?}, model {want:?}"),
@@ -393,7 +503,7 @@ async fn apply(
         Op::Disconnect(k) => {
             let k = k % PEERS;
             if m.status.get(&k) == Some(&ConnectionStatus::Connected) {
-                m.set(k, ConnectionStatus::Disconnected);
+                m.set(k, ConnectionStatus::Disconnected, Reason::Disconnected);
                 m.retire(k, true);
             }
             mgr.disconnect(&peer(k)).await;
@@ -402,7 +512,7 @@ async fn apply(
             let (k, s) = (k % PEERS, s.get());
             match s {
                 ConnectionStatus::Disconnected => {
-                    m.set(k, s);
+                    m.set(k, s, Reason::Set);
                     m.retire(k, true);
                 }
                 ConnectionStatus::Failed => {
@@ -412,9 +522,11 @@ async fn apply(
                     // this lease held it (even if reconnected or set
                     // Disconnected since)").
                     m.retire(k, false);
-                    m.fail(k);
+                    m.fail(k, Reason::Set);
                 }
-                ConnectionStatus::Connected | ConnectionStatus::Connecting => m.set(k, s),
+                ConnectionStatus::Connected | ConnectionStatus::Connecting => {
+                    m.set(k, s, Reason::Set)
+                }
             }
             mgr.update_status(peer(k), s).await;
         }
@@ -489,6 +601,56 @@ async fn apply(
                 m.discard(k, h);
             }
         }
+        Op::Adopt(k) => {
+            let k = k % PEERS;
+            let want = m.adopt(k);
+            match (mgr.adopt(peer(k), ()).await, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(Error::LimitReached { limit, max }), Err("LimitReached")) => {
+                    assert_eq!(limit, Limit::Connections, "adopt({k}) names the limit");
+                    assert_eq!(max, m.max);
+                }
+                (Err(Error::ShutDown), Err("ShutDown")) => {}
+                (got, want) => panic!("adopt({k}): manager {got:?}, model {want:?}"),
+            }
+        }
+        Op::Tag(k, v) => {
+            let k = k % PEERS;
+            if v % 2 == 0 {
+                mgr.tag_peer(&peer(k), "t", i32::from(v));
+                m.tags.insert(k, i64::from(v));
+            } else if m.protected.remove(&k) {
+                assert!(!mgr.unprotect(&peer(k), "p"), "one tag protected {k}");
+            } else {
+                mgr.protect(&peer(k), "p");
+                m.protected.insert(k);
+            }
+        }
+        Op::Trim => {
+            let (counted, candidates) = if m.shut {
+                (0, Vec::new())
+            } else {
+                m.trimmable()
+            };
+            let want = counted.saturating_sub(m.low).min(candidates.len());
+            let closed = mgr.trim_now().await;
+            assert_eq!(closed, want, "trim_now over {candidates:?}");
+            // Closed by the trim: Disconnected in the manager now.
+            let (trimmed, kept): (Vec<u8>, Vec<u8>) = candidates.iter().partition(|&&k| {
+                futures_ready(mgr.get_status(&peer(k))) == Some(ConnectionStatus::Disconnected)
+            });
+            assert_eq!(trimmed.len(), closed, "only candidates are trimmed");
+            let score = |k: &u8| m.tags.get(k).copied().unwrap_or(0);
+            let highest_trimmed = trimmed.iter().map(score).max();
+            let lowest_kept = kept.iter().map(score).min();
+            if let (Some(t), Some(k)) = (highest_trimmed, lowest_kept) {
+                assert!(t <= k, "trimmed score {t} over kept {k}");
+            }
+            for k in trimmed {
+                m.set(k, ConnectionStatus::Disconnected, Reason::Trimmed);
+                m.live.remove(&k); // closed, not pooled
+            }
+        }
         Op::Advance(tenths) => {
             tokio::time::advance(Duration::from_millis(u64::from(tenths) * 100)).await;
         }
@@ -525,7 +687,7 @@ async fn apply(
                     .collect();
                 connected.sort_unstable();
                 for k in connected {
-                    m.set(k, ConnectionStatus::Disconnected);
+                    m.set(k, ConnectionStatus::Disconnected, Reason::ShutDown);
                 }
                 m.pool.clear();
             }
@@ -562,6 +724,17 @@ async fn check(
             mgr.get_status(&peer(k)).await,
             m.status.get(&k).copied(),
             "status of {k} {ctx}"
+        );
+    }
+    for k in 0..PEERS {
+        let direction = m.live.get(&k).map(|_| m.opened[&k].0);
+        assert_eq!(mgr.direction(&peer(k)), direction, "direction of {k} {ctx}");
+        let score = m.tags.get(&k).copied().unwrap_or(0);
+        assert_eq!(mgr.peer_score(&peer(k)), score, "score of {k} {ctx}");
+        assert_eq!(
+            mgr.is_protected(&peer(k)),
+            m.protected.contains(&k),
+            "protection of {k} {ctx}"
         );
     }
     // Idle: expired connections may or may not be closed yet.
@@ -610,7 +783,7 @@ async fn check(
         match events.try_recv() {
             Ok(e) => {
                 assert_eq!(e.at, at, "event time {ctx}");
-                got.push((e.peer, e.from, e.to));
+                got.push((e.peer, e.from, e.to, e.reason));
             }
             Err(TryRecvError::Empty) => break,
             Err(e) => panic!("events: {e:?} {ctx}"),
@@ -619,7 +792,7 @@ async fn check(
     let mut want: Vec<_> = m
         .events
         .drain(..)
-        .map(|(k, f, t)| (peer(k), f, t))
+        .map(|(k, f, t, r)| (peer(k), f, t, r))
         .collect();
     if let Op::Shutdown(_) = op {
         // Shutdown visits peers in table order.
@@ -627,6 +800,15 @@ async fn check(
         want.sort_by_key(|e| *e.0.as_bytes());
     }
     assert_eq!(got, want, "events {ctx}");
+}
+
+/// Polls a future that never waits (`get_status`) to its answer.
+fn futures_ready<T>(f: impl std::future::Future<Output = T>) -> T {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match std::pin::pin!(f).as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("get_status waited"),
+    }
 }
 
 include!("decode.rs");
