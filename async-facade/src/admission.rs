@@ -2,8 +2,9 @@
 //! hold a unit of one.
 //!
 //! A request takes the permits it needs one after the other (`connect`:
-//! connections, outbound, then a pending dial and a socket; `adopt`: a
-//! socket, connections, inbound). Each counter's check and increment are
+//! connections, outbound, then a pending dial and a socket; `adopt`:
+//! connections, inbound, then a socket; the socket comes last because
+//! taking it may close an idle connection, which a refusal cannot undo). Each counter's check and increment are
 //! one CAS, so no counter ever overshoots its limit; a request refused by
 //! a later counter drops the permits it took from the earlier ones, which
 //! gives their units back. A refused request may so, for a moment, hold a

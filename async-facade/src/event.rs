@@ -23,7 +23,9 @@ pub struct StatusEvent {
     pub at: Instant,
 }
 
-/// Why a peer's status changed: every [`StatusEvent`] carries one.
+/// Why a peer's status changed: every [`StatusEvent`] carries one. An
+/// idle connection's expiry changes no status, so it has no event and no
+/// reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Reason {

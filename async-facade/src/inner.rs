@@ -291,29 +291,39 @@ impl<D: Dialer> Inner<D> {
             drop(Closing::new(conn, None));
             return Err(Error::ShutDown);
         }
-        let conn = match self.socket() {
-            Ok(socket) => Closing::new(conn, Some(socket)),
-            Err(full) => {
-                drop(Closing::new(conn, None));
-                return Err(full);
-            }
-        };
         let key = self.peers.key(peer);
-        // Connected with a live connection: that one stays.
+        // Connected with a live connection: that one stays, and the adopted
+        // one idles if a socket is free. A duplicate never closes another
+        // peer's idle connection to make room: it is closed instead.
         let surplus = self.peers.at(&key, |map| {
             let record = map.get(&peer)?;
             let connected = self.table.get(&peer) == Some(ConnectionStatus::Connected);
             (connected && record.live.is_some()).then_some(record.generation)
         });
         if let Some(generation) = surplus {
-            self.pool_put(key, conn, generation);
+            match self.admission.try_acquire(Limit::Sockets) {
+                Ok(socket) => self.pool_put(key, Closing::new(conn, Some(socket)), generation),
+                Err(_) => close::swallowing(|| drop(Closing::new(conn, None))),
+            }
             return Ok(());
         }
-        // A refusal closes `conn` as it goes out of scope.
-        let slot = Slot {
-            _connection: self.admission.try_acquire(Limit::Connections)?,
-            _direction: self.admission.try_acquire(Limit::Inbound)?,
+        // The limits first, the socket last (as `connect` does): a refused
+        // adopt closes no idle connection. A refusal closes `conn`.
+        let units = (|| {
+            let slot = Slot {
+                _connection: self.admission.try_acquire(Limit::Connections)?,
+                _direction: self.admission.try_acquire(Limit::Inbound)?,
+            };
+            Ok((slot, self.socket()?))
+        })();
+        let (slot, socket) = match units {
+            Ok(units) => units,
+            Err(refused) => {
+                close::swallowing(|| drop(Closing::new(conn, None)));
+                return Err(refused);
+            }
         };
+        let conn = Closing::new(conn, Some(socket));
         match self.go_live(key, conn, slot, Direction::Inbound, Made::Adopted) {
             GoLive::Live => Ok(()),
             GoLive::Surplus(conn, generation) => {

@@ -255,13 +255,17 @@ impl<D: Dialer> ConnectionManager<D> {
     ///
     /// | the peer is | what happens |
     /// | --- | --- |
-    /// | Connected, with a live connection | `Ok`: that connection stays live; `conn` goes to the idle pool (closed if the pool is full) |
+    /// | Connected, with a live connection | `Ok`: that connection stays live; `conn` goes to the idle pool (closed if the pool is full, or if the socket budget is: a duplicate never closes another peer's idle connection) |
     /// | anything else (unknown, Disconnected, Failed, Connecting by bookkeeping) | `conn` becomes the live connection, inbound: Connected, [`Reason::Adopted`] |
     /// | being dialed by `connect` | as above, at once; the dial's connection, when it lands, goes to the idle pool, and the dial's waiters get `Ok` |
     ///
-    /// It takes a socket ([`Builder::max_sockets`](crate::Builder::max_sockets):
-    /// closing the oldest idle connection when the budget is full), then a
-    /// unit of `max_connections`, then one of `max_inbound`.
+    /// It takes a unit of `max_connections`, then one of `max_inbound`,
+    /// then a socket ([`Builder::max_sockets`](crate::Builder::max_sockets):
+    /// closing the oldest idle connection when the budget is full), so a
+    /// refused adopt closes no idle connection. While a dial to the peer is
+    /// in flight, that dial holds a unit of `max_connections` of its own
+    /// until it lands: the peer is counted twice meanwhile, and at the
+    /// limit the adopt is refused.
     ///
     /// **Progress:** short holds of the peer's record lock, a CAS per
     /// limit; it never waits.
@@ -368,8 +372,9 @@ impl<D: Dialer> ConnectionManager<D> {
     /// ([`Reason::Trimmed`]), and its connection is closed, not pooled.
     /// Connections still in their grace period neither count toward the
     /// excess nor are closed, as in go-libp2p. The background trim does
-    /// the same, at most once a second, when more than `high` are
-    /// Connected. One trim runs at a time, so concurrent calls never
+    /// the same, at most once a second per runtime that runs a reaper,
+    /// when more than `high` unprotected peers with a live connection are
+    /// Connected (it looks only when more than `high` peers in all are). One trim runs at a time, so concurrent calls never
     /// close below `low` together.
     ///
     /// **Progress:** waits for a trim in progress; then one pass over the

@@ -35,7 +35,8 @@ use std::time::Instant;
 pub(crate) trait Parts {
     /// A live connection.
     type Conn;
-    /// What holds the connection's unit of the connection limit.
+    /// What holds the live connection's units of the limits (connections
+    /// and its direction).
     type Permit;
     /// The sending half of a dial in flight's outcome channel.
     type Dial;
@@ -91,9 +92,8 @@ pub(crate) enum LeaseEnd<C> {
     Close(C),
 }
 
-/// Everything the manager holds for one peer besides its status word.
-/// Fields are named so that what later belongs to a peer (direction, tags,
-/// protection, dial backoff, block state) joins them here.
+/// Everything the manager holds for one peer besides its status word: one
+/// owner, one lock, for every piece of per-peer state.
 pub(crate) struct Record<P: Parts> {
     /// The live connection, if any.
     pub(crate) live: Option<Live<P>>,

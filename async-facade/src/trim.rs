@@ -145,8 +145,11 @@ impl<D: Dialer> Inner<D> {
         let Some((slot, watch)) = trimmed else {
             return false;
         };
-        // Closed here, after the lock; its units of the limits go back.
-        drop(slot);
+        // Closed here, after the lock; its units of the limits go back. A
+        // destructor panic is dropped once the hook has reported it.
+        crate::close::swallowing(|| drop(slot));
+        // Disconnected now: forgotten in time by this runtime's reaper.
+        self.ensure_reaper(false);
         self.emit(
             peer,
             Some(Connected),

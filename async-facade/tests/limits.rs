@@ -421,3 +421,52 @@ async fn the_socket_budget_holds_under_concurrent_cycling() {
     assert!(d.opened() - d.closed() <= 12);
     assert_eq!(m.in_use(Limit::Sockets), d.opened() - d.closed());
 }
+
+/// A duplicate of a Connected peer's connection, adopted with the socket
+/// budget full, is closed and the call succeeds: neither a `Sockets`
+/// refusal nor another peer's idle connection closed to pool it.
+#[tokio::test]
+async fn adopting_a_connected_peer_at_a_full_budget_closes_the_duplicate() {
+    let m = builder()
+        .max_connections(2)
+        .max_sockets(2)
+        .max_idle_per_peer(2)
+        .build()
+        .unwrap();
+    let d = m.dialer().clone();
+    let (p, q) = (peer(OK, 1), peer(OK, 2));
+    m.connect(q).await.unwrap();
+    m.disconnect(&q).await; // q's connection idles: one of the 2 sockets
+    m.connect(p).await.unwrap();
+    assert_eq!((m.active(), m.idle()), (1, 1));
+    let closed = d.closed();
+    m.adopt(p, inbound(&d)).await.unwrap();
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+    assert_eq!(d.closed(), closed + 1, "the duplicate is closed");
+    // The connection that idles is still q's: q reconnects without a dial.
+    let dials = d.dials();
+    m.disconnect(&p).await;
+    m.connect(q).await.unwrap();
+    assert_eq!(d.dials(), dials, "q's idle connection stayed");
+}
+
+/// An adopt refused by `max_inbound` with the socket budget full closes
+/// only the adopted connection, no idle one.
+#[tokio::test]
+async fn a_refused_adopt_closes_no_idle_connection() {
+    let m = builder()
+        .max_connections(2)
+        .max_inbound(1)
+        .max_sockets(2)
+        .build()
+        .unwrap();
+    let d = m.dialer().clone();
+    m.adopt(peer(OK, 1), inbound(&d)).await.unwrap();
+    let b = peer(OK, 2);
+    m.connect(b).await.unwrap();
+    m.disconnect(&b).await;
+    assert_eq!(m.idle(), 1);
+    let r = m.adopt(peer(OK, 3), inbound(&d)).await;
+    assert_eq!(refused(r), (Limit::Inbound, 1));
+    assert_eq!(m.idle(), 1, "the idle connection stays");
+}
