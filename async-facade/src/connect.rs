@@ -85,8 +85,11 @@ impl<D: Dialer> Inner<D> {
         let _pending = self.admission.try_acquire(Limit::PendingDials)?;
         let socket = self.socket()?;
         self.metrics.record_dial(DialOutcome::PoolMiss);
+        // The units go into the peer's record for the dial's length (see
+        // `Record::dial_units`).
         let (before, watch) = self.peers.at(&key, |map| {
             let before = self.table.insert(peer, ConnectionStatus::Connecting);
+            self.record(map, peer).dial_units = Some(slot);
             (before, Self::watch_of(map, &peer))
         });
         self.emit(
@@ -115,12 +118,21 @@ impl<D: Dialer> Inner<D> {
         };
         let dialed = tokio::time::timeout(timeout, dial).await;
         restore.disarm();
+        let units = self.take_dial_units(key);
         match dialed {
             Ok(Ok(conn)) => {
                 self.metrics.record_dial(DialOutcome::Ok);
+                let conn = Closing::new(conn, Some(socket));
+                // An `adopt` took the units over meanwhile: its connection
+                // is (or is about to be) the live one; this one idles, and
+                // every waiter gets `Ok`.
+                let Some(slot) = units else {
+                    let generation = self.peers.at(&key, |map| self.record(map, peer).generation);
+                    self.pool_put(key, conn, generation);
+                    return Ok(());
+                };
                 // A fresh dial has the last word over any status set
                 // meanwhile: `go_live` refuses it only after a shutdown.
-                let conn = Closing::new(conn, Some(socket));
                 match self.go_live(key, conn, slot, Direction::Outbound, Made::Dialed) {
                     GoLive::Live => Ok(()),
                     // An `adopt` made the peer Connected while the dial was
@@ -223,6 +235,13 @@ impl<D: Dialer> Inner<D> {
         }
     }
 
+    /// Takes back the units a dial left in `key`'s record; `None` if an
+    /// `adopt` took them over.
+    pub(crate) fn take_dial_units(&self, key: Key) -> Option<Slot> {
+        self.peers
+            .at(&key, |map| map.get_mut(&key.peer)?.dial_units.take())
+    }
+
     /// Closes up to [`SHED_ON_EMFILE`] idle pooled connections, oldest
     /// first, to give their descriptors to a dial that ran out; returns how
     /// many were closed.
@@ -257,6 +276,8 @@ impl<D: Dialer> Drop for RestoreOnDrop<'_, D> {
         }
         let (inner, peer) = (self.inner, self.key.peer);
         let t = &inner.table;
+        // The dial's units go back (unless an `adopt` took them over).
+        drop(inner.take_dial_units(self.key));
         let restored = inner.peers.at(&self.key, |map| {
             let restored = match self.before {
                 Some(before) => t

@@ -308,11 +308,35 @@ impl<D: Dialer> Inner<D> {
             return Ok(());
         }
         // The limits first, the socket last (as `connect` does): a refused
-        // adopt closes no idle connection. A refusal closes `conn`.
+        // adopt closes no idle connection. During a dial to the peer, the
+        // adopt takes over the dial's unit of `max_connections` (the peer
+        // is counted once), after its other units, so that nothing can
+        // refuse it once it has. A refusal closes `conn`.
+        let dialing = self.peers.at(&key, |map| {
+            map.get(&peer).is_some_and(|r| r.dial_units.is_some())
+        });
         let units = (|| {
-            let slot = Slot {
-                _connection: self.admission.try_acquire(Limit::Connections)?,
-                _direction: self.admission.try_acquire(Limit::Inbound)?,
+            let slot = if dialing {
+                let inbound = self.admission.try_acquire(Limit::Inbound)?;
+                let socket = self.socket()?;
+                let connection = match self.take_dial_units(key) {
+                    // The dial's outbound unit goes back here.
+                    Some(dial) => dial._connection,
+                    // The dial landed meanwhile.
+                    None => self.admission.try_acquire(Limit::Connections)?,
+                };
+                return Ok((
+                    Slot {
+                        _connection: connection,
+                        _direction: inbound,
+                    },
+                    socket,
+                ));
+            } else {
+                Slot {
+                    _connection: self.admission.try_acquire(Limit::Connections)?,
+                    _direction: self.admission.try_acquire(Limit::Inbound)?,
+                }
             };
             Ok((slot, self.socket()?))
         })();

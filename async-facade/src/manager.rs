@@ -262,10 +262,10 @@ impl<D: Dialer> ConnectionManager<D> {
     /// It takes a unit of `max_connections`, then one of `max_inbound`,
     /// then a socket ([`Builder::max_sockets`](crate::Builder::max_sockets):
     /// closing the oldest idle connection when the budget is full), so a
-    /// refused adopt closes no idle connection. While a dial to the peer is
-    /// in flight, that dial holds a unit of `max_connections` of its own
-    /// until it lands: the peer is counted twice meanwhile, and at the
-    /// limit the adopt is refused.
+    /// refused adopt closes no idle connection. During a dial to the peer,
+    /// the adopt takes over that dial's unit of `max_connections` (so the
+    /// peer is counted once, and the adopt is not refused for it); it takes
+    /// its `max_inbound` unit and its socket first.
     ///
     /// **Progress:** short holds of the peer's record lock, a CAS per
     /// limit; it never waits.

@@ -104,6 +104,11 @@ pub(crate) struct Record<P: Parts> {
     pub(crate) leases: u32,
     /// The dial in flight, shared by every `connect` of the peer.
     pub(crate) dial: Option<P::Dial>,
+    /// The units of the limits a dial in flight holds for the connection
+    /// it will make: kept here, not by the dial, so that an `adopt` during
+    /// the dial takes them over (the peer is counted once) and the dial,
+    /// finding them gone when it lands, pools its connection.
+    pub(crate) dial_units: Option<P::Permit>,
     /// The peer's status watch, while anyone holds a receiver.
     pub(crate) watch: Option<P::Watch>,
     /// The peer's tags and their values (a handful at most, in practice).
@@ -122,6 +127,7 @@ impl<P: Parts> Default for Record<P> {
             generation: 0,
             leases: 0,
             dial: None,
+            dial_units: None,
             watch: None,
             tags: Vec::new(),
             score: 0,

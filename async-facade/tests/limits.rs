@@ -470,3 +470,59 @@ async fn a_refused_adopt_closes_no_idle_connection() {
     assert_eq!(refused(r), (Limit::Inbound, 1));
     assert_eq!(m.idle(), 1, "the idle connection stays");
 }
+
+/// At `max_connections(1)`, an `adopt` during the only dial, to the same
+/// peer, takes over the dial's unit: it is not refused, the peer is counted
+/// once throughout, and the dial's connection idles when it lands.
+#[tokio::test(start_paused = true)]
+async fn adopt_during_a_dial_at_the_limit_takes_over_its_unit() {
+    let m = builder().max_connections(1).build().unwrap();
+    let d = m.dialer().clone();
+    let p = peer(SLOW, 5); // dials for 6 ms
+    let dial = {
+        let m = m.clone();
+        tokio::spawn(async move { m.connect(p).await })
+    };
+    tokio::task::yield_now().await;
+    assert_eq!(m.get_status(&p).await, Some(Connecting));
+    assert_eq!(m.in_use(Limit::Connections), 1);
+    m.adopt(p, inbound(&d)).await.unwrap();
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+    assert_eq!(m.in_use(Limit::Connections), 1, "the peer counts once");
+    assert_eq!(m.in_use(Limit::Outbound), 0);
+    assert_eq!(m.in_use(Limit::Inbound), 1);
+    // Another peer still finds the limit full.
+    assert_eq!(
+        refused(m.connect(peer(OK, 9)).await),
+        (Limit::Connections, 1)
+    );
+    dial.await.unwrap().unwrap();
+    assert_eq!(m.direction(&p), Some(Direction::Inbound));
+    assert_eq!(m.idle(), 1, "the dialed connection idles");
+    assert_eq!(m.in_use(Limit::Connections), 1);
+    m.disconnect(&p).await;
+    assert_eq!(m.in_use(Limit::Connections), 0);
+    assert_eq!(m.in_use(Limit::Inbound), 0);
+}
+
+/// A dial cancelled after an `adopt` took over its unit gives nothing back
+/// twice: the counts stay exact.
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_dial_after_an_adopt_keeps_the_counts_exact() {
+    let m = builder().max_connections(1).build().unwrap();
+    let d = m.dialer().clone();
+    let p = peer(SLOW, 5);
+    let dial = {
+        let m = m.clone();
+        tokio::spawn(async move { m.connect(p).await })
+    };
+    tokio::task::yield_now().await;
+    m.adopt(p, inbound(&d)).await.unwrap();
+    dial.abort();
+    let _ = dial.await;
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+    assert_eq!(m.in_use(Limit::Connections), 1);
+    assert_eq!(m.in_use(Limit::Outbound), 0);
+    m.disconnect(&p).await;
+    assert_eq!(m.in_use(Limit::Connections), 0);
+}
