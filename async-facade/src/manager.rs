@@ -372,9 +372,10 @@ impl<D: Dialer> ConnectionManager<D> {
     /// ([`Reason::Trimmed`]), and its connection is closed, not pooled.
     /// Connections still in their grace period neither count toward the
     /// excess nor are closed, as in go-libp2p. The background trim does
-    /// the same, at most once a second per runtime that runs a reaper,
-    /// when more than `high` unprotected peers with a live connection are
-    /// Connected (it looks only when more than `high` peers in all are). One trim runs at a time, so concurrent calls never
+    /// the same, at most once a second (and at least 20 times its own cost
+    /// apart), when more than `high` unprotected peers with a live
+    /// connection are Connected (it looks only when more than `high` peers
+    /// in all are). One trim runs at a time, so concurrent calls never
     /// close below `low` together.
     ///
     /// **Progress:** waits for a trim in progress; then one pass over the

@@ -164,6 +164,9 @@ pub(crate) struct Reapers {
     generation: AtomicU64,
     /// Real time before which no reaper sweeps for stale peers again.
     next_sweep: Mutex<Instant>,
+    /// tokio time before which no reaper trims again: one pace for the
+    /// manager, whichever runtimes run its reapers.
+    next_trim: Mutex<tokio::time::Instant>,
     /// Distinguishes this manager in [`CHECKED`].
     id: u64,
 }
@@ -193,6 +196,7 @@ impl Reapers {
             running: Mutex::new(Vec::new()),
             generation: AtomicU64::new(0),
             next_sweep: Mutex::new(Instant::now()),
+            next_trim: Mutex::new(tokio::time::Instant::now()),
             id: NEXT_MANAGER.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -350,12 +354,34 @@ impl<D: Dialer> Drop for LeaveOnDrop<D> {
     }
 }
 
-/// Least time between two background trims of one reaper.
+/// Least time between two background trims of a manager.
 const TRIM_INTERVAL: Duration = Duration::from_secs(1);
+
+impl<D: Dialer> Inner<D> {
+    /// The background trim, if one is due for the manager (by tokio time)
+    /// and no other reaper trims now; returns when the next may run. A
+    /// pass walks every record, so the wait after it is at least
+    /// [`SWEEP_COST_FACTOR`] times what it cost, and at least
+    /// [`TRIM_INTERVAL`]: while protected peers or connections in their
+    /// grace period keep the manager above `high` with nothing to trim,
+    /// the passes that find so take a bounded share of a worker.
+    fn trim_if_due(&self) -> tokio::time::Instant {
+        let now = tokio::time::Instant::now();
+        let Some(mut next) = self.reapers.next_trim.try_lock() else {
+            return now + TRIM_INTERVAL; // another reaper trims now
+        };
+        if now < *next {
+            return *next;
+        }
+        let start = Instant::now();
+        close::swallowing(|| self.trim(true));
+        *next = now + TRIM_INTERVAL.max(start.elapsed() * SWEEP_COST_FACTOR);
+        *next
+    }
+}
 
 async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
     let mut next_sweep = tokio::time::Instant::now();
-    let mut next_trim = tokio::time::Instant::now();
     loop {
         let Some(inner) = weak.upgrade() else { return };
         if inner.shut_down.load(Ordering::Acquire) {
@@ -373,10 +399,7 @@ async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
         // period), look again an interval later.
         let mut due = next_sweep;
         if inner.over_high() {
-            if now >= next_trim {
-                close::swallowing(|| inner.trim(true));
-                next_trim = now + TRIM_INTERVAL;
-            }
+            let next_trim = inner.trim_if_due();
             if inner.over_high() {
                 due = due.min(next_trim);
             }
