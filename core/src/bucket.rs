@@ -64,10 +64,15 @@
 //!
 //! A lookup or transition that meets a frozen word follows `next`, where
 //! the key and its current word are already published (the freeze CAS
-//! releases them), so neither ever waits for the rebuild. Moved keys are
-//! bitwise copies: the old array, once retired, drops only the keys of its
-//! tombstones; the keys it handed on belong to the new array. A rebuild
-//! runs no user code (no `Hash`, no `Eq`), so it cannot unwind halfway.
+//! releases them), so neither ever waits for the rebuild. Keys are `Copy`
+//! because a rebuild copies them bitwise while readers may still be
+//! comparing the old copy (readers never wait for it): a `Copy` type holds
+//! no `UnsafeCell` inline, so both copies are the same immutable value and
+//! no write can be lost between them, and keys own nothing, so a retired
+//! array frees no key. A rebuild runs no user code: homes come from the
+//! stored fragments (no `Hash`), the copy is bitwise (no `Clone`), and
+//! nothing is dropped (no `Drop`), so it cannot unwind halfway or re-enter
+//! the table.
 //!
 //! [`PeerId`]: crate::PeerId
 
@@ -254,23 +259,24 @@ pub(crate) struct Array<K> {
     used: AtomicUsize,
     /// Tombstone slots (changed under the writer lock only).
     tombs: AtomicUsize,
-    /// Set once a rebuild has copied this array's live keys out (under the
-    /// writer lock, before the array is retired): from then on it owns
-    /// only its tombstones' keys.
-    handed_on: AtomicUsize,
 }
 
-impl<K> Array<K> {
+impl<K: Copy> Array<K> {
+    /// An array of `buckets` empty buckets. Keys are `Copy` (so they own
+    /// nothing and have no `Drop`): an array frees no key when it is
+    /// reclaimed, and a rebuild's bitwise copy of a key is a plain
+    /// duplicate.
     fn new(buckets: usize) -> Self {
         Self {
             buckets: (0..buckets).map(|_| Bucket::new()).collect(),
             next: Atomic::null(),
             used: AtomicUsize::new(0),
             tombs: AtomicUsize::new(0),
-            handed_on: AtomicUsize::new(0),
         }
     }
+}
 
+impl<K> Array<K> {
     /// Slots in the array.
     pub(crate) fn capacity(&self) -> usize {
         self.buckets.len() * SLOTS
@@ -326,30 +332,6 @@ impl<K> Array<K> {
             }
         }
         None
-    }
-}
-
-impl<K> Drop for Array<K> {
-    fn drop(&mut self) {
-        if !std::mem::needs_drop::<K>() {
-            return;
-        }
-        let handed_on = self.handed_on.load(Ordering::Relaxed) != 0;
-        for bucket in self.buckets.iter() {
-            let control = bucket.control.load(Ordering::Relaxed);
-            for (i, slot) in bucket.slots.iter().enumerate() {
-                let state = field(control, i) & STATE;
-                let owned = state == TOMB || (state == LIVE && !handed_on);
-                if owned {
-                    // SAFETY: `&mut self`: no one else can reach the array.
-                    // The key was initialized when its byte was published,
-                    // and this array owns it: a tombstone's key is never
-                    // copied out, and a live one only by the rebuild that
-                    // sets `handed_on`.
-                    slot.key.with_mut(|p| unsafe { (*p).assume_init_drop() });
-                }
-            }
-        }
     }
 }
 
@@ -423,7 +405,7 @@ impl Moves {
     }
 }
 
-impl<K> Shard<K> {
+impl<K: Copy> Shard<K> {
     fn new(buckets: usize) -> Self {
         Self {
             array: Atomic::new(Array::new(buckets)),
@@ -433,7 +415,9 @@ impl<K> Shard<K> {
             clock: AtomicU64::new(0),
         }
     }
+}
 
+impl<K> Shard<K> {
     /// The generation of a new entry: the next tick of the shard's clock.
     /// The caller holds the writer lock.
     #[inline]
@@ -520,7 +504,10 @@ pub(crate) struct Raw<K, S> {
 }
 
 impl<K, S> Raw<K, S> {
-    pub(crate) fn new(shards: usize, capacity: usize, hasher: S) -> Self {
+    pub(crate) fn new(shards: usize, capacity: usize, hasher: S) -> Self
+    where
+        K: Copy,
+    {
         debug_assert!(shards.is_power_of_two());
         let per_shard = buckets_to_hold(capacity.div_ceil(shards));
         Self {
@@ -620,7 +607,7 @@ pub(crate) struct ArrayShape {
     pub(crate) longest_run: usize,
 }
 
-impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
+impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     /// The keyed hash of `key`: shard from its top byte, fragment (home
     /// bucket and filter) from its low 19 bits.
     #[inline]
@@ -985,10 +972,12 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         // 3. Copy each key and word, then freeze the old word.
         for &(slot, hash) in &moving {
             let key = slot.key.with(|p| {
-                // SAFETY: a bitwise copy of an initialized key; ownership
-                // passes to the new array (the old one is marked
-                // `handed_on` below and then drops only its tombstones).
-                unsafe { std::ptr::read(p).assume_init() }
+                // SAFETY: a live slot's key is initialized and never
+                // written while the array can be reached; readers only
+                // read it too. `K: Copy`, so this is a plain duplicate:
+                // the key holds no `UnsafeCell` another thread could be
+                // writing through, and neither copy owns anything.
+                unsafe { (*p).assume_init() }
             });
             let mut word = slot.state.load(Ordering::Acquire);
             let copy = Self::place(new_ref, hash, key, word);
@@ -1008,7 +997,6 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             }
         }
         new_ref.used.store(moving.len(), Ordering::Relaxed);
-        old.handed_on.store(1, Ordering::Relaxed);
         // 4. Publish and retire.
         shard.array.store(new, Ordering::Release);
         // SAFETY: the old array is unreachable for new readers now that

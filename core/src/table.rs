@@ -21,6 +21,25 @@ pub const MAX_SHARDS: usize = 256;
 /// A concurrent map from keys (peer ids) to [`ConnectionStatus`], built for
 /// many readers, frequent status changes and a million keys.
 ///
+/// Keys are `Copy` (a [`PeerId`](crate::PeerId) is 32 bytes): they live
+/// inline in the bucket arrays, and a rebuild copies them bitwise into a
+/// fresh array while lock-free readers may still be comparing the old
+/// copy. A `Copy` type cannot hold an `UnsafeCell` inline, so the two
+/// copies are the same immutable value; a key with interior mutability
+/// (an atomic or a mutex field) is rejected at compile time:
+///
+/// ```compile_fail
+/// use std::hash::{Hash, Hasher};
+/// use std::sync::atomic::AtomicU64;
+/// use connmgr_core::StatusTable;
+///
+/// struct Key { id: u64, hits: AtomicU64 }
+/// impl PartialEq for Key { fn eq(&self, o: &Self) -> bool { self.id == o.id } }
+/// impl Eq for Key {}
+/// impl Hash for Key { fn hash<H: Hasher>(&self, h: &mut H) { self.id.hash(h) } }
+/// let table: StatusTable<Key> = StatusTable::new();
+/// ```
+///
 /// # Progress
 ///
 /// * [`get`](Self::get), [`get_many`](Self::get_many), [`info`](Self::info)
@@ -50,8 +69,9 @@ pub const MAX_SHARDS: usize = 256;
 /// into a fresh array, which happens when live keys and tombstones fill
 /// 4/5 of the slots, or when live keys fall under 1/8 (the array shrinks,
 /// so memory follows the population down). Replaced arrays are retired to
-/// [crossbeam-epoch](crossbeam_epoch)'s collector, with the keys of their
-/// tombstones, and freed once no thread can still be reading them; a
+/// [crossbeam-epoch](crossbeam_epoch)'s collector and freed once no
+/// thread can still be reading them (keys are `Copy`: freeing an array
+/// runs no user code); a
 /// rebuild flushes the calling thread's garbage at once, so a large
 /// removal returns its memory without help from other calls. Every
 /// operation pins the epoch only for its own duration (a batch for the
@@ -85,23 +105,23 @@ pub const MAX_SHARDS: usize = 256;
 /// ```
 pub struct StatusTable<K, S = RandomState> {
     raw: Raw<K, S>,
-    // Entries are shared between threads and dropped by whichever thread
-    // frees them, so the table's auto traits must not come from `AtomicPtr`
+    // Keys are shared between threads and copied by whichever thread
+    // rebuilds a shard, so the table's auto traits must not come from `AtomicPtr`
     // (always Send + Sync); the impls below state the real requirements.
     _not_auto: PhantomData<*const K>,
 }
 
-// SAFETY: the table owns its keys (moved in, dropped by whichever thread
-// frees the entry, possibly the collector's), so moving the table needs
-// `K: Send`; references to keys are handed to callbacks on any thread, so it
-// also needs `K: Sync`. The hasher moves with the table.
+// SAFETY: the table owns its keys (moved in, copied by whichever thread
+// rebuilds a shard), so moving the table needs `K: Send`; references to
+// keys are handed to callbacks on any thread, so it also needs `K: Sync`.
+// The hasher moves with the table.
 unsafe impl<K: Send + Sync, S: Send> Send for StatusTable<K, S> {}
 // SAFETY: through `&StatusTable` threads read keys concurrently (`K: Sync`)
-// and drop keys inserted by other threads (`K: Send`); the hasher is used
-// from every thread through `&S` (`S: Sync`).
+// and copy keys inserted by other threads into new arrays (`K: Send`); the
+// hasher is used from every thread through `&S` (`S: Sync`).
 unsafe impl<K: Send + Sync, S: Sync> Sync for StatusTable<K, S> {}
 
-impl<K: Hash + Eq + Send + Sync + 'static> StatusTable<K> {
+impl<K: Copy + Hash + Eq + Send + Sync + 'static> StatusTable<K> {
     /// An empty table with the default shard count and keyed hashing.
     pub fn new() -> Self {
         Self::with_capacity(0)
@@ -122,13 +142,13 @@ impl<K: Hash + Eq + Send + Sync + 'static> StatusTable<K> {
     }
 }
 
-impl<K: Hash + Eq + Send + Sync + 'static> Default for StatusTable<K> {
+impl<K: Copy + Hash + Eq + Send + Sync + 'static> Default for StatusTable<K> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
+impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     /// An empty table using `hasher`, with room for `capacity` keys.
     ///
     /// Use an unkeyed hasher only for keys an adversary cannot choose.
@@ -162,9 +182,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     /// The status of `key`, if present.
     ///
     /// **Progress:** lock-free; takes no lock and never waits for a writer.
-    /// Like every call here it pins crossbeam-epoch, and a pin now and then
-    /// runs deferred frees of replaced arrays (dropping the keys of their
-    /// tombstones) on this thread.
+    /// **Reclamation:** like every call here it pins crossbeam-epoch, and a
+    /// pin now and then frees replaced arrays on this thread (plain
+    /// deallocations: keys are `Copy`, so no user code runs).
     #[inline]
     pub fn get<Q>(&self, key: &Q) -> Option<ConnectionStatus>
     where
@@ -385,8 +405,8 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     /// become mostly empty). **Reclamation:** the slot
     /// becomes a tombstone that keeps the key until the key is inserted
     /// again (it takes the slot back) or the shard is rebuilt; a rebuild
-    /// retires the old array, whose tombstones' keys are dropped when it is
-    /// freed, once no thread can still be reading it.
+    /// retires the old array, which is freed once no thread can still be
+    /// reading it.
     pub fn remove<Q>(&self, key: &Q) -> Option<ConnectionStatus>
     where
         K: Borrow<Q>,

@@ -46,7 +46,7 @@ type Spreads = BuildHasherDefault<Spread>;
 
 fn capacities<K, S>(table: &StatusTable<K, S>) -> Vec<usize>
 where
-    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    K: Copy + std::hash::Hash + Eq + Send + Sync + 'static,
     S: BuildHasher,
 {
     table.shard_stats().iter().map(|s| s.capacity).collect()
