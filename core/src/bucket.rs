@@ -159,12 +159,28 @@ fn buckets_for(live: usize, tombs: usize) -> usize {
 }
 
 /// Buckets that take `keys` inserts of new keys before the first rebuild.
+///
+/// # Panics
+///
+/// "capacity overflow" if that many buckets cannot be counted in a
+/// `usize` (`keys` near `usize::MAX`).
 fn buckets_to_hold(keys: usize) -> usize {
+    const OVERFLOW_MSG: &str = "capacity overflow";
     let mut buckets = keys.div_ceil(SLOTS).max(MIN_BUCKETS);
-    while limit_for(buckets * SLOTS) < keys {
-        buckets += buckets / 8 + 1;
+    loop {
+        // `limit_for` with checked arithmetic: its `slots * 4` wraps for
+        // arrays near `usize::MAX / 4` slots.
+        let slots = buckets.checked_mul(SLOTS).expect(OVERFLOW_MSG);
+        let limit = if cfg!(any(loom, miri)) {
+            slots
+        } else {
+            slots.checked_mul(4).expect(OVERFLOW_MSG) / 5
+        };
+        if limit >= keys {
+            return buckets;
+        }
+        buckets = buckets.checked_add(buckets / 8 + 1).expect(OVERFLOW_MSG);
     }
-    buckets
 }
 
 /// Lookups a batch call keeps in flight at once: enough to cover a memory
@@ -510,6 +526,13 @@ impl<K, S> Raw<K, S> {
     {
         debug_assert!(shards.is_power_of_two());
         let per_shard = buckets_to_hold(capacity.div_ceil(shards));
+        // An allocation may not exceed `isize::MAX` bytes: refuse sizes
+        // past that with the documented panic rather than a wrapped size.
+        let bytes = per_shard
+            .checked_mul(size_of::<Bucket<K>>())
+            .and_then(|b| b.checked_mul(shards))
+            .filter(|&b| b <= isize::MAX as usize);
+        assert!(bytes.is_some(), "capacity overflow");
         Self {
             shards: (0..shards)
                 .map(|_| CachePadded::new(Shard::new(per_shard)))

@@ -134,9 +134,10 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static> StatusTable<K> {
     ///
     /// # Panics
     ///
-    /// If the slot arrays for `capacity` keys cannot be sized
-    /// (`capacity` near `usize::MAX`: "capacity overflow"); allocating them
-    /// may also abort the process when memory runs out.
+    /// With "capacity overflow" if the bucket arrays for `capacity` keys
+    /// would exceed `isize::MAX` bytes (or their size cannot be computed
+    /// in a `usize`); allocating smaller ones may still abort the process
+    /// when memory runs out.
     pub fn with_capacity(capacity: usize) -> Self {
         Self::with_capacity_and_hasher(capacity, RandomState::new())
     }
@@ -152,6 +153,10 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K,
     /// An empty table using `hasher`, with room for `capacity` keys.
     ///
     /// Use an unkeyed hasher only for keys an adversary cannot choose.
+    ///
+    /// # Panics
+    ///
+    /// As [`with_capacity`](StatusTable::with_capacity).
     pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
         Self::from_raw(Raw::new(default_shards(), capacity, hasher))
     }
@@ -162,6 +167,10 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K,
     ///
     /// [`Error::InvalidConfig`] unless `shards` is a power of two from 1 to
     /// [`MAX_SHARDS`].
+    ///
+    /// # Panics
+    ///
+    /// As [`with_capacity`](StatusTable::with_capacity).
     pub fn with_shards(shards: usize, capacity: usize, hasher: S) -> Result<Self, Error> {
         if !shards.is_power_of_two() || shards > MAX_SHARDS {
             return Err(Error::InvalidConfig {
