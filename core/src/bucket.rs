@@ -50,8 +50,9 @@
 //! insert of a new key rebuilds the shard into an array sized for the live
 //! keys (`buckets_for`: 7/10 full, 1.14x the old array, after growth; half
 //! full after churn); when live keys fall under 1/8 of the slots (1/4
-//! under the checkers), a removal rebuilds it smaller. Under the writer
-//! lock, the rebuild
+//! under the checkers), a removal rebuilds it smaller, never below the
+//! bucket count the table was created with (`Shard::floor`, its share of
+//! `with_capacity`). Under the writer lock, the rebuild
 //!
 //! 1. collects the live slots and their fragments,
 //! 2. links the new array as the old one's `next`,
@@ -356,6 +357,10 @@ pub(crate) struct Shard<K> {
     pub(crate) array: Atomic<Array<K>>,
     /// Held by inserts of new keys, removals and rebuilds.
     writer: Mutex<()>,
+    /// The bucket count the table was created with (its share of
+    /// `with_capacity`): rebuilds never make the array smaller, so removals
+    /// do not throw away room the caller asked for.
+    floor: usize,
     /// Inserts into this shard by status, and removals from it by the
     /// status the entry had: `arrived[s] - departed[s]` is this shard's
     /// share of `count(s)` before transitions (which are counted per thread,
@@ -426,6 +431,7 @@ impl<K: Copy> Shard<K> {
         Self {
             array: Atomic::new(Array::new(buckets)),
             writer: Mutex::new(()),
+            floor: buckets,
             arrived: std::array::from_fn(|_| AtomicU64::new(0)),
             departed: std::array::from_fn(|_| AtomicU64::new(0)),
             clock: AtomicU64::new(0),
@@ -953,7 +959,7 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         array.tombs.store(tombs + 1, Ordering::Relaxed);
         self.moved_status(shard, Some(ConnectionStatus::from_bits(word)), None);
         let live = shard.len().max(0) as usize;
-        if array.buckets.len() > MIN_BUCKETS && live.saturating_mul(SHRINK_BELOW) < array.capacity()
+        if array.buckets.len() > shard.floor && live.saturating_mul(SHRINK_BELOW) < array.capacity()
         {
             self.rebuild(shard, guard);
         }
@@ -985,7 +991,7 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             }
         }
         let tombs = old.tombs.load(Ordering::Relaxed);
-        let buckets = buckets_for(moving.len(), tombs);
+        let buckets = buckets_for(moving.len(), tombs).max(shard.floor);
         let new = Owned::new(Array::new(buckets)).into_shared(guard);
         // 2. Link it, before any word is frozen.
         old.next.store(new, Ordering::Release);

@@ -68,7 +68,8 @@ pub const MAX_SHARDS: usize = 256;
 /// that reconnects takes its own slot back) until the shard is rebuilt
 /// into a fresh array, which happens when live keys and tombstones fill
 /// 4/5 of the slots, or when live keys fall under 1/8 (the array shrinks,
-/// so memory follows the population down). Replaced arrays are retired to
+/// so memory follows the population down, but never below the room asked
+/// for with [`with_capacity`](StatusTable::with_capacity)). Replaced arrays are retired to
 /// [crossbeam-epoch](crossbeam_epoch)'s collector and freed once no
 /// thread can still be reading them (keys are `Copy`: freeing an array
 /// runs no user code); a
@@ -411,7 +412,8 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K,
     ///
     /// **Progress:** takes the shard's writer lock for a probe and a store;
     /// a removal may also rebuild the shard smaller under it (when it has
-    /// become mostly empty). **Reclamation:** the slot
+    /// become mostly empty and is larger than its share of the capacity
+    /// the table was created with). **Reclamation:** the slot
     /// becomes a tombstone that keeps the key until the key is inserted
     /// again (it takes the slot back) or the shard is rebuilt; a rebuild
     /// retires the old array, which is freed once no thread can still be
