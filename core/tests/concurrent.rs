@@ -342,3 +342,84 @@ fn borrowed_lookups_work() {
     assert_eq!(table.get(&b"peer-b"[..]), None);
     assert_eq!(table.remove(&b"peer-a"[..]), Some(Failed));
 }
+
+/// `get_many` racing inserts, removals, transitions and the rebuilds they
+/// force (growth and shrinking in a two-shard table): every answer is one
+/// its key really had. Churned keys only ever hold two statuses each (and
+/// absence); keys inserted up front and never touched are always found
+/// with their status, through every rebuild of their shard; keys never
+/// inserted are never found. Batches mix all three, with repeats, over
+/// more than two 16-key windows.
+#[test]
+fn get_many_answers_are_ones_the_keys_had() {
+    const CHURNED: u64 = 96;
+    const STABLE: u64 = 1_000;
+    const ABSENT: u64 = 2_000;
+    // Key `k` of the churned range holds `ALL[k % 4]` or `ALL[(k + 1) % 4]`.
+    fn allowed(k: u64) -> [ConnectionStatus; 2] {
+        [status(k), status(k + 1)]
+    }
+    let table = StatusTable::with_shards(2, 0, RandomState::new()).unwrap();
+    for k in STABLE..STABLE + 8 {
+        table.insert(k, status(k));
+    }
+    let writing = AtomicUsize::new(2);
+    thread::scope(|s| {
+        for t in 0..2u64 {
+            let (table, writing) = (&table, &writing);
+            s.spawn(move || {
+                let mut rng = Rng(t + 11);
+                for _ in 0..40 * SCALE {
+                    let k = rng.below(CHURNED);
+                    let st = allowed(k)[rng.below(2) as usize];
+                    match rng.below(4) {
+                        0 | 1 => {
+                            table.insert(k, st);
+                        }
+                        2 => {
+                            table.set(&k, st);
+                        }
+                        _ => {
+                            // Removing a run empties the shard and forces
+                            // a shrinking rebuild; the inserts regrow it.
+                            for j in k..(k + rng.below(24)).min(CHURNED) {
+                                table.remove(&j);
+                            }
+                        }
+                    }
+                }
+                writing.fetch_sub(1, Ordering::Release);
+            });
+        }
+        for t in 0..2u64 {
+            let (table, writing) = (&table, &writing);
+            s.spawn(move || {
+                let mut rng = Rng(t + 101);
+                let mut out = Vec::new();
+                let mut rounds = 0;
+                while writing.load(Ordering::Acquire) > 0 || rounds < 10 {
+                    rounds += 1;
+                    let len = 1 + rng.below(40) as usize;
+                    let keys: Vec<u64> = (0..len)
+                        .map(|_| match rng.below(4) {
+                            0 => STABLE + rng.below(8),
+                            1 => ABSENT + rng.below(8),
+                            _ => rng.below(CHURNED),
+                        })
+                        .collect();
+                    table.get_many(&keys, &mut out);
+                    assert_eq!(out.len(), keys.len());
+                    for (&k, &got) in keys.iter().zip(&out) {
+                        if k >= ABSENT {
+                            assert_eq!(got, None, "never-inserted key {k}");
+                        } else if k >= STABLE {
+                            assert_eq!(got, Some(status(k)), "untouched key {k}");
+                        } else if let Some(st) = got {
+                            assert!(allowed(k).contains(&st), "key {k}: {st:?}");
+                        }
+                    }
+                }
+            });
+        }
+    });
+}
