@@ -1,8 +1,9 @@
-//! Loom models of the status table: get vs insert vs remove vs rebuild vs
-//! compare_and_set vs a removed key coming back, on a one-shard table whose
-//! arrays start at one bucket of 3 slots and fill completely before they
-//! are rebuilt (the crate shrinks its sizes under `cfg(loom)`), so a
-//! rebuild happens within a few operations.
+//! Loom models of the status table: get and get_many vs insert vs remove
+//! vs rebuild vs compare_and_set vs a removed key coming back, on a
+//! one-shard table whose arrays start at one bucket of 3 slots and fill
+//! completely before they are rebuilt (the crate shrinks its sizes under
+//! `cfg(loom)`), so a rebuild happens within a few operations; one model
+//! asks for a two-bucket array so that a key overflows its home bucket.
 //!
 //! Run with `.ci/loom.sh` (RUSTFLAGS="--cfg loom --cfg crossbeam_loom").
 //!
@@ -225,5 +226,92 @@ fn shrink_vs_get_and_transition() {
         assert_eq!(table.len(), 1);
         assert_eq!(table.count(Connected), 1);
         assert_eq!(slots(&table), 3, "the shard did not shrink");
+    });
+}
+
+/// `get_many` racing a transition and the rebuild that copies the keys it
+/// asks for, over two batch windows (2 keys each under loom): every
+/// answer is one the key had, untouched keys are found throughout, the
+/// absent key never is, and the answers come in the keys' order.
+///
+/// Checked to fail: with `find_in` answering None for a frozen word
+/// instead of following `next`, an untouched key is missed while the
+/// rebuild runs ("untouched key 3").
+#[test]
+fn get_many_vs_transition_and_rebuild() {
+    loom::model(|| {
+        let table = one_shard::<u32>();
+        table.insert(1, Connecting);
+        table.insert(2, Connecting);
+        table.insert(3, Connecting);
+        let t = table.clone();
+        let writer = thread::spawn(move || {
+            assert!(t.compare_and_set(&1, Connecting, Connected).is_ok());
+            // The bucket is full: this insert rebuilds the shard.
+            assert_eq!(t.insert(4, Failed), None);
+        });
+        let mut out = Vec::new();
+        table.get_many(&[1, 2, 9, 3], &mut out);
+        assert!(
+            matches!(out[0], Some(Connecting) | Some(Connected)),
+            "{out:?}"
+        );
+        assert_eq!(out[1], Some(Connecting), "untouched key 2");
+        assert_eq!(out[2], None, "never-inserted key 9");
+        assert_eq!(out[3], Some(Connecting), "untouched key 3");
+        writer.join().unwrap();
+        table.get_many(&[4, 1], &mut out);
+        assert_eq!(out, [Some(Failed), Some(Connected)]);
+        assert!(slots(&table) > 3, "the shard was not rebuilt");
+    });
+}
+
+/// Sends every key to the same home bucket with the same fragment, so the
+/// fourth key of a two-bucket array overflows into the second bucket.
+#[derive(Default)]
+struct SameHome;
+impl std::hash::Hasher for SameHome {
+    fn finish(&self) -> u64 {
+        0x5eed
+    }
+    fn write(&mut self, _: &[u8]) {}
+}
+
+/// Lookups vs the insert that overflows a full bucket: the writer fills
+/// bucket 0 (key 3), then overflows it (key 4 goes to bucket 1, and bucket
+/// 0 gets the OVERFLOW bit). Readers racing it find each key or not, never
+/// a wrong status, and once the writer is done both keys are found: a
+/// lookup of key 4 reads its full home bucket, sees the bit and goes on.
+/// `with_shards(1, 4, ..)` gives the shard two buckets under loom, so the
+/// bit is reachable (tables start at one bucket there).
+///
+/// Checked to fail: with the OVERFLOW store in `place` removed, the
+/// lookup stops at bucket 0 and `get(&4)` is None after the join.
+/// Weakening that store from Release to Relaxed does NOT fail it (0.03 s,
+/// passes): loom lets the writer's plain store continue the release
+/// sequence of its earlier Release store of the same word (C++11 rules),
+/// so a reader of the overflowed word still synchronizes with key 3's
+/// publication. The store stays Release for C++20 rules, where a plain
+/// store ends that sequence; this model does not prove that ordering.
+#[test]
+fn overflow_bit_leads_lookups_past_a_full_bucket() {
+    loom::model(|| {
+        let table = Arc::new(
+            StatusTable::with_shards(1, 4, BuildHasherDefault::<SameHome>::default()).unwrap(),
+        );
+        assert_eq!(table.shard_stats()[0].capacity, 6);
+        table.insert(1, Connected);
+        table.insert(2, Connected);
+        let t = table.clone();
+        let writer = thread::spawn(move || {
+            t.insert(3, Connected);
+            t.insert(4, Failed);
+        });
+        assert!(matches!(table.get(&3), None | Some(Connected)));
+        assert!(matches!(table.get(&4), None | Some(Failed)));
+        writer.join().unwrap();
+        assert_eq!(table.get(&3), Some(Connected));
+        assert_eq!(table.get(&4), Some(Failed));
+        assert_eq!(table.shard_stats()[0].longest_run, 1, "no overflow bit");
     });
 }
