@@ -28,9 +28,11 @@
 //! * A slot's key is written once, before its field is published
 //!   (Release), and never written again while the array can be reached:
 //!   readers compare keys without any check. So a removed key's slot is a
-//!   tombstone that only the same key may take again (its bytes are the
-//!   same); other keys go to empty slots, and tombstones are cleared only
-//!   by rebuilding the shard into a fresh array.
+//!   tombstone that only an equal key may take again, and it keeps the old
+//!   key object (an equal key may differ in its bytes, and the slot's key
+//!   is never written while readers may compare it); other keys go to
+//!   empty slots, and tombstones are cleared only by rebuilding the shard
+//!   into a fresh array.
 //! * Control words change only under the shard's writer lock: inserts of
 //!   new keys, removals and rebuilds take it; lookups and status
 //!   transitions never do.
@@ -216,10 +218,11 @@ impl<K> Slot<K> {
     ///
     /// # Safety
     ///
-    /// The slot's control byte was read as live or tombstone with Acquire
-    /// (or under the writer lock) in an array the caller's guard keeps
-    /// alive: the key was written before that byte was published and is
-    /// not dropped before the array is reclaimed.
+    /// The slot's field in its bucket's control word was read as live or
+    /// tombstone with Acquire (or under the writer lock) in an array the
+    /// caller's guard keeps alive: the key was written before that field
+    /// was published and is never written again while the array can be
+    /// reached.
     #[inline]
     unsafe fn with_key<R>(&self, f: impl FnOnce(&K) -> R) -> R {
         // SAFETY: by the caller's contract the key is initialized and no
@@ -834,8 +837,9 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                     };
                 }
                 Some((slot, _)) => {
-                    // The key's own tombstone: its bytes are the key's, so
-                    // it takes the slot back.
+                    // The key's own tombstone (an equal key): it takes the
+                    // slot back, which keeps the old key object (readers
+                    // may be comparing it; equal keys answer alike).
                     let Some(to) = decide(None) else {
                         return (None, None);
                     };
@@ -878,7 +882,7 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 let slot = &bucket.slots[i];
                 slot.key.with_mut(|p| {
                     // SAFETY: an empty slot's key is unwritten and no reader
-                    // looks at it until the control byte below is published.
+                    // looks at it until its field below is published.
                     unsafe { (*p).write(key) };
                 });
                 slot.state.store(word, Ordering::Relaxed);

@@ -57,9 +57,11 @@ pub const MAX_SHARDS: usize = 256;
 /// * [`insert`](Self::insert) of a new key and [`remove`](Self::remove) take
 ///   their shard's writer lock for a probe and a store (and, now and then,
 ///   a rebuild of the shard, which copies its live keys into a fresh
-///   array). Readers and transitions never wait on it. If the key's `Hash`
-///   panics in a rebuild, nothing has changed yet and the panic reaches
-///   the call that started it.
+///   array). Readers and transitions never wait on it. A rebuild runs no
+///   user code (it never hashes, clones or drops a key: homes come from
+///   the stored hash fragments and keys are `Copy`), so it cannot panic
+///   halfway; the key's `Hash` and `Eq` run only in the calling operation
+///   before anything changes, or while it compares keys.
 ///
 /// # Reclamation
 ///
@@ -211,12 +213,13 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K,
     /// Faster per key than `get` in a loop once the table is larger than the
     /// CPU's caches: it pins the epoch once for the whole batch and keeps the
     /// cache misses of several lookups in flight at once (it hashes a window
-    /// of keys and prefetches their slots and entries before probing).
+    /// of 16 keys and prefetches both cache lines of each key's home bucket,
+    /// where its control word, key and state word sit, before probing).
     /// Each answer is read on its own: the batch is not one atomic snapshot.
     ///
     /// **Progress:** lock-free, as `get` per key. **Reclamation:** the batch
     /// holds one epoch guard from start to end, so a very long batch delays
-    /// the freeing (not the removal) of entries retired meanwhile.
+    /// the freeing (not the removal) of arrays retired meanwhile.
     ///
     /// ```
     /// use connmgr_core::{ConnectionStatus::*, PeerId, StatusTable};
