@@ -218,7 +218,7 @@ fn bench_size(c: &mut Criterion, n: usize) {
     // Churn: a new peer connected,
     // then removed; every call uses a peer id never seen before (the
     // cursor keeps counting across samples), so removed entries pile up
-    // and the tables' cleanup (our rehash, hashbrown's tombstone reuse)
+    // and the tables' cleanup (our rebuild, hashbrown's tombstone reuse)
     // is part of the cost.
     let mut g = c.benchmark_group(format!("core/churn/{n}"));
     g.throughput(Throughput::Elements(1));
@@ -321,7 +321,7 @@ fn new_peer(t: usize, i: u64) -> PeerId {
 /// Bytes per live peer while new peers replace old ones, `n` live
 /// throughout: the table is built with `n` peers, then `3n` times the
 /// oldest peer is removed and a never-seen one inserted. Removed entries
-/// stay allocated until their shard is next rehashed, so the figure is a
+/// stay allocated until their shard is next rebuilt, so the figure is a
 /// sawtooth: returns `(peak, end)`, each `(requested, with overhead)`,
 /// sampled every `n / 8` replacements (after flushing the epoch
 /// collector, so garbage awaiting collection is not counted).

@@ -28,9 +28,11 @@
 //! * A slot's key is written once, before its field is published
 //!   (Release), and never written again while the array can be reached:
 //!   readers compare keys without any check. So a removed key's slot is a
-//!   tombstone that only the same key may take again (its bytes are the
-//!   same); other keys go to empty slots, and tombstones are cleared only
-//!   by rebuilding the shard into a fresh array.
+//!   tombstone that only an equal key may take again, and it keeps the old
+//!   key object (an equal key may differ in its bytes, and the slot's key
+//!   is never written while readers may compare it); other keys go to
+//!   empty slots, and tombstones are cleared only by rebuilding the shard
+//!   into a fresh array.
 //! * Control words change only under the shard's writer lock: inserts of
 //!   new keys, removals and rebuilds take it; lookups and status
 //!   transitions never do.
@@ -50,8 +52,9 @@
 //! insert of a new key rebuilds the shard into an array sized for the live
 //! keys (`buckets_for`: 7/10 full, 1.14x the old array, after growth; half
 //! full after churn); when live keys fall under 1/8 of the slots (1/4
-//! under the checkers), a removal rebuilds it smaller. Under the writer
-//! lock, the rebuild
+//! under the checkers), a removal rebuilds it smaller, never below the
+//! bucket count the table was created with (`Shard::floor`, its share of
+//! `with_capacity`). Under the writer lock, the rebuild
 //!
 //! 1. collects the live slots and their fragments,
 //! 2. links the new array as the old one's `next`,
@@ -64,10 +67,15 @@
 //!
 //! A lookup or transition that meets a frozen word follows `next`, where
 //! the key and its current word are already published (the freeze CAS
-//! releases them), so neither ever waits for the rebuild. Moved keys are
-//! bitwise copies: the old array, once retired, drops only the keys of its
-//! tombstones; the keys it handed on belong to the new array. A rebuild
-//! runs no user code (no `Hash`, no `Eq`), so it cannot unwind halfway.
+//! releases them), so neither ever waits for the rebuild. Keys are `Copy`
+//! because a rebuild copies them bitwise while readers may still be
+//! comparing the old copy (readers never wait for it): a `Copy` type holds
+//! no `UnsafeCell` inline, so both copies are the same immutable value and
+//! no write can be lost between them, and keys own nothing, so a retired
+//! array frees no key. A rebuild runs no user code: homes come from the
+//! stored fragments (no `Hash`), the copy is bitwise (no `Clone`), and
+//! nothing is dropped (no `Drop`), so it cannot unwind halfway or re-enter
+//! the table.
 //!
 //! [`PeerId`]: crate::PeerId
 
@@ -154,12 +162,28 @@ fn buckets_for(live: usize, tombs: usize) -> usize {
 }
 
 /// Buckets that take `keys` inserts of new keys before the first rebuild.
+///
+/// # Panics
+///
+/// "capacity overflow" if that many buckets cannot be counted in a
+/// `usize` (`keys` near `usize::MAX`).
 fn buckets_to_hold(keys: usize) -> usize {
+    const OVERFLOW_MSG: &str = "capacity overflow";
     let mut buckets = keys.div_ceil(SLOTS).max(MIN_BUCKETS);
-    while limit_for(buckets * SLOTS) < keys {
-        buckets += buckets / 8 + 1;
+    loop {
+        // `limit_for` with checked arithmetic: its `slots * 4` wraps for
+        // arrays near `usize::MAX / 4` slots.
+        let slots = buckets.checked_mul(SLOTS).expect(OVERFLOW_MSG);
+        let limit = if cfg!(any(loom, miri)) {
+            slots
+        } else {
+            slots.checked_mul(4).expect(OVERFLOW_MSG) / 5
+        };
+        if limit >= keys {
+            return buckets;
+        }
+        buckets = buckets.checked_add(buckets / 8 + 1).expect(OVERFLOW_MSG);
     }
-    buckets
 }
 
 /// Lookups a batch call keeps in flight at once: enough to cover a memory
@@ -194,10 +218,11 @@ impl<K> Slot<K> {
     ///
     /// # Safety
     ///
-    /// The slot's control byte was read as live or tombstone with Acquire
-    /// (or under the writer lock) in an array the caller's guard keeps
-    /// alive: the key was written before that byte was published and is
-    /// not dropped before the array is reclaimed.
+    /// The slot's field in its bucket's control word was read as live or
+    /// tombstone with Acquire (or under the writer lock) in an array the
+    /// caller's guard keeps alive: the key was written before that field
+    /// was published and is never written again while the array can be
+    /// reached.
     #[inline]
     unsafe fn with_key<R>(&self, f: impl FnOnce(&K) -> R) -> R {
         // SAFETY: by the caller's contract the key is initialized and no
@@ -254,23 +279,24 @@ pub(crate) struct Array<K> {
     used: AtomicUsize,
     /// Tombstone slots (changed under the writer lock only).
     tombs: AtomicUsize,
-    /// Set once a rebuild has copied this array's live keys out (under the
-    /// writer lock, before the array is retired): from then on it owns
-    /// only its tombstones' keys.
-    handed_on: AtomicUsize,
 }
 
-impl<K> Array<K> {
+impl<K: Copy> Array<K> {
+    /// An array of `buckets` empty buckets. Keys are `Copy` (so they own
+    /// nothing and have no `Drop`): an array frees no key when it is
+    /// reclaimed, and a rebuild's bitwise copy of a key is a plain
+    /// duplicate.
     fn new(buckets: usize) -> Self {
         Self {
             buckets: (0..buckets).map(|_| Bucket::new()).collect(),
             next: Atomic::null(),
             used: AtomicUsize::new(0),
             tombs: AtomicUsize::new(0),
-            handed_on: AtomicUsize::new(0),
         }
     }
+}
 
+impl<K> Array<K> {
     /// Slots in the array.
     pub(crate) fn capacity(&self) -> usize {
         self.buckets.len() * SLOTS
@@ -329,35 +355,15 @@ impl<K> Array<K> {
     }
 }
 
-impl<K> Drop for Array<K> {
-    fn drop(&mut self) {
-        if !std::mem::needs_drop::<K>() {
-            return;
-        }
-        let handed_on = self.handed_on.load(Ordering::Relaxed) != 0;
-        for bucket in self.buckets.iter() {
-            let control = bucket.control.load(Ordering::Relaxed);
-            for (i, slot) in bucket.slots.iter().enumerate() {
-                let state = field(control, i) & STATE;
-                let owned = state == TOMB || (state == LIVE && !handed_on);
-                if owned {
-                    // SAFETY: `&mut self`: no one else can reach the array.
-                    // The key was initialized when its byte was published,
-                    // and this array owns it: a tombstone's key is never
-                    // copied out, and a live one only by the rebuild that
-                    // sets `handed_on`.
-                    slot.key.with_mut(|p| unsafe { (*p).assume_init_drop() });
-                }
-            }
-        }
-    }
-}
-
 /// One shard: its array, its writer lock and its per-status counters.
 pub(crate) struct Shard<K> {
     pub(crate) array: Atomic<Array<K>>,
     /// Held by inserts of new keys, removals and rebuilds.
     writer: Mutex<()>,
+    /// The bucket count the table was created with (its share of
+    /// `with_capacity`): rebuilds never make the array smaller, so removals
+    /// do not throw away room the caller asked for.
+    floor: usize,
     /// Inserts into this shard by status, and removals from it by the
     /// status the entry had: `arrived[s] - departed[s]` is this shard's
     /// share of `count(s)` before transitions (which are counted per thread,
@@ -423,17 +429,20 @@ impl Moves {
     }
 }
 
-impl<K> Shard<K> {
+impl<K: Copy> Shard<K> {
     fn new(buckets: usize) -> Self {
         Self {
             array: Atomic::new(Array::new(buckets)),
             writer: Mutex::new(()),
+            floor: buckets,
             arrived: std::array::from_fn(|_| AtomicU64::new(0)),
             departed: std::array::from_fn(|_| AtomicU64::new(0)),
             clock: AtomicU64::new(0),
         }
     }
+}
 
+impl<K> Shard<K> {
     /// The generation of a new entry: the next tick of the shard's clock.
     /// The caller holds the writer lock.
     #[inline]
@@ -520,9 +529,19 @@ pub(crate) struct Raw<K, S> {
 }
 
 impl<K, S> Raw<K, S> {
-    pub(crate) fn new(shards: usize, capacity: usize, hasher: S) -> Self {
+    pub(crate) fn new(shards: usize, capacity: usize, hasher: S) -> Self
+    where
+        K: Copy,
+    {
         debug_assert!(shards.is_power_of_two());
         let per_shard = buckets_to_hold(capacity.div_ceil(shards));
+        // An allocation may not exceed `isize::MAX` bytes: refuse sizes
+        // past that with the documented panic rather than a wrapped size.
+        let bytes = per_shard
+            .checked_mul(size_of::<Bucket<K>>())
+            .and_then(|b| b.checked_mul(shards))
+            .filter(|&b| b <= isize::MAX as usize);
+        assert!(bytes.is_some(), "capacity overflow");
         Self {
             shards: (0..shards)
                 .map(|_| CachePadded::new(Shard::new(per_shard)))
@@ -620,7 +639,7 @@ pub(crate) struct ArrayShape {
     pub(crate) longest_run: usize,
 }
 
-impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
+impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
     /// The keyed hash of `key`: shard from its top byte, fragment (home
     /// bucket and filter) from its low 19 bits.
     #[inline]
@@ -818,8 +837,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                     };
                 }
                 Some((slot, _)) => {
-                    // The key's own tombstone: its bytes are the key's, so
-                    // it takes the slot back.
+                    // The key's own tombstone (an equal key): it takes the
+                    // slot back, which keeps the old key object (readers
+                    // may be comparing it; equal keys answer alike).
                     let Some(to) = decide(None) else {
                         return (None, None);
                     };
@@ -862,7 +882,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 let slot = &bucket.slots[i];
                 slot.key.with_mut(|p| {
                     // SAFETY: an empty slot's key is unwritten and no reader
-                    // looks at it until the control byte below is published.
+                    // looks at it until its field below is published.
                     unsafe { (*p).write(key) };
                 });
                 slot.state.store(word, Ordering::Relaxed);
@@ -943,7 +963,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         array.tombs.store(tombs + 1, Ordering::Relaxed);
         self.moved_status(shard, Some(ConnectionStatus::from_bits(word)), None);
         let live = shard.len().max(0) as usize;
-        if array.buckets.len() > MIN_BUCKETS && live.saturating_mul(SHRINK_BELOW) < array.capacity()
+        if array.buckets.len() > shard.floor && live.saturating_mul(SHRINK_BELOW) < array.capacity()
         {
             self.rebuild(shard, guard);
         }
@@ -975,7 +995,7 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             }
         }
         let tombs = old.tombs.load(Ordering::Relaxed);
-        let buckets = buckets_for(moving.len(), tombs);
+        let buckets = buckets_for(moving.len(), tombs).max(shard.floor);
         let new = Owned::new(Array::new(buckets)).into_shared(guard);
         // 2. Link it, before any word is frozen.
         old.next.store(new, Ordering::Release);
@@ -985,10 +1005,12 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         // 3. Copy each key and word, then freeze the old word.
         for &(slot, hash) in &moving {
             let key = slot.key.with(|p| {
-                // SAFETY: a bitwise copy of an initialized key; ownership
-                // passes to the new array (the old one is marked
-                // `handed_on` below and then drops only its tombstones).
-                unsafe { std::ptr::read(p).assume_init() }
+                // SAFETY: a live slot's key is initialized and never
+                // written while the array can be reached; readers only
+                // read it too. `K: Copy`, so this is a plain duplicate:
+                // the key holds no `UnsafeCell` another thread could be
+                // writing through, and neither copy owns anything.
+                unsafe { (*p).assume_init() }
             });
             let mut word = slot.state.load(Ordering::Acquire);
             let copy = Self::place(new_ref, hash, key, word);
@@ -1008,7 +1030,6 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             }
         }
         new_ref.used.store(moving.len(), Ordering::Relaxed);
-        old.handed_on.store(1, Ordering::Relaxed);
         // 4. Publish and retire.
         shard.array.store(new, Ordering::Release);
         // SAFETY: the old array is unreachable for new readers now that

@@ -12,7 +12,7 @@
 //! * [`StatusTable`]: a sharded map from keys to statuses whose lookups
 //!   and status transitions are lock-free (inserts of new keys and removals
 //!   take a short per-shard lock), with conditional transitions, batch
-//!   lookups and O(shards) counts per status.
+//!   lookups and O(shards + stripes) counts per status.
 //! * [`Clock`], [`SystemClock`], [`ManualClock`]: injectable time, shared
 //!   by the other connmgr crates.
 //! * [`thread_slot`]: small per-thread numbers for striping, shared by the

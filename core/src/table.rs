@@ -21,6 +21,25 @@ pub const MAX_SHARDS: usize = 256;
 /// A concurrent map from keys (peer ids) to [`ConnectionStatus`], built for
 /// many readers, frequent status changes and a million keys.
 ///
+/// Keys are `Copy` (a [`PeerId`](crate::PeerId) is 32 bytes): they live
+/// inline in the bucket arrays, and a rebuild copies them bitwise into a
+/// fresh array while lock-free readers may still be comparing the old
+/// copy. A `Copy` type cannot hold an `UnsafeCell` inline, so the two
+/// copies are the same immutable value; a key with interior mutability
+/// (an atomic or a mutex field) is rejected at compile time:
+///
+/// ```compile_fail
+/// use std::hash::{Hash, Hasher};
+/// use std::sync::atomic::AtomicU64;
+/// use connmgr_core::StatusTable;
+///
+/// struct Key { id: u64, hits: AtomicU64 }
+/// impl PartialEq for Key { fn eq(&self, o: &Self) -> bool { self.id == o.id } }
+/// impl Eq for Key {}
+/// impl Hash for Key { fn hash<H: Hasher>(&self, h: &mut H) { self.id.hash(h) } }
+/// let table: StatusTable<Key> = StatusTable::new();
+/// ```
+///
 /// # Progress
 ///
 /// * [`get`](Self::get), [`get_many`](Self::get_many), [`info`](Self::info)
@@ -38,9 +57,11 @@ pub const MAX_SHARDS: usize = 256;
 /// * [`insert`](Self::insert) of a new key and [`remove`](Self::remove) take
 ///   their shard's writer lock for a probe and a store (and, now and then,
 ///   a rebuild of the shard, which copies its live keys into a fresh
-///   array). Readers and transitions never wait on it. If the key's `Hash`
-///   panics in a rebuild, nothing has changed yet and the panic reaches
-///   the call that started it.
+///   array). Readers and transitions never wait on it. A rebuild runs no
+///   user code (it never hashes, clones or drops a key: homes come from
+///   the stored hash fragments and keys are `Copy`), so it cannot panic
+///   halfway; the key's `Hash` and `Eq` run only in the calling operation
+///   before anything changes, or while it compares keys.
 ///
 /// # Reclamation
 ///
@@ -49,9 +70,11 @@ pub const MAX_SHARDS: usize = 256;
 /// that reconnects takes its own slot back) until the shard is rebuilt
 /// into a fresh array, which happens when live keys and tombstones fill
 /// 4/5 of the slots, or when live keys fall under 1/8 (the array shrinks,
-/// so memory follows the population down). Replaced arrays are retired to
-/// [crossbeam-epoch](crossbeam_epoch)'s collector, with the keys of their
-/// tombstones, and freed once no thread can still be reading them; a
+/// so memory follows the population down, but never below the room asked
+/// for with [`with_capacity`](StatusTable::with_capacity)). Replaced arrays are retired to
+/// [crossbeam-epoch](crossbeam_epoch)'s collector and freed once no
+/// thread can still be reading them (keys are `Copy`: freeing an array
+/// runs no user code); a
 /// rebuild flushes the calling thread's garbage at once, so a large
 /// removal returns its memory without help from other calls. Every
 /// operation pins the epoch only for its own duration (a batch for the
@@ -85,23 +108,23 @@ pub const MAX_SHARDS: usize = 256;
 /// ```
 pub struct StatusTable<K, S = RandomState> {
     raw: Raw<K, S>,
-    // Entries are shared between threads and dropped by whichever thread
-    // frees them, so the table's auto traits must not come from `AtomicPtr`
+    // Keys are shared between threads and copied by whichever thread
+    // rebuilds a shard, so the table's auto traits must not come from `AtomicPtr`
     // (always Send + Sync); the impls below state the real requirements.
     _not_auto: PhantomData<*const K>,
 }
 
-// SAFETY: the table owns its keys (moved in, dropped by whichever thread
-// frees the entry, possibly the collector's), so moving the table needs
-// `K: Send`; references to keys are handed to callbacks on any thread, so it
-// also needs `K: Sync`. The hasher moves with the table.
+// SAFETY: the table owns its keys (moved in, copied by whichever thread
+// rebuilds a shard), so moving the table needs `K: Send`; references to
+// keys are handed to callbacks on any thread, so it also needs `K: Sync`.
+// The hasher moves with the table.
 unsafe impl<K: Send + Sync, S: Send> Send for StatusTable<K, S> {}
 // SAFETY: through `&StatusTable` threads read keys concurrently (`K: Sync`)
-// and drop keys inserted by other threads (`K: Send`); the hasher is used
-// from every thread through `&S` (`S: Sync`).
+// and copy keys inserted by other threads into new arrays (`K: Send`); the
+// hasher is used from every thread through `&S` (`S: Sync`).
 unsafe impl<K: Send + Sync, S: Sync> Sync for StatusTable<K, S> {}
 
-impl<K: Hash + Eq + Send + Sync + 'static> StatusTable<K> {
+impl<K: Copy + Hash + Eq + Send + Sync + 'static> StatusTable<K> {
     /// An empty table with the default shard count and keyed hashing.
     pub fn new() -> Self {
         Self::with_capacity(0)
@@ -114,24 +137,29 @@ impl<K: Hash + Eq + Send + Sync + 'static> StatusTable<K> {
     ///
     /// # Panics
     ///
-    /// If the slot arrays for `capacity` keys cannot be sized
-    /// (`capacity` near `usize::MAX`: "capacity overflow"); allocating them
-    /// may also abort the process when memory runs out.
+    /// With "capacity overflow" if the bucket arrays for `capacity` keys
+    /// would exceed `isize::MAX` bytes (or their size cannot be computed
+    /// in a `usize`); allocating smaller ones may still abort the process
+    /// when memory runs out.
     pub fn with_capacity(capacity: usize) -> Self {
         Self::with_capacity_and_hasher(capacity, RandomState::new())
     }
 }
 
-impl<K: Hash + Eq + Send + Sync + 'static> Default for StatusTable<K> {
+impl<K: Copy + Hash + Eq + Send + Sync + 'static> Default for StatusTable<K> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
+impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     /// An empty table using `hasher`, with room for `capacity` keys.
     ///
     /// Use an unkeyed hasher only for keys an adversary cannot choose.
+    ///
+    /// # Panics
+    ///
+    /// As [`with_capacity`](StatusTable::with_capacity).
     pub fn with_capacity_and_hasher(capacity: usize, hasher: S) -> Self {
         Self::from_raw(Raw::new(default_shards(), capacity, hasher))
     }
@@ -142,6 +170,10 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     ///
     /// [`Error::InvalidConfig`] unless `shards` is a power of two from 1 to
     /// [`MAX_SHARDS`].
+    ///
+    /// # Panics
+    ///
+    /// As [`with_capacity`](StatusTable::with_capacity).
     pub fn with_shards(shards: usize, capacity: usize, hasher: S) -> Result<Self, Error> {
         if !shards.is_power_of_two() || shards > MAX_SHARDS {
             return Err(Error::InvalidConfig {
@@ -162,9 +194,9 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     /// The status of `key`, if present.
     ///
     /// **Progress:** lock-free; takes no lock and never waits for a writer.
-    /// Like every call here it pins crossbeam-epoch, and a pin now and then
-    /// runs deferred frees of replaced arrays (dropping the keys of their
-    /// tombstones) on this thread.
+    /// **Reclamation:** like every call here it pins crossbeam-epoch, and a
+    /// pin now and then frees replaced arrays on this thread (plain
+    /// deallocations: keys are `Copy`, so no user code runs).
     #[inline]
     pub fn get<Q>(&self, key: &Q) -> Option<ConnectionStatus>
     where
@@ -181,12 +213,13 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     /// Faster per key than `get` in a loop once the table is larger than the
     /// CPU's caches: it pins the epoch once for the whole batch and keeps the
     /// cache misses of several lookups in flight at once (it hashes a window
-    /// of keys and prefetches their slots and entries before probing).
+    /// of 16 keys and prefetches both cache lines of each key's home bucket,
+    /// where its control word, key and state word sit, before probing).
     /// Each answer is read on its own: the batch is not one atomic snapshot.
     ///
     /// **Progress:** lock-free, as `get` per key. **Reclamation:** the batch
     /// holds one epoch guard from start to end, so a very long batch delays
-    /// the freeing (not the removal) of entries retired meanwhile.
+    /// the freeing (not the removal) of arrays retired meanwhile.
     ///
     /// ```
     /// use connmgr_core::{ConnectionStatus::*, PeerId, StatusTable};
@@ -382,11 +415,12 @@ impl<K: Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K, S> {
     ///
     /// **Progress:** takes the shard's writer lock for a probe and a store;
     /// a removal may also rebuild the shard smaller under it (when it has
-    /// become mostly empty). **Reclamation:** the slot
+    /// become mostly empty and is larger than its share of the capacity
+    /// the table was created with). **Reclamation:** the slot
     /// becomes a tombstone that keeps the key until the key is inserted
     /// again (it takes the slot back) or the shard is rebuilt; a rebuild
-    /// retires the old array, whose tombstones' keys are dropped when it is
-    /// freed, once no thread can still be reading it.
+    /// retires the old array, which is freed once no thread can still be
+    /// reading it.
     pub fn remove<Q>(&self, key: &Q) -> Option<ConnectionStatus>
     where
         K: Borrow<Q>,

@@ -32,6 +32,8 @@ enum Op {
     Remove(u8),
     RemoveIfStatus(u8, ConnectionStatus),
     Get(u8),
+    /// `get_many` over these keys (duplicates and absent keys included).
+    GetMany(Vec<u8>),
     RetainNot(ConnectionStatus),
     Clear,
 }
@@ -50,7 +52,11 @@ fn op(keys: u8) -> impl Strategy<Value = Op> {
         1 => (k.clone(), status()).prop_map(|(k, s)| Op::SetIfStaleGeneration(k, s)),
         4 => k.clone().prop_map(Op::Remove),
         1 => (k.clone(), status()).prop_map(|(k, s)| Op::RemoveIfStatus(k, s)),
-        4 => k.prop_map(Op::Get),
+        4 => k.clone().prop_map(Op::Get),
+        // Up to 40 keys: empty lists, one window, and more than two
+        // windows of 16 (keys drawn from a space a little wider than the
+        // table's, so some are always absent).
+        2 => prop::collection::vec(0..keys.saturating_add(8), 0..40).prop_map(Op::GetMany),
         1 => status().prop_map(Op::RetainNot),
         1 => Just(Op::Clear),
     ]
@@ -114,6 +120,14 @@ fn check<S: BuildHasher>(table: &StatusTable<u8, S>, ops: &[Op]) -> Result<(), T
                 prop_assert_eq!(table.remove_if_status(&k, s), want);
             }
             Op::Get(k) => prop_assert_eq!(table.get(&k), model.get(&k).copied()),
+            Op::GetMany(ref keys) => {
+                let mut out = vec![None; 5];
+                table.get_many(keys, &mut out);
+                let want: Vec<_> = keys.iter().map(|k| table.get(k)).collect();
+                prop_assert_eq!(&out, &want);
+                let model_says: Vec<_> = keys.iter().map(|k| model.get(k).copied()).collect();
+                prop_assert_eq!(out, model_says);
+            }
             Op::RetainNot(s) => {
                 table.retain(|_, info| info.status != s);
                 model.retain(|_, m| *m != s);

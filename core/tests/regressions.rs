@@ -158,3 +158,28 @@ fn insert_of_a_present_key_does_not_wait_for_the_writer_lock() {
     );
     assert_eq!(table.len(), 3);
 }
+
+/// A capacity near `usize::MAX` panics with "capacity overflow" at once:
+/// the sizing loop's arithmetic is checked (wrapping, its bucket count
+/// would never reach the limit and it would loop forever in release
+/// builds).
+#[test]
+#[should_panic(expected = "capacity overflow")]
+fn usize_max_capacity_panics_with_capacity_overflow() {
+    let _ = StatusTable::<u64>::with_shards(1, usize::MAX, RandomState::new());
+}
+
+/// The same through the default shard count.
+#[test]
+#[should_panic(expected = "capacity overflow")]
+fn with_capacity_usize_max_panics_with_capacity_overflow() {
+    let _ = StatusTable::<u64>::with_capacity(usize::MAX);
+}
+
+/// A capacity whose arrays fit the size arithmetic but not an allocation
+/// (over `isize::MAX` bytes) panics the same way instead of trying.
+#[test]
+#[should_panic(expected = "capacity overflow")]
+fn capacity_past_isize_max_bytes_panics_with_capacity_overflow() {
+    let _ = StatusTable::<u64>::with_shards(1, usize::MAX / 64, RandomState::new());
+}

@@ -46,7 +46,7 @@ type Spreads = BuildHasherDefault<Spread>;
 
 fn capacities<K, S>(table: &StatusTable<K, S>) -> Vec<usize>
 where
-    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    K: Copy + std::hash::Hash + Eq + Send + Sync + 'static,
     S: BuildHasher,
 {
     table.shard_stats().iter().map(|s| s.capacity).collect()
@@ -199,5 +199,46 @@ fn churn_of_new_keys_keeps_memory_per_live_key_bounded() {
         per_key(last),
         per_key(peak),
         per_key(bound),
+    );
+}
+
+/// Removals never shrink a shard below the room `with_capacity` asked for:
+/// ten keys in a table sized for a million, one removed, leave every
+/// shard's array and the table's memory as they were, and so do removing
+/// them all and churning through more. A table created without capacity
+/// still shrinks after a large removal.
+#[test]
+fn removals_keep_the_capacity_asked_for() {
+    let n = if cfg!(miri) { 1_000 } else { 1_000_000 };
+    let table = StatusTable::with_capacity(n);
+    let before = (capacities(&table), table.memory_usage());
+    for i in 0..10 {
+        table.insert(id(i), Connected);
+    }
+    table.remove(&id(3));
+    assert_eq!((capacities(&table), table.memory_usage()), before);
+    for i in 0..10 {
+        table.remove(&id(i));
+    }
+    for i in 10..200 {
+        table.insert(id(i), Connecting);
+        table.remove(&id(i));
+    }
+    assert!(table.is_empty());
+    assert_eq!((capacities(&table), table.memory_usage()), before);
+
+    let grown = StatusTable::with_shards(1, 0, RandomState::new()).unwrap();
+    let small = capacities(&grown);
+    for i in 0..1_000 {
+        grown.insert(id(i), Connected);
+    }
+    assert!(capacities(&grown)[0] > small[0]);
+    for i in 0..1_000 {
+        grown.remove(&id(i));
+    }
+    assert_eq!(
+        capacities(&grown),
+        small,
+        "an uncapacitated table shrinks back"
     );
 }

@@ -6,7 +6,8 @@
 // statuses, errors and the entry info they carry, generations (new per
 // status change and insert, never one the key had before; unchanged by a
 // no-op; a stale one never matches), `len`,
-// `count` per status, `for_each` (every key exactly once) and `shard_stats`.
+// `count` per status, `get_many` after every step, `for_each` (every key
+// exactly once) and `shard_stats`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
@@ -164,11 +165,30 @@ fn check<S: BuildHasher>(table: &StatusTable<u8, S>, ops: &[Op]) {
                 "count({s:?}) after step {step} {op:?}"
             );
         }
+        get_many_matches(table, &m, step);
     }
     // Final full comparison.
     for_each_matches(table, &m);
     for (k, e) in &m.map {
         assert_info(table.info(k), e, "final");
+    }
+}
+
+/// `get_many` over a key list that changes with `step`: every present
+/// key, then up to 36 keys picked by `step` (mostly absent ones, and
+/// repeats), then the first present key again; so lists run from empty
+/// to past two batch windows. Each answer must be the model's.
+fn get_many_matches<S: BuildHasher>(table: &StatusTable<u8, S>, m: &Model, step: usize) {
+    let mut keys: Vec<u8> = m.map.keys().copied().collect();
+    keys.extend((0..step % 37).map(|i| (step + i * i) as u8));
+    if let Some(&first) = keys.first() {
+        keys.push(first);
+    }
+    let mut out = vec![Some(ConnectionStatus::Failed); 3];
+    table.get_many(&keys, &mut out);
+    assert_eq!(out.len(), keys.len(), "get_many: one answer per key");
+    for (k, got) in keys.iter().zip(&out) {
+        assert_eq!(*got, m.map.get(k).map(|e| e.status), "get_many({k}) at step {step}");
     }
 }
 
