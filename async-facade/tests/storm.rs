@@ -17,6 +17,9 @@ const MAX_OUTBOUND: usize = 10;
 const MAX_PENDING: usize = 4;
 const MAX_SOCKETS: usize = 24;
 const PEERS: u32 = 40;
+/// Tasks running connects, adopts and disconnects; each has at most one
+/// call in flight.
+const WORKERS: u32 = 6;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_limit_holds_under_a_storm_and_the_gauges_match_after() {
@@ -50,9 +53,13 @@ async fn every_limit_holds_under_a_storm_and_the_gauges_match_after() {
                     let n = m.in_use(limit);
                     assert!(n <= max, "{limit}: {n} in use");
                 }
-                // Opened read first: never more than were open at once.
+                // Opened read first: never more than were open at once. A
+                // connection handed to `adopt` was opened by the caller
+                // before the manager sees it (and is closed by it if
+                // refused): up to one per worker is in the caller's hands.
                 let open = d.opened().saturating_sub(d.closed());
-                assert!(open <= MAX_SOCKETS, "{open} connections open");
+                let slack = WORKERS as usize;
+                assert!(open <= MAX_SOCKETS + slack, "{open} connections open");
                 assert!(m.pending_dials() <= MAX_PENDING);
                 samples.fetch_add(1, Ordering::Relaxed);
                 tokio::task::yield_now().await;
@@ -61,7 +68,7 @@ async fn every_limit_holds_under_a_storm_and_the_gauges_match_after() {
     };
 
     // Peers of kind SLOW dial for 1..20 ms, so dials overlap.
-    let workers: Vec<_> = (0..6u32)
+    let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
             let (m, d, refused) = (m.clone(), d.clone(), refused.clone());
             tokio::spawn(async move {
