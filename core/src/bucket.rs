@@ -25,22 +25,30 @@
 //!
 //! # Who writes what
 //!
-//! * A slot's key is written once, before its field is published
-//!   (Release), and never written again while the array can be reached:
-//!   readers compare keys without any check. So a removed key's slot is a
-//!   tombstone that only an equal key may take again, and it keeps the old
-//!   key object (an equal key may differ in its bytes, and the slot's key
-//!   is never written while readers may compare it); other keys go to
-//!   empty slots, and tombstones are cleared only by rebuilding the shard
-//!   into a fresh array.
+//! * A slot's key is written before its field is published (Release),
+//!   and never while a reader may compare it: readers compare keys without
+//!   any check. So a removed key's slot is a tombstone that keeps the old
+//!   key object: an equal key takes the slot back at once (it may differ
+//!   in its bytes; equal keys answer alike), and another key only once no
+//!   lookup can still be comparing the old one. The `n`-th removal from a
+//!   shard writes `n` into the tombstone's state word; every
+//!   [`REUSE_BATCH`]-th removal defers to the epoch collector a call that
+//!   raises the shard's `reusable` number to `n`, which the collector runs
+//!   once every thread pinned at that removal has unpinned. A lookup
+//!   pinned since then reads the tombstone's field, never its key; so an
+//!   insert (under the writer lock) may overwrite the key of a tombstone
+//!   numbered up to `reusable` (Acquire, pairing with the call's Release).
+//!   Rebuilding the shard into a fresh array drops every tombstone.
 //! * Control words change only under the shard's writer lock: inserts of
 //!   new keys, removals and rebuilds take it; lookups and status
 //!   transitions never do.
 //! * A state word changes by CAS: transitions (lock-free, from any thread),
 //!   the removal mark, and the rebuild's freeze.
 //!
-//! A key goes to the first bucket of its probe sequence with an empty slot;
-//! every full bucket it passes on the way gets the control word's
+//! A key goes to the first bucket of its probe sequence with a reusable
+//! tombstone or an empty slot (a reusable tombstone first: it costs no
+//! room, so taking one never calls for a rebuild); every bucket it passes
+//! on the way gets the control word's
 //! [`OVERFLOW`] bit (set before the key is published, never cleared in an
 //! array). So a lookup stops at the first bucket without that bit: most
 //! lookups, of absent keys too, read their home bucket and nothing else,
@@ -49,12 +57,13 @@
 //! # Rebuilds
 //!
 //! When live keys and tombstones fill 4/5 of an array's slots, the next
-//! insert of a new key rebuilds the shard into an array sized for the live
-//! keys (`buckets_for`: 7/10 full, 1.14x the old array, after growth; half
-//! full after churn); when live keys fall under 1/8 of the slots (1/4
-//! under the checkers), a removal rebuilds it smaller, never below the
-//! bucket count the table was created with (`Shard::floor`, its share of
-//! `with_capacity`). Under the writer lock, the rebuild
+//! insert of a new key that meets no reusable tombstone rebuilds the shard
+//! into an array sized for the live keys (`buckets_for`: 7/10 full, 1.14x
+//! the old array, after growth; half full after churn); when live keys
+//! fall under 1/8 of the slots (1/4 under the checkers), a removal
+//! rebuilds it smaller, never below the bucket count the table was created
+//! with (`Shard::floor`, its share of `with_capacity`). Under the writer
+//! lock, the rebuild
 //!
 //! 1. collects the live slots and their fragments,
 //! 2. links the new array as the old one's `next`,
@@ -86,7 +95,7 @@ use std::mem::{size_of, MaybeUninit};
 use crossbeam_epoch::{self as epoch, Atomic, Guard, Owned, Shared};
 
 use crate::status::{self, ConnectionStatus, FROZEN, REMOVED};
-use crate::sync::{AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
+use crate::sync::{Arc, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell};
 use crate::thread_slot;
 use crossbeam_utils::CachePadded;
 
@@ -110,6 +119,25 @@ const LIVE: u32 = 2 << FRAG_BITS;
 /// The control word's top bit: some key went past this bucket, full when
 /// it was placed, to a later one. Set, never cleared, within an array.
 const OVERFLOW: u64 = 1 << 63;
+
+/// Every `REUSE_BATCH`-th removal from a shard (every one under the
+/// checkers, so that models reach reuse within a few operations) defers
+/// the call that makes the shard's tombstones up to it reusable. The call
+/// waits in the removing thread's bag of deferred calls until the bag
+/// fills (64 calls, 4 under the checkers) or is flushed (as every rebuild
+/// does), then for the grace period; until then new keys take empty
+/// slots.
+const REUSE_BATCH: u64 = if cfg!(any(loom, miri)) { 1 } else { 8 };
+
+/// Where a tombstone's state word keeps its removal number (above the
+/// REMOVED and FROZEN bits; the word is REMOVED, so nothing else reads it).
+const SEQ_SHIFT: u32 = 4;
+
+/// The state word of the tombstone left by the shard's `seq`-th removal.
+#[inline]
+const fn tomb_word(seq: u64) -> u64 {
+    REMOVED | seq << SEQ_SHIFT
+}
 
 /// Smallest bucket count of a shard's array.
 const MIN_BUCKETS: usize = if cfg!(any(loom, miri)) { 1 } else { 4 };
@@ -371,6 +399,14 @@ pub(crate) struct Shard<K> {
     /// Changed under the writer lock only; wrapping arithmetic.
     arrived: [AtomicU64; STATUSES],
     departed: [AtomicU64; STATUSES],
+    /// Removals from this shard so far (changed under the writer lock
+    /// only): the `n`-th removal's tombstone carries `n` in its state word.
+    removals: AtomicU64,
+    /// Tombstones with a removal number up to this one may take another
+    /// key: every lookup that could have seen their keys live has ended.
+    /// Raised by a call deferred to the epoch collector, which may run on
+    /// any thread and after the table is dropped, hence the `Arc`.
+    reusable: Arc<AtomicU64>,
     /// The shard's version clock. Inserts take their generation from here;
     /// a transition takes its entry's generation plus one; a removal first
     /// moves the clock past the generation of the entry it removes, so a key
@@ -437,6 +473,8 @@ impl<K: Copy> Shard<K> {
             floor: buckets,
             arrived: std::array::from_fn(|_| AtomicU64::new(0)),
             departed: std::array::from_fn(|_| AtomicU64::new(0)),
+            removals: AtomicU64::new(0),
+            reusable: Arc::new(AtomicU64::new(0)),
             clock: AtomicU64::new(0),
         }
     }
@@ -509,6 +547,15 @@ impl<K> Drop for Shard<K> {
 /// A live slot found for a key.
 pub(crate) struct Found<'g, K> {
     slot: &'g Slot<K>,
+}
+
+/// Where a new key goes: slot `slot` of bucket `bucket`, a reusable
+/// tombstone if `tomb`, else an empty slot.
+#[derive(Clone, Copy)]
+struct Vacancy {
+    bucket: usize,
+    slot: usize,
+    tomb: bool,
 }
 
 /// The shards, the hasher and the time origin: everything an operation
@@ -856,22 +903,133 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             let Some(to) = decide(None) else {
                 return (None, None);
             };
-            if array.used.load(Ordering::Relaxed) + 1 > limit_for(array.capacity()) {
+            let fits = array.used.load(Ordering::Relaxed) < limit_for(array.capacity());
+            if array.tombs.load(Ordering::Relaxed) == 0 {
+                if !fits {
+                    self.rebuild(shard, guard);
+                    continue;
+                }
+                let word = status::pack(to, shard.next_generation(), self.now_millis());
+                Self::place(array, hash, key, word);
+                let used = array.used.load(Ordering::Relaxed);
+                array.used.store(used + 1, Ordering::Relaxed);
+                self.moved_status(shard, None, Some(to));
+                return (None, Some(word));
+            }
+            // Reusable tombstones first: taking one costs no room, so it
+            // needs no rebuild however full the array is.
+            let reusable = shard.reusable.load(Ordering::Acquire);
+            let vacancy = Self::vacancy(array, hash, reusable);
+            let reuse = matches!(vacancy, Some(Vacancy { tomb: true, .. }));
+            let Some(vacancy) = vacancy.filter(|_| reuse || fits) else {
                 self.rebuild(shard, guard);
                 continue;
-            }
+            };
             let word = status::pack(to, shard.next_generation(), self.now_millis());
-            Self::place(array, hash, key, word);
-            let used = array.used.load(Ordering::Relaxed);
-            array.used.store(used + 1, Ordering::Relaxed);
+            Self::fill(array, hash, vacancy, key, word);
+            if reuse {
+                let tombs = array.tombs.load(Ordering::Relaxed);
+                array.tombs.store(tombs - 1, Ordering::Relaxed);
+            } else {
+                let used = array.used.load(Ordering::Relaxed);
+                array.used.store(used + 1, Ordering::Relaxed);
+            }
             self.moved_status(shard, None, Some(to));
             return (None, Some(word));
         }
     }
 
+    /// The slot a new key with this hash goes to: in the first bucket of
+    /// its probe sequence that has one, a tombstone whose removal number is
+    /// at most `reusable` (so no lookup can still be comparing its key), or
+    /// else an empty slot. `None` if no bucket has either. The caller holds
+    /// the writer lock (or owns the array).
+    fn vacancy(array: &Array<K>, hash: u64, reusable: u64) -> Option<Vacancy> {
+        let n = array.buckets.len();
+        let mut b = array.home(hash);
+        for _ in 0..n {
+            let bucket = &array.buckets[b];
+            let control = bucket.control.load(Ordering::Relaxed);
+            let mut empty = None;
+            for i in 0..SLOTS {
+                match field(control, i) & STATE {
+                    EMPTY => empty = empty.or(Some(i)),
+                    // The writer lock orders this read after the store of
+                    // the removal number.
+                    TOMB if bucket.slots[i].state.load(Ordering::Relaxed) >> SEQ_SHIFT
+                        <= reusable =>
+                    {
+                        return Some(Vacancy {
+                            bucket: b,
+                            slot: i,
+                            tomb: true,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(i) = empty {
+                return Some(Vacancy {
+                    bucket: b,
+                    slot: i,
+                    tomb: false,
+                });
+            }
+            b += 1;
+            if b == n {
+                b = 0;
+            }
+        }
+        None
+    }
+
+    /// Writes `key` and `word` into the slot `vacancy` names (found by
+    /// [`vacancy`](Self::vacancy) under the same writer lock) and publishes
+    /// it, after setting the overflow bit of every bucket the key's probe
+    /// sequence passes on the way there.
+    fn fill(array: &Array<K>, hash: u64, vacancy: Vacancy, key: K, word: u64) -> &Slot<K> {
+        let n = array.buckets.len();
+        let mut b = array.home(hash);
+        while b != vacancy.bucket {
+            let bucket = &array.buckets[b];
+            let control = bucket.control.load(Ordering::Relaxed);
+            if control & OVERFLOW == 0 {
+                // Published before the key is, further on: a lookup that
+                // sees the key's field has passed this bit on its way.
+                bucket.control.store(control | OVERFLOW, Ordering::Release);
+            }
+            b += 1;
+            if b == n {
+                b = 0;
+            }
+        }
+        let bucket = &array.buckets[b];
+        let slot = &bucket.slots[vacancy.slot];
+        slot.key.with_mut(|p| {
+            // SAFETY: no reader looks at this key until its field below is
+            // published: an empty slot's key was never published, and a
+            // reusable tombstone's field has not been live since before
+            // every lookup still running began (its removal number is at
+            // most the one the epoch collector released, which it does
+            // only once every thread pinned at the removal has unpinned).
+            // A key is `Copy`: overwriting the old one drops nothing.
+            unsafe { (*p).write(key) };
+        });
+        slot.state.store(word, Ordering::Relaxed);
+        let control = bucket.control.load(Ordering::Relaxed);
+        bucket.control.store(
+            with_field(control, vacancy.slot, live_field(hash)),
+            Ordering::Release,
+        );
+        slot
+    }
+
     /// Writes `key` and `word` into the first empty slot of `hash`'s probe
-    /// sequence and publishes it. The caller holds the writer lock (or owns
-    /// the array), and the array has an empty slot.
+    /// sequence and publishes it, setting the overflow bit of every full
+    /// bucket it passes: one pass, for arrays without reusable tombstones
+    /// (a rebuild's fresh array; an insert's array without tombstones).
+    /// The caller holds the writer lock (or owns the array), and the array
+    /// has an empty slot.
     fn place(array: &Array<K>, hash: u64, key: K, word: u64) -> &Slot<K> {
         let n = array.buckets.len();
         let mut b = array.home(hash);
@@ -941,6 +1099,7 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
         let _lock = shard.writer.lock();
         let array = shard.current(guard);
         let (slot, _) = array.find(hash, key, false)?;
+        let seq = shard.removals.load(Ordering::Relaxed) + 1;
         let mut word = slot.state.load(Ordering::Acquire);
         loop {
             debug_assert_eq!(word & FROZEN, 0, "frozen outside a rebuild");
@@ -950,7 +1109,7 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
             shard.advance_clock_past(status::generation(word));
             match slot.state.compare_exchange_weak(
                 word,
-                word | REMOVED,
+                tomb_word(seq),
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
@@ -958,9 +1117,19 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> Raw<K, S> {
                 Err(actual) => word = actual,
             }
         }
+        shard.removals.store(seq, Ordering::Relaxed);
         self.set_control(array, slot, live_field(hash) ^ LIVE ^ TOMB);
         let tombs = array.tombs.load(Ordering::Relaxed);
         array.tombs.store(tombs + 1, Ordering::Relaxed);
+        if seq % REUSE_BATCH == 0 {
+            // Once every thread pinned now has unpinned, no lookup can
+            // still be comparing the keys of this shard's tombstones up to
+            // this one: the collector then lets inserts reuse them. The
+            // call waits in this thread's bag of deferred calls (no flush:
+            // a flush per batch costs more than the rebuilds it saves).
+            let reusable = Arc::clone(&shard.reusable);
+            guard.defer(move || reusable.fetch_max(seq, Ordering::Release));
+        }
         self.moved_status(shard, Some(ConnectionStatus::from_bits(word)), None);
         let live = shard.len().max(0) as usize;
         if array.buckets.len() > shard.floor && live.saturating_mul(SHRINK_BELOW) < array.capacity()

@@ -7,6 +7,7 @@
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use std::sync::Arc;
     pub(crate) use std::thread_local;
 
     /// A `std` cell with loom's closure-based access API, so the same code
@@ -49,6 +50,7 @@ mod imp {
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
     pub(crate) use loom::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    pub(crate) use loom::sync::Arc;
     pub(crate) use loom::thread_local;
 
     /// loom's mutex behind the same infallible `lock` as the std side.

@@ -67,9 +67,11 @@ pub const MAX_SHARDS: usize = 256;
 ///
 /// Keys and state words live inline in each shard's bucket array. A
 /// removed key's slot becomes a tombstone that keeps the key (so a peer
-/// that reconnects takes its own slot back) until the shard is rebuilt
-/// into a fresh array, which happens when live keys and tombstones fill
-/// 4/5 of the slots, or when live keys fall under 1/8 (the array shrinks,
+/// that reconnects takes its own slot back) until a new key takes the
+/// slot, which it may once no lookup can still be comparing the old key
+/// (the epoch collector says when), or the shard is rebuilt into a fresh
+/// array, which happens when live keys and tombstones fill 4/5 of the
+/// slots, or when live keys fall under 1/8 (the array shrinks,
 /// so memory follows the population down, but never below the room asked
 /// for with [`with_capacity`](StatusTable::with_capacity)). Replaced arrays are retired to
 /// [crossbeam-epoch](crossbeam_epoch)'s collector and freed once no
@@ -418,9 +420,10 @@ impl<K: Copy + Hash + Eq + Send + Sync + 'static, S: BuildHasher> StatusTable<K,
     /// become mostly empty and is larger than its share of the capacity
     /// the table was created with). **Reclamation:** the slot
     /// becomes a tombstone that keeps the key until the key is inserted
-    /// again (it takes the slot back) or the shard is rebuilt; a rebuild
-    /// retires the old array, which is freed once no thread can still be
-    /// reading it.
+    /// again (it takes the slot back), a new key takes the slot (once no
+    /// lookup can still be comparing the old key) or the shard is rebuilt;
+    /// a rebuild retires the old array, which is freed once no thread can
+    /// still be reading it.
     pub fn remove<Q>(&self, key: &Q) -> Option<ConnectionStatus>
     where
         K: Borrow<Q>,
@@ -589,9 +592,10 @@ pub struct ShardStats {
     /// Slots in the current array.
     pub capacity: usize,
     /// Slots of removed keys (tombstones). Each keeps its key, which takes
-    /// the slot back if it is inserted again, until the shard's next
-    /// rebuild drops them all; with live keys they fill at most 4/5 of the
-    /// array.
+    /// the slot back if it is inserted again, until a new key takes the
+    /// slot (once no lookup can still be comparing the old key) or the
+    /// shard's next rebuild drops them all; with live keys they fill at
+    /// most 4/5 of the array.
     pub tombstones: usize,
     /// Slots still holding a removed key: every tombstone does, so this
     /// equals `tombstones`.

@@ -315,3 +315,50 @@ fn overflow_bit_leads_lookups_past_a_full_bucket() {
         assert_eq!(table.shard_stats()[0].longest_run, 1, "no overflow bit");
     });
 }
+
+/// A lookup racing the removal of its key and the reuse of the key's slot
+/// by a new key: the lookup answers for the old key or finds it absent,
+/// and never compares its key against a slot being overwritten. The
+/// remover lets the epoch advance before the insert, so in the
+/// interleavings where the reader is not pinned across it the new key
+/// takes the tombstone (the only bucket holds both keys).
+///
+/// Checked to fail: with `vacancy` treating every tombstone as reusable
+/// (the removal number not compared with the collector's release), loom
+/// reports the insert's write of the key cell racing the lookup's read of
+/// it.
+#[test]
+fn lookup_vs_remove_and_reuse_of_its_slot() {
+    // Outside the model (a std atomic): set by the executions in which
+    // the new key took the tombstone, so the model is known to reach it.
+    static REUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    loom::model(|| {
+        let table = one_shard::<u32>();
+        table.insert(1, Connected);
+        let t = table.clone();
+        let reader = thread::spawn(move || {
+            let status = t.get(&1);
+            assert!(status == Some(Connected) || status.is_none());
+            // The reader collects too, so the release may run here.
+            for _ in 0..2 {
+                crossbeam_epoch::pin().flush();
+            }
+        });
+        assert_eq!(table.remove(&1), Some(Connected));
+        for _ in 0..3 {
+            crossbeam_epoch::pin().flush();
+        }
+        assert_eq!(table.insert(2, Failed), None);
+        if table.shard_stats()[0].tombstones == 0 {
+            REUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        reader.join().unwrap();
+        assert_eq!(table.get(&1), None);
+        assert_eq!(table.get(&2), Some(Failed));
+        assert_eq!(table.len(), 1);
+    });
+    assert!(
+        REUSED.load(std::sync::atomic::Ordering::Relaxed),
+        "no execution reused the slot"
+    );
+}
