@@ -11,12 +11,24 @@
 //! unit of an earlier counter that another request then finds taken: the
 //! limits are never exceeded, at the price of such a spurious refusal
 //! under a race at the very edge of two limits.
+//!
+//! The maxima are one [`Limits`] value behind an [`ArcSwap`], replaced
+//! whole by `set_limits` and loaded by each admission: the limit *in
+//! force* for an admission is the one it loaded. Its CAS takes a unit only
+//! while fewer than that maximum are in use, so no admission ever
+//! overshoots the limit it checked. An admission that loaded the limits
+//! before a `set_limits` lowered them may still take a unit against the
+//! old value: it is ordered before the change, as are the connections
+//! already open, which a lowered limit leaves alone. Every admission that
+//! starts after `set_limits` returns checks the new value.
 
 use std::fmt;
 
+use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 
 use crate::config::Config;
+use crate::limits::Limits;
 use crate::sync::{Arc, AtomicUsize, Ordering};
 use crate::{Error, Limit};
 
@@ -39,32 +51,31 @@ fn index(limit: Limit) -> usize {
     }
 }
 
-/// One limit: units in use, and the most there may be.
-struct Counter {
-    used: CachePadded<AtomicUsize>,
-    max: usize,
-}
-
 /// Counts the units in use of every limit.
 pub(crate) struct Admission {
-    counters: [Counter; 5],
+    /// Units in use, per limit.
+    counters: [CachePadded<AtomicUsize>; 5],
+    /// The limits in force.
+    limits: ArcSwap<Limits>,
 }
 
 impl Admission {
     pub(crate) fn new(config: &Config) -> Arc<Self> {
-        let max = |limit| match limit {
-            Limit::Connections => config.max_connections,
-            Limit::Inbound => config.max_inbound,
-            Limit::Outbound => config.max_outbound,
-            Limit::PendingDials => config.max_pending_dials,
-            Limit::Sockets => config.max_sockets,
-        };
         Arc::new(Self {
-            counters: LIMITS.map(|limit| Counter {
-                used: CachePadded::new(AtomicUsize::new(0)),
-                max: max(limit),
-            }),
+            counters: LIMITS.map(|_| CachePadded::new(AtomicUsize::new(0))),
+            limits: ArcSwap::from_pointee(Limits::of(config)),
         })
+    }
+
+    /// The limits in force.
+    pub(crate) fn limits(&self) -> Limits {
+        **self.limits.load()
+    }
+
+    /// Puts `limits` in force (validated by the caller): admissions that
+    /// start from now on check them.
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        self.limits.store(std::sync::Arc::new(limits));
     }
 
     /// Takes a unit of `limit` if one is free: the check and the increment
@@ -74,30 +85,21 @@ impl Admission {
     ///
     /// [`Error::LimitReached`] naming `limit` when it is full.
     pub(crate) fn try_acquire(self: &Arc<Self>, limit: Limit) -> Result<Permit, Error> {
-        let counter = &self.counters[index(limit)];
-        counter
-            .used
+        let max = self.limits.load().max(limit);
+        self.counters[index(limit)]
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < counter.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .map(|_| Permit {
                 admission: Arc::clone(self),
                 limit,
             })
-            .map_err(|_| Error::LimitReached {
-                limit,
-                max: counter.max,
-            })
+            .map_err(|_| Error::LimitReached { limit, max })
     }
 
     /// Units of `limit` in use.
     pub(crate) fn in_use(&self, limit: Limit) -> usize {
-        self.counters[index(limit)].used.load(Ordering::Acquire)
-    }
-
-    /// The maximum of `limit`.
-    pub(crate) fn max(&self, limit: Limit) -> usize {
-        self.counters[index(limit)].max
+        self.counters[index(limit)].load(Ordering::Acquire)
     }
 }
 
@@ -111,9 +113,7 @@ pub(crate) struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         // Never underflows: a permit exists only for a unit it took.
-        self.admission.counters[index(self.limit)]
-            .used
-            .fetch_sub(1, Ordering::AcqRel);
+        self.admission.counters[index(self.limit)].fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use connmgr_pool::PoolConfig;
 
 use crate::dialer::{Dialer, NoTransport};
+use crate::limits::Limits;
 use crate::{ConnectionManager, Error};
 
 /// Settings of a manager, as validated by [`Builder::build`].
@@ -99,28 +100,9 @@ impl Config {
     pub const MIN_FORGET_AFTER: Duration = Duration::from_secs(1);
 
     fn validate(&self) -> Result<(), Error> {
+        Limits::of(self).validate()?;
         let max_idle = PoolConfig::MAX_CAP;
-        let (low, high) = self.watermarks.unwrap_or((0, 1));
-        let checks: [(bool, &'static str, &'static str); 16] = [
-            (self.max_connections > 0, "max_connections", "at least 1"),
-            (self.max_inbound > 0, "max_inbound", "at least 1"),
-            (self.max_outbound > 0, "max_outbound", "at least 1"),
-            (
-                self.max_pending_dials > 0,
-                "max_pending_dials",
-                "at least 1",
-            ),
-            (
-                self.max_sockets >= self.max_connections,
-                "max_sockets",
-                "at least max_connections",
-            ),
-            (low < high, "watermarks", "low below high"),
-            (
-                high <= self.max_connections,
-                "watermarks",
-                "high at most max_connections",
-            ),
+        let checks: [(bool, &'static str, &'static str); 9] = [
             (
                 !self.pool_timeout.is_zero(),
                 "pool_timeout",

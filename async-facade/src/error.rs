@@ -20,12 +20,13 @@ use crate::sync::Arc;
 #[non_exhaustive]
 pub enum Error {
     /// A limit refused the connection: `limit` names which, `max` is its
-    /// configured value. A refused [`adopt`](crate::ConnectionManager::adopt)
+    /// value in force (see
+    /// [`set_limits`](crate::ConnectionManager::set_limits)). A refused [`adopt`](crate::ConnectionManager::adopt)
     /// closes the connection it was given.
     LimitReached {
         /// The limit that refused.
         limit: Limit,
-        /// Its configured value.
+        /// Its value in force, as the refused admission loaded it.
         max: usize,
     },
     /// The dialer failed to open a connection.

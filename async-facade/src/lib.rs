@@ -149,11 +149,15 @@ mod inner;
 #[cfg(not(loom))]
 mod lease;
 #[cfg(not(loom))]
+mod limits;
+#[cfg(not(loom))]
 mod manager;
 #[cfg(not(loom))]
 mod peers;
 #[cfg(not(loom))]
 mod reaper;
+#[cfg(not(loom))]
+mod state;
 #[cfg(not(loom))]
 mod sync;
 #[cfg(not(loom))]
@@ -174,8 +178,12 @@ pub use event::{Reason, StatusEvent};
 #[cfg(not(loom))]
 pub use lease::Lease;
 #[cfg(not(loom))]
+pub use limits::Limits;
+#[cfg(not(loom))]
 pub use manager::ConnectionManager;
 pub use peer::Direction;
+#[cfg(not(loom))]
+pub use state::State;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../../README.md")]

@@ -21,10 +21,11 @@ use crate::dial_share::{self, Join};
 use crate::dialer::{Dialer, NoTransport};
 use crate::inner::{event_ring_bytes, Inner, TokioClock};
 use crate::lease::Lease;
+use crate::limits::Limits;
 use crate::peers::Peers;
 use crate::reaper::Reapers;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::{Direction, Error, Limit, Reason, Result, StatusEvent};
+use crate::{Direction, Error, Limit, Reason, Result, State, StatusEvent};
 
 /// Manages connections to peers: limits, idle pooling with a TTL that
 /// expires by itself, atomic status tracking and live metrics.
@@ -154,7 +155,8 @@ impl<D: Dialer> ConnectionManager<D> {
         }
     }
 
-    /// The settings this manager runs with.
+    /// The settings this manager was built with. Its limits are those of
+    /// the build; [`limits`](Self::limits) has the limits in force.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -521,6 +523,70 @@ impl<D: Dialer> ConnectionManager<D> {
             + event_ring_bytes(i.config.event_capacity)
     }
 
+    /// The limits in force: those of the build until
+    /// [`set_limits`](Self::set_limits) changes them.
+    ///
+    /// **Progress:** wait-free (an `ArcSwap` load).
+    pub fn limits(&self) -> Limits {
+        self.inner.admission.limits()
+    }
+
+    /// Puts new limits in force, at runtime.
+    ///
+    /// The limit in force for an admission (a `connect`, an `adopt`, a
+    /// dial's socket) is the one it loads as it takes its unit: every
+    /// admission that starts after this call returns checks the new
+    /// limits, and none ever takes a unit beyond the limit it checked. A
+    /// lowered limit refuses new work at once and closes nothing: the
+    /// connections open above it stay until they close by themselves (or
+    /// trimming closes them, if the new watermarks say so: a trim is due
+    /// at once). A raised limit admits at once.
+    ///
+    /// [`config`](Self::config) keeps the limits of the build.
+    ///
+    /// **Progress:** lock-free (an `ArcSwap` store); waking the reapers
+    /// takes a short lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the first setting out of range, as
+    /// [`Builder::build`](crate::Builder::build) checks it: the limits in
+    /// force are then left as they were.
+    pub fn set_limits(&self, limits: Limits) -> Result<()> {
+        limits.validate()?;
+        self.inner.admission.set_limits(limits);
+        if self.inner.over_high() {
+            self.inner.reapers.wake_all();
+        }
+        Ok(())
+    }
+
+    /// Every gauge and limit, in one snapshot (see [`State`] for how
+    /// exact it is under concurrent changes).
+    ///
+    /// **Progress:** O(shards + stripes) atomic loads for the counts; the
+    /// memory figure takes each shard lock of the peer records in turn
+    /// (O(records), see [`memory_usage`](Self::memory_usage)).
+    pub fn state(&self) -> State {
+        let (t, a) = (&self.inner.table, &self.inner.admission);
+        State {
+            connected: t.count(ConnectionStatus::Connected),
+            connecting: t.count(ConnectionStatus::Connecting),
+            disconnected: t.count(ConnectionStatus::Disconnected),
+            failed: t.count(ConnectionStatus::Failed),
+            tracked_peers: t.len(),
+            active: a.in_use(Limit::Connections),
+            inbound: a.in_use(Limit::Inbound),
+            outbound: a.in_use(Limit::Outbound),
+            pending_dials: a.in_use(Limit::PendingDials),
+            sockets: a.in_use(Limit::Sockets),
+            idle: self.inner.pool.len(),
+            memory_usage: self.memory_usage(),
+            limits: a.limits(),
+            shut_down: self.is_shut_down(),
+        }
+    }
+
     /// Connections connecting or connected (slots in use).
     pub fn active(&self) -> usize {
         self.inner.admission.in_use(Limit::Connections)
@@ -698,7 +764,7 @@ impl<D: Dialer> fmt::Debug for ConnectionManager<D> {
         f.debug_struct("ConnectionManager")
             .field(
                 "max_connections",
-                &self.inner.admission.max(Limit::Connections),
+                &self.inner.admission.limits().max_connections,
             )
             .field("active", &self.inner.admission.in_use(Limit::Connections))
             .field("idle", &self.inner.pool.len())

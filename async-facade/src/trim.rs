@@ -51,7 +51,8 @@ impl<D: Dialer> Inner<D> {
     /// Whether more than `high` unprotected peers with a live connection
     /// are Connected, by the cheap bound first: Connected peers in all.
     pub(crate) fn over_high(&self) -> bool {
-        self.config
+        self.admission
+            .limits()
             .watermarks
             .is_some_and(|(_, high)| self.table.count(ConnectionStatus::Connected) > high)
     }
@@ -67,7 +68,7 @@ impl<D: Dialer> Inner<D> {
     /// its stead); of these, those not leased right now are the
     /// candidates, lowest score first.
     pub(crate) fn trim(&self, only_over_high: bool) -> usize {
-        let Some((low, high)) = self.config.watermarks else {
+        let Some((low, high)) = self.admission.limits().watermarks else {
             return 0;
         };
         // The background trim skips a round while another trim runs (it
