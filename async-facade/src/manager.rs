@@ -444,6 +444,60 @@ impl<D: Dialer> ConnectionManager<D> {
         close::reraising(|| self.inner.set_status(peer_id, status, Reason::Set));
     }
 
+    /// Sets each peer's status as given, in order: exactly what
+    /// [`update_status`](Self::update_status) called once per pair does,
+    /// with the same events in the same order, in one call.
+    ///
+    /// **Progress:** as `update_status`, per pair.
+    ///
+    /// # Panics
+    ///
+    /// A connection destructor's panic is caught, the batch goes on to
+    /// the end, then the first such panic is re-raised (see
+    /// [Panicking destructors](Self#panicking-destructors)).
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: it never waits; the whole batch is applied in the first poll.
+    pub async fn update_statuses(
+        &self,
+        batch: impl IntoIterator<Item = (PeerId, ConnectionStatus)>,
+    ) {
+        self.ensure_reaper();
+        close::reraising(|| {
+            for (peer, status) in batch {
+                self.inner.set_status(peer, status, Reason::Set);
+            }
+        });
+    }
+
+    /// The status of each of `peers`, in order: what
+    /// [`get_status`](Self::get_status) answers for each, in one pass
+    /// (`StatusTable::get_many`: one epoch pin for the batch, the lookups
+    /// interleaved so their cache misses overlap).
+    ///
+    /// **Progress:** wait-free, no lock, as `get_status`.
+    pub async fn get_statuses(&self, peers: &[PeerId]) -> Vec<Option<ConnectionStatus>> {
+        let mut out = Vec::with_capacity(peers.len());
+        self.inner.table.get_many(peers, &mut out);
+        out
+    }
+
+    /// The peers whose status is `status` now, in no particular order.
+    ///
+    /// **Progress:** lock-free: one walk of the status table, O(tracked
+    /// peers). A peer whose status changes during the walk may be listed
+    /// or not.
+    pub fn peers(&self, status: ConnectionStatus) -> Vec<PeerId> {
+        let mut out = Vec::with_capacity(self.inner.table.count(status));
+        self.inner.table.for_each(|peer, info| {
+            if info.status == status {
+                out.push(*peer);
+            }
+        });
+        out
+    }
+
     /// The peer's status, if the manager knows it.
     ///
     /// **Progress:** wait-free, no lock: one hash, an epoch pin and one
