@@ -37,6 +37,12 @@ pub struct Config {
     pub pool_timeout: Duration,
     /// How long a dial may take.
     pub dial_timeout: Duration,
+    /// `(initial, max)` of the per-peer dial backoff: after a peer's dials
+    /// failed `n` times in a row, `connect` refuses to dial it again
+    /// ([`Error::BackingOff`]) for a delay drawn from `[d / 2, d]`, where
+    /// `d = min(initial * 2^(n - 1), max)`. `None`: off. Default 1 s ..
+    /// 5 min.
+    pub dial_backoff: Option<(Duration, Duration)>,
     /// Most idle connections kept per peer (1 to 2^30).
     pub max_idle_per_peer: usize,
     /// Most idle connections kept in all (`max_idle_per_peer` to 2^30).
@@ -78,6 +84,7 @@ impl Default for Config {
             grace_period: Duration::from_secs(30),
             pool_timeout: Duration::from_secs(300),
             dial_timeout: Duration::from_secs(10),
+            dial_backoff: Some((Duration::from_secs(1), Duration::from_secs(300))),
             max_idle_per_peer: 1,
             max_idle_total: 65_536,
             metrics_window: Duration::from_secs(10),
@@ -102,7 +109,13 @@ impl Config {
     fn validate(&self) -> Result<(), Error> {
         Limits::of(self).validate()?;
         let max_idle = PoolConfig::MAX_CAP;
-        let checks: [(bool, &'static str, &'static str); 9] = [
+        let (backoff_initial, backoff_max) = self.dial_backoff.unwrap_or_default();
+        let checks: [(bool, &'static str, &'static str); 10] = [
+            (
+                backoff_initial <= backoff_max,
+                "dial_backoff",
+                "initial at most max",
+            ),
             (
                 !self.pool_timeout.is_zero(),
                 "pool_timeout",
@@ -264,6 +277,20 @@ impl<D: Dialer> Builder<D> {
     /// [`Error::Timeout`] (default 10 s).
     pub fn dial_timeout(mut self, timeout: Duration) -> Self {
         self.config.dial_timeout = timeout;
+        self
+    }
+
+    /// The per-peer dial backoff: after a peer's dials failed `n` times in
+    /// a row, [`connect`](ConnectionManager::connect) refuses to dial it
+    /// again with [`Error::BackingOff`](crate::Error::BackingOff) until a
+    /// delay has passed, drawn uniformly from `[d / 2, d]` with `d =
+    /// min(initial * 2^(n - 1), max)` (doubling, jittered so that peers
+    /// that failed together are not redialed together). A successful dial
+    /// resets it; nothing else does (not `update_status`, not an `adopt`).
+    /// On by default, 1 s to 5 min, as go-libp2p's dial backoff; an
+    /// `initial` of zero turns it off. `initial <= max`.
+    pub fn dial_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.dial_backoff = (!initial.is_zero()).then_some((initial, max));
         self
     }
 

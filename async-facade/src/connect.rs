@@ -5,7 +5,10 @@ use connmgr_core::ConnectionStatus;
 use connmgr_metrics::DialOutcome;
 use tokio::sync::watch;
 
+use std::hash::BuildHasher;
+
 use crate::admission::{Permit, Slot};
+use crate::backoff::dial_delay;
 use crate::close::{self, Closing};
 use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
@@ -30,6 +33,12 @@ impl<D: Dialer> Inner<D> {
         // (`update_status(p, Connecting)`, say) is still this peer's.
         if self.revive(key) {
             return Ok(());
+        }
+        // Backing off: refused before any slot is taken.
+        let now = tokio::time::Instant::now().into_std();
+        let backing_off = self.peers.at(&key, |map| map.get(&peer)?.backing_off(now));
+        if let Some(until) = backing_off {
+            return Err(Error::BackingOff { peer, until });
         }
         // Its units of the limits, taken one after the other: a refusal
         // drops those taken before it, and names the limit that refused.
@@ -195,11 +204,17 @@ impl<D: Dialer> Inner<D> {
     /// A dial of `peer` failed: the peer fails, unless an `adopt` made it
     /// Connected meanwhile (its adopted connection stays, and the dial's
     /// waiters get `Ok`). Returns whether it failed.
+    /// Either way the peer's dial backoff grows by one failure.
     fn fail_unless_adopted(&self, peer: PeerId, reason: Reason) -> bool {
         let fresh = || self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let now = tokio::time::Instant::now().into_std();
         self.fail_as(
             peer,
             |record| {
+                if let Some((initial, max)) = self.config.dial_backoff {
+                    let draw = self.draws.hash_one((peer, record.generation));
+                    record.dial_failed(now, |n| dial_delay(initial, max, n, draw));
+                }
                 let adopted = record.live.is_some()
                     && self.table.get(&peer) == Some(ConnectionStatus::Connected);
                 if adopted {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use connmgr_core::PeerId;
 
@@ -42,6 +42,15 @@ pub enum Error {
         peer: PeerId,
         /// The timeout that expired.
         after: Duration,
+    },
+    /// The peer's last dials failed and its backoff has not passed yet
+    /// (see [`Builder::dial_backoff`](crate::Builder::dial_backoff)):
+    /// `connect` did not dial, and took no slot.
+    BackingOff {
+        /// The peer asked for.
+        peer: PeerId,
+        /// When the peer may be dialed again (the runtime's clock).
+        until: Instant,
     },
     /// The manager was shut down.
     ShutDown,
@@ -87,6 +96,9 @@ impl fmt::Display for Error {
             Error::Dial { peer, .. } => write!(f, "dialing peer {peer} failed"),
             Error::Timeout { peer, after } => {
                 write!(f, "dialing peer {peer} timed out after {after:?}")
+            }
+            Error::BackingOff { peer, .. } => {
+                write!(f, "peer {peer} is backing off after failed dials")
             }
             Error::ShutDown => f.write_str("the connection manager has been shut down"),
             Error::NotConnected { peer } => write!(f, "peer {peer} has no live connection"),

@@ -136,6 +136,8 @@ pub(crate) struct Inner<D: Dialer> {
     pub(crate) trimming: parking_lot::Mutex<()>,
     /// This manager, weakly, for the reapers it starts.
     pub(crate) me: Weak<Inner<D>>,
+    /// Random keys for the dial backoff's jitter draws.
+    pub(crate) draws: std::collections::hash_map::RandomState,
 }
 
 impl<D: Dialer> Drop for Inner<D> {
@@ -247,6 +249,9 @@ impl<D: Dialer> Inner<D> {
             }
             if record.live.is_some() && self.table.get(&peer) == Some(ConnectionStatus::Connected) {
                 return Err(GoLive::Surplus(conn, record.generation));
+            }
+            if let Made::Dialed = made {
+                record.backoff = None;
             }
             let replaced = record.install(Live {
                 id: self.next_slot_id.fetch_add(1, Ordering::Relaxed),

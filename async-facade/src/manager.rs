@@ -149,6 +149,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 reapers: Reapers::new(),
                 trimming: parking_lot::Mutex::new(()),
                 me: me.clone(),
+                draws: RandomState::new(),
                 config,
                 dialer,
             }),
@@ -736,6 +737,15 @@ impl<D: Dialer> ConnectionManager<D> {
     /// jitter on dial errors, timeouts and a full limit. Stops at once on
     /// [`Error::ShutDown`].
     ///
+    /// It combines with the manager's own per-peer dial backoff
+    /// ([`Builder::dial_backoff`](crate::Builder::dial_backoff)) this way:
+    /// a `connect` refused with [`Error::BackingOff`] is not an attempt
+    /// (nothing was dialed); the helper sleeps until the peer's backoff
+    /// ends and tries again. So every attempt is a dial (or a pool hit, or
+    /// a limit refusal), made no sooner than both schedules allow: the
+    /// helper's sleeps bound how fast this caller retries, the peer's
+    /// backoff how fast all callers together redial the peer.
+    ///
     /// # Errors
     ///
     /// [`Error::GaveUp`] with the last error once `backoff.max_attempts`
@@ -749,19 +759,22 @@ impl<D: Dialer> ConnectionManager<D> {
         let mut sleeps = backoff.sleeps(RandomState::new().hash_one(peer));
         let mut attempt = 0;
         loop {
-            attempt += 1;
-            match self.connect(peer).await {
+            let sleep = match self.connect(peer).await {
                 Ok(()) => return Ok(()),
                 Err(Error::ShutDown) => return Err(Error::ShutDown),
-                Err(e) if attempt >= backoff.max_attempts => {
+                Err(Error::BackingOff { until, .. }) => {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+                    continue;
+                }
+                Err(e) if attempt + 1 >= backoff.max_attempts => {
                     return Err(Error::GaveUp {
-                        attempts: attempt,
+                        attempts: attempt + 1,
                         last: Box::new(e),
                     })
                 }
-                Err(_) => {}
-            }
-            let sleep = sleeps.next().unwrap_or(backoff.max);
+                Err(_) => sleeps.next().unwrap_or(backoff.max),
+            };
+            attempt += 1;
             tokio::time::sleep(sleep).await;
         }
     }

@@ -92,6 +92,14 @@ pub(crate) enum LeaseEnd<C> {
     Close(C),
 }
 
+/// A peer's dial backoff: its failed dials in a row, and the time before
+/// which it is not dialed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DialBackoff {
+    pub(crate) failures: u32,
+    pub(crate) until: Instant,
+}
+
 /// Everything the manager holds for one peer besides its status word: one
 /// owner, one lock, for every piece of per-peer state.
 pub(crate) struct Record<P: Parts> {
@@ -118,6 +126,9 @@ pub(crate) struct Record<P: Parts> {
     /// The tags the peer is protected under: while there is one, trimming
     /// never closes its connection.
     pub(crate) protections: Vec<Box<str>>,
+    /// Failed dials in a row, and when the next may be made; `None` after
+    /// a successful dial.
+    pub(crate) backoff: Option<DialBackoff>,
 }
 
 impl<P: Parts> Default for Record<P> {
@@ -132,6 +143,7 @@ impl<P: Parts> Default for Record<P> {
             tags: Vec::new(),
             score: 0,
             protections: Vec::new(),
+            backoff: None,
         }
     }
 }
@@ -145,6 +157,7 @@ impl<P: Parts> Record<P> {
         self.live.is_none()
             && self.leases == 0
             && !self.is_kept()
+            && self.backoff.is_none()
             && self.dial.is_none()
             && self.watch.as_ref().is_none_or(|w| !watched(w))
     }
@@ -216,6 +229,33 @@ impl<P: Parts> Record<P> {
         debug_assert!(fresh > self.generation, "generations only grow");
         self.generation = fresh;
         Some(self.live.take())
+    }
+
+    /// When the peer may be dialed again, if that is after `now`.
+    pub(crate) fn backing_off(&self, now: Instant) -> Option<Instant> {
+        self.backoff.map(|b| b.until).filter(|&until| until > now)
+    }
+
+    /// A dial failed at `now`: one more failure in a row, and no dial
+    /// before `now + delay(failures)`.
+    pub(crate) fn dial_failed(
+        &mut self,
+        now: Instant,
+        delay: impl FnOnce(u32) -> std::time::Duration,
+    ) {
+        let failures = self.backoff.map_or(0, |b| b.failures).saturating_add(1);
+        self.backoff = Some(DialBackoff {
+            failures,
+            until: now + delay(failures),
+        });
+    }
+
+    /// Forgets an expired backoff (the failures in a row too), so the
+    /// record may go; one still running stays.
+    pub(crate) fn drop_expired_backoff(&mut self, now: Instant) {
+        if self.backing_off(now).is_none() {
+            self.backoff = None;
+        }
     }
 
     /// Whether a connection pooled with `generation` may go live: only if

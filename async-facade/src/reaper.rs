@@ -77,6 +77,8 @@ impl<D: Dialer> Inner<D> {
     /// itself ([`flush_epoch`]).
     pub(crate) fn forget_stale(&self) {
         let now = Instant::now();
+        // Backoffs run on the runtime's clock (paused in tests).
+        let tnow = tokio::time::Instant::now().into_std();
         let forget_after = self.config.forget_after;
         let mut forgot = 0;
         self.table.for_each(|peer, info| {
@@ -90,8 +92,14 @@ impl<D: Dialer> Inner<D> {
             }
             let forgotten = self.peers.with(peer, |map| {
                 // A tagged or protected peer is kept: the user asked for it.
+                // So is one backing off: forgetting it would lift the
+                // backoff.
                 let busy = map.get(peer).is_some_and(|r| {
-                    r.live.is_some() || r.leases != 0 || r.dial.is_some() || r.is_kept()
+                    r.live.is_some()
+                        || r.leases != 0
+                        || r.dial.is_some()
+                        || r.is_kept()
+                        || r.backing_off(tnow).is_some()
                 });
                 // The sweep's view may be stale by now: forget the peer only
                 // if its entry is the one judged stale (no change since, by
@@ -108,6 +116,9 @@ impl<D: Dialer> Inner<D> {
                     return None;
                 }
                 let watch = Self::watch_of(map, peer);
+                if let Some(r) = map.get_mut(peer) {
+                    r.drop_expired_backoff(tnow);
+                }
                 self.tidy(map, peer);
                 Some(watch)
             });
@@ -122,6 +133,11 @@ impl<D: Dialer> Inner<D> {
         self.peers.for_each_shard(|map| {
             let idle: Vec<_> = map.keys().copied().collect();
             for peer in idle {
+                if !self.table.contains_key(&peer) {
+                    if let Some(r) = map.get_mut(&peer) {
+                        r.drop_expired_backoff(tnow);
+                    }
+                }
                 self.tidy(map, &peer);
             }
         });
