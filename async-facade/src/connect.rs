@@ -34,11 +34,18 @@ impl<D: Dialer> Inner<D> {
         if self.revive(key) {
             return Ok(());
         }
-        // Backing off: refused before any slot is taken.
+        // Blocked or backing off: refused before any slot is taken.
         let now = tokio::time::Instant::now().into_std();
-        let backing_off = self.peers.at(&key, |map| map.get(&peer)?.backing_off(now));
-        if let Some(until) = backing_off {
-            return Err(Error::BackingOff { peer, until });
+        let refused = self.peers.at(&key, |map| {
+            let record = map.get(&peer)?;
+            if record.blocked {
+                return Some(Error::Blocked { peer });
+            }
+            let until = record.backing_off(now)?;
+            Some(Error::BackingOff { peer, until })
+        });
+        if let Some(refused) = refused {
+            return Err(refused);
         }
         // Its units of the limits, taken one after the other: a refusal
         // drops those taken before it, and names the limit that refused.
@@ -75,6 +82,10 @@ impl<D: Dialer> Inner<D> {
                     GoLive::Surplus(conn, generation) => {
                         self.pool_put(key, conn, generation);
                         return Ok(());
+                    }
+                    GoLive::Blocked(conn, _slot) => {
+                        close::swallowing(|| drop(conn));
+                        return Err(Error::Blocked { peer });
                     }
                     // The peer failed since the connection was pooled, or
                     // the manager shut down: it is closed here.
@@ -155,6 +166,14 @@ impl<D: Dialer> Inner<D> {
                         close::swallowing(|| drop(conn));
                         self.set_status(peer, ConnectionStatus::Disconnected, Reason::ShutDown);
                         Err(Error::ShutDown)
+                    }
+                    // Blocked while the dial was in flight: the connection
+                    // is closed and the peer, Connecting, goes
+                    // Disconnected.
+                    GoLive::Blocked(conn, _slot) => {
+                        close::swallowing(|| drop(conn));
+                        self.set_status(peer, ConnectionStatus::Disconnected, Reason::Blocked);
+                        Err(Error::Blocked { peer })
                     }
                 }
             }

@@ -52,6 +52,12 @@ pub enum Error {
         /// When the peer may be dialed again (the runtime's clock).
         until: Instant,
     },
+    /// The peer is blocked ([`block`](crate::ConnectionManager::block)):
+    /// it is not dialed, and a connection it opened is not adopted.
+    Blocked {
+        /// The peer asked for.
+        peer: PeerId,
+    },
     /// The manager was shut down.
     ShutDown,
     /// The peer has no live connection to lease.
@@ -100,6 +106,7 @@ impl fmt::Display for Error {
             Error::BackingOff { peer, .. } => {
                 write!(f, "peer {peer} is backing off after failed dials")
             }
+            Error::Blocked { peer } => write!(f, "peer {peer} is blocked"),
             Error::ShutDown => f.write_str("the connection manager has been shut down"),
             Error::NotConnected { peer } => write!(f, "peer {peer} has no live connection"),
             Error::Busy { peer } => {

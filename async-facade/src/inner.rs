@@ -75,6 +75,8 @@ pub(crate) enum GoLive<D: Dialer> {
     /// Refused (shut down, or a pooled connection from before a Failed):
     /// handed back with its slot.
     Refused(Held<D>, Slot),
+    /// The peer is blocked: handed back with its slot.
+    Blocked(Held<D>, Slot),
 }
 
 /// A connection as the manager holds it: its destructor's panics caught,
@@ -242,6 +244,9 @@ impl<D: Dialer> Inner<D> {
                 return Err(GoLive::Refused(conn, slot));
             }
             let record = self.record(map, peer);
+            if record.blocked {
+                return Err(GoLive::Blocked(conn, slot));
+            }
             if let Made::Pooled(g) = made {
                 if !record.admits(g) {
                     return Err(GoLive::Refused(conn, slot));
@@ -301,10 +306,22 @@ impl<D: Dialer> Inner<D> {
         // one idles if a socket is free. A duplicate never closes another
         // peer's idle connection to make room: it is closed instead.
         let surplus = self.peers.at(&key, |map| {
-            let record = map.get(&peer)?;
+            let Some(record) = map.get(&peer) else {
+                return Ok(None);
+            };
+            if record.blocked {
+                return Err(Error::Blocked { peer });
+            }
             let connected = self.table.get(&peer) == Some(ConnectionStatus::Connected);
-            (connected && record.live.is_some()).then_some(record.generation)
+            Ok((connected && record.live.is_some()).then_some(record.generation))
         });
+        let surplus = match surplus {
+            Ok(surplus) => surplus,
+            Err(blocked) => {
+                drop(Closing::new(conn, None));
+                return Err(blocked);
+            }
+        };
         if let Some(generation) = surplus {
             match self.admission.try_acquire(Limit::Sockets) {
                 Ok(socket) => self.pool_put(key, Closing::new(conn, Some(socket)), generation),
@@ -360,6 +377,7 @@ impl<D: Dialer> Inner<D> {
                 Ok(())
             }
             GoLive::Refused(..) => Err(Error::ShutDown),
+            GoLive::Blocked(..) => Err(Error::Blocked { peer }),
         }
     }
 
@@ -639,7 +657,9 @@ impl<D: Dialer> Inner<D> {
         let stale = self.peers.at(&key, |map| {
             self.shut_down.load(Ordering::Acquire)
                 || !self.table.contains_key(&peer)
-                || map.get(&peer).is_none_or(|r| r.generation != generation)
+                || map
+                    .get(&peer)
+                    .is_none_or(|r| r.generation != generation || r.blocked)
         });
         if stale {
             self.close_idle(peer);
@@ -755,6 +775,37 @@ impl<D: Dialer> Inner<D> {
                 + r.protections.capacity() * size_of::<Box<str>>()
                 + r.protections.iter().map(|t| t.len()).sum::<usize>()
         })
+    }
+
+    /// Blocks `peer` (see `ConnectionManager::block`): sets the flag, takes
+    /// its live slot out and moves a Connected peer to Disconnected, in one
+    /// locked step; then closes the live connection and the idle ones.
+    pub(crate) fn block(&self, peer: PeerId) {
+        use ConnectionStatus::{Connected, Disconnected};
+        let key = self.peers.key(peer);
+        let (slot, change) = self.peers.at(&key, |map| {
+            let record = self.record(map, peer);
+            record.blocked = true;
+            let slot = record.live.take();
+            let change = self
+                .table
+                .compare_and_set(&peer, Connected, Disconnected)
+                .is_ok()
+                .then(|| Self::watch_in(record));
+            (slot, change)
+        });
+        drop(slot);
+        self.close_idle(peer);
+        if let Some(watch) = change {
+            self.ensure_reaper(false);
+            self.emit(
+                peer,
+                Some(Connected),
+                Some(Disconnected),
+                Reason::Blocked,
+                watch,
+            );
+        }
     }
 
     /// Retires every live slot, closing its connection (`shutdown`).

@@ -189,6 +189,7 @@ impl<D: Dialer> Lease<D> {
         // Decided under the record lock; acted on after it.
         let peer = self.key.peer;
         let end = inner.peers.at(&self.key, |map| {
+            // (A blocked peer's record refuses the pool in `end_lease`.)
             let may_pool = !inner.shut_down.load(Ordering::Acquire)
                 && !matches!(
                     inner.table.get(&peer),

@@ -205,6 +205,10 @@ impl<D: Dialer> ConnectionManager<D> {
     ///
     /// # Errors
     ///
+    /// Before anything else, status unchanged: [`Error::Blocked`] for a
+    /// blocked peer ([`block`](Self::block)), [`Error::BackingOff`] for a
+    /// peer whose last dials failed and whose backoff has not passed
+    /// ([`Builder::dial_backoff`](crate::Builder::dial_backoff)). Then
     /// [`Error::LimitReached`] (status unchanged) naming the limit that
     /// refused: [`Limit::Connections`] or [`Limit::Outbound`] before
     /// anything else, then, for a dial, [`Limit::PendingDials`] or
@@ -296,6 +300,48 @@ impl<D: Dialer> ConnectionManager<D> {
         self.inner.peers.with(peer, |map| {
             map.get(peer)?.live.as_ref().map(|l| l.direction)
         })
+    }
+
+    /// Blocks `peer`, as libp2p's block list does: its live connection
+    /// and its idle ones are closed now (a Connected peer goes
+    /// Disconnected, [`Reason::Blocked`]); from now on `connect` refuses
+    /// it and `adopt` closes what it is given, both with
+    /// [`Error::Blocked`]; a dial to it in flight ends with
+    /// `Err(Blocked)`, its connection closed, the peer Disconnected, never
+    /// Connected; a leased connection is closed when its lease is dropped.
+    /// The block belongs to the peer, connected or not (block a peer
+    /// before it ever connects), and keeps it from being forgotten, until
+    /// [`unblock`](Self::unblock). Bookkeeping (`update_status`) is not
+    /// refused, and a peer marked Connected by it alone makes `connect`
+    /// answer `Ok` as ever (it holds no connection).
+    ///
+    /// **Progress:** a short hold of the peer's record lock; the closes
+    /// run after it.
+    ///
+    /// # Panics
+    ///
+    /// A connection destructor's panic is caught, the block goes on to
+    /// the end, then the panic is re-raised (see
+    /// [Panicking destructors](Self#panicking-destructors)).
+    pub fn block(&self, peer: PeerId) {
+        close::reraising(|| self.inner.block(peer));
+    }
+
+    /// Lifts `peer`'s block: it may be dialed and adopted again. An
+    /// unknown or unblocked peer changes nothing.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn unblock(&self, peer: &PeerId) {
+        self.inner.with_existing(peer, |r| r.blocked = false);
+    }
+
+    /// Whether `peer` is blocked.
+    ///
+    /// **Progress:** a short hold of the peer's record lock.
+    pub fn is_blocked(&self, peer: &PeerId) -> bool {
+        self.inner
+            .with_existing(peer, |r| r.blocked)
+            .unwrap_or(false)
     }
 
     /// Protects `peer` under `tag`: while any tag protects it, trimming
@@ -735,7 +781,7 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// [`connect`](Self::connect), retried with exponential backoff and
     /// jitter on dial errors, timeouts and a full limit. Stops at once on
-    /// [`Error::ShutDown`].
+    /// [`Error::ShutDown`] and on [`Error::Blocked`].
     ///
     /// It combines with the manager's own per-peer dial backoff
     /// ([`Builder::dial_backoff`](crate::Builder::dial_backoff)) this way:
@@ -761,7 +807,7 @@ impl<D: Dialer> ConnectionManager<D> {
         loop {
             let sleep = match self.connect(peer).await {
                 Ok(()) => return Ok(()),
-                Err(Error::ShutDown) => return Err(Error::ShutDown),
+                Err(e @ (Error::ShutDown | Error::Blocked { .. })) => return Err(e),
                 Err(Error::BackingOff { until, .. }) => {
                     tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
                     continue;

@@ -129,6 +129,9 @@ pub(crate) struct Record<P: Parts> {
     /// Failed dials in a row, and when the next may be made; `None` after
     /// a successful dial.
     pub(crate) backoff: Option<DialBackoff>,
+    /// Blocked: no connection of the peer goes live, pooled or leased
+    /// back, and the record is never forgotten while the flag is set.
+    pub(crate) blocked: bool,
 }
 
 impl<P: Parts> Default for Record<P> {
@@ -144,6 +147,7 @@ impl<P: Parts> Default for Record<P> {
             score: 0,
             protections: Vec::new(),
             backoff: None,
+            blocked: false,
         }
     }
 }
@@ -162,10 +166,10 @@ impl<P: Parts> Record<P> {
             && self.watch.as_ref().is_none_or(|w| !watched(w))
     }
 
-    /// Tagged or protected: the user asked the manager to remember the
-    /// peer, so it is never forgotten.
+    /// Tagged, protected or blocked: the user asked the manager to
+    /// remember the peer, so it is never forgotten.
     pub(crate) fn is_kept(&self) -> bool {
-        !self.tags.is_empty() || !self.protections.is_empty()
+        !self.tags.is_empty() || !self.protections.is_empty() || self.blocked
     }
 
     /// Sets `tag` to `value`.
@@ -284,8 +288,8 @@ impl<P: Parts> Record<P> {
     /// back. It goes back into its slot if the slot is still the peer's.
     /// Otherwise (the peer was disconnected, or connected anew, meanwhile)
     /// it is pooled if `may_pool` (the peer has a status other than
-    /// Failed, and the manager runs) and the peer has not failed since the
-    /// lease was taken; else closed.
+    /// Failed, and the manager runs), the peer is not blocked and has not
+    /// failed since the lease was taken; else closed.
     pub(crate) fn end_lease(
         &mut self,
         slot: u64,
@@ -300,7 +304,7 @@ impl<P: Parts> Record<P> {
                 return LeaseEnd::Home;
             }
         }
-        if may_pool && generation == self.generation {
+        if may_pool && !self.blocked && generation == self.generation {
             LeaseEnd::Pool(conn, generation)
         } else {
             LeaseEnd::Close(conn)
