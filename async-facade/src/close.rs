@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
 
 use crate::admission::Permit;
 
@@ -30,14 +31,20 @@ thread_local! {
 
 /// A connection whose destructor never unwinds into the manager, with its
 /// unit of the socket budget (`max_sockets`), given back once the
-/// connection is closed.
-pub(crate) struct Closing<C>(Option<C>, Option<Permit>);
+/// connection is closed, and the time it was made (for `max_lifetime`).
+pub(crate) struct Closing<C>(Option<C>, Option<Permit>, Instant);
 
 impl<C> Closing<C> {
-    /// Holds `conn`, counted in the socket budget by `socket` (`None`: a
-    /// connection refused before it was counted, held only to be closed).
+    /// Holds `conn`, made now, counted in the socket budget by `socket`
+    /// (`None`: a connection refused before it was counted, held only to
+    /// be closed).
     pub(crate) fn new(conn: C, socket: Option<Permit>) -> Self {
-        Self(Some(conn), socket)
+        Self(Some(conn), socket, tokio::time::Instant::now().into_std())
+    }
+
+    /// Whether the connection is older than `max_lifetime` at `now`.
+    pub(crate) fn outlived(&self, max_lifetime: Option<Duration>, now: Instant) -> bool {
+        max_lifetime.is_some_and(|max| now.saturating_duration_since(self.2) >= max)
     }
 }
 

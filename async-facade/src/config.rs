@@ -37,6 +37,10 @@ pub struct Config {
     pub pool_timeout: Duration,
     /// How long a dial may take.
     pub dial_timeout: Duration,
+    /// The longest a connection is kept from when it was made (dialed or
+    /// adopted): an older one is closed instead of pooled, or of being
+    /// reused from the pool. `None` (the default): no limit.
+    pub max_lifetime: Option<Duration>,
     /// `(initial, max)` of the per-peer dial backoff: after a peer's dials
     /// failed `n` times in a row, `connect` refuses to dial it again
     /// ([`Error::BackingOff`]) for a delay drawn from `[d / 2, d]`, where
@@ -84,6 +88,7 @@ impl Default for Config {
             grace_period: Duration::from_secs(30),
             pool_timeout: Duration::from_secs(300),
             dial_timeout: Duration::from_secs(10),
+            max_lifetime: None,
             dial_backoff: Some((Duration::from_secs(1), Duration::from_secs(300))),
             max_idle_per_peer: 1,
             max_idle_total: 65_536,
@@ -110,7 +115,7 @@ impl Config {
         Limits::of(self).validate()?;
         let max_idle = PoolConfig::MAX_CAP;
         let (backoff_initial, backoff_max) = self.dial_backoff.unwrap_or_default();
-        let checks: [(bool, &'static str, &'static str); 10] = [
+        let checks: [(bool, &'static str, &'static str); 11] = [
             (
                 backoff_initial <= backoff_max,
                 "dial_backoff",
@@ -119,6 +124,11 @@ impl Config {
             (
                 !self.pool_timeout.is_zero(),
                 "pool_timeout",
+                "longer than zero",
+            ),
+            (
+                self.max_lifetime.is_none_or(|d| !d.is_zero()),
+                "max_lifetime",
                 "longer than zero",
             ),
             (
@@ -277,6 +287,18 @@ impl<D: Dialer> Builder<D> {
     /// [`Error::Timeout`] (default 10 s).
     pub fn dial_timeout(mut self, timeout: Duration) -> Self {
         self.config.dial_timeout = timeout;
+        self
+    }
+
+    /// The longest a connection is kept, from when it was dialed or
+    /// adopted (as deadpool's and bb8's `max_lifetime`): once older, it is
+    /// closed when it would go to the idle pool (a `disconnect`, a lease
+    /// returned after one), and an idle one is closed instead of reused.
+    /// A live connection is not closed for its age while it stays live:
+    /// the manager never takes a connection from under its user (trimming
+    /// sheds live connections). Off by default; longer than zero.
+    pub fn max_lifetime(mut self, max: Duration) -> Self {
+        self.config.max_lifetime = Some(max);
         self
     }
 

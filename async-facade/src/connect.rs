@@ -63,9 +63,13 @@ impl<D: Dialer> Inner<D> {
         } else {
             // A panicking `is_alive` counts as dead: the connection is
             // closed, and the panic dropped (the hook reported it).
+            // One past `max_lifetime` is closed instead of reused.
+            let now = tokio::time::Instant::now().into_std();
+            let max_lifetime = self.config.max_lifetime;
             close::swallowing(|| {
                 self.pool.take_if(&peer, |p| {
-                    close::catching(|| dialer.is_alive(&mut p.conn)).unwrap_or(false)
+                    !p.conn.outlived(max_lifetime, now)
+                        && close::catching(|| dialer.is_alive(&mut p.conn)).unwrap_or(false)
                 })
             })
         };

@@ -628,7 +628,8 @@ impl<D: Dialer> Inner<D> {
         }
     }
 
-    /// Pools `conn`, decided under the record lock at `generation`. The
+    /// Pools `conn`, decided under the record lock at `generation`, unless
+    /// it is past `max_lifetime` (then it is closed). The
     /// put runs after that lock (the pool may close connections in it);
     /// then the record lock is taken again: if the peer failed since the
     /// decision (its `Failed` may have drained the pool before this put
@@ -639,6 +640,12 @@ impl<D: Dialer> Inner<D> {
     pub(crate) fn pool_put(&self, key: Key, conn: Held<D>, generation: u64) {
         let peer = key.peer;
         if self.shut_down.load(Ordering::Acquire) {
+            return; // closed as it goes out of scope
+        }
+        if conn.outlived(
+            self.config.max_lifetime,
+            tokio::time::Instant::now().into_std(),
+        ) {
             return; // closed as it goes out of scope
         }
         // A full pool hands the connection back: it is closed here.
