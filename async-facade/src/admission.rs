@@ -57,6 +57,14 @@ pub(crate) struct Admission {
     counters: [CachePadded<AtomicUsize>; 5],
     /// The limits in force.
     limits: ArcSwap<Limits>,
+    /// `connect`s waiting for a slot (`wait_for_slot`).
+    waiting: CachePadded<AtomicUsize>,
+    /// The waiters' queue: FIFO (tokio's mutex is fair), so the waiter at
+    /// its head is the one that takes the next free slot.
+    turn: tokio::sync::Mutex<()>,
+    /// Woken when a unit is given back (or the limits change) while
+    /// someone waits; only the waiter at the head of the queue listens.
+    released: tokio::sync::Notify,
 }
 
 impl Admission {
@@ -64,7 +72,45 @@ impl Admission {
         Arc::new(Self {
             counters: LIMITS.map(|_| CachePadded::new(AtomicUsize::new(0))),
             limits: ArcSwap::from_pointee(Limits::of(config)),
+            waiting: CachePadded::new(AtomicUsize::new(0)),
+            turn: tokio::sync::Mutex::new(()),
+            released: tokio::sync::Notify::new(),
         })
+    }
+
+    /// `connect`s waiting for a slot now.
+    pub(crate) fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// Counts the caller as waiting until the guard is dropped.
+    ///
+    /// Store-buffering with [`Permit`]'s drop (count given back, then
+    /// `waiting` read): after this increment and a fence, the waiter's
+    /// next attempt either sees the unit given back, or that drop sees the
+    /// waiter and wakes the queue's head.
+    pub(crate) fn wait(&self) -> Waiting<'_> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        crate::sync::fence(Ordering::SeqCst);
+        Waiting(self)
+    }
+
+    /// The queue of waiters, to wait in; the guard is the head's turn.
+    pub(crate) async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.turn.lock().await
+    }
+
+    /// A wake-up for the head of the queue: made before the head's
+    /// attempt, so that a unit given back after it is not missed.
+    pub(crate) fn released(&self) -> tokio::sync::futures::Notified<'_> {
+        self.released.notified()
+    }
+
+    /// Wakes the head of the queue, if anyone waits.
+    pub(crate) fn wake_waiter(&self) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.released.notify_one();
+        }
     }
 
     /// The limits in force.
@@ -76,6 +122,8 @@ impl Admission {
     /// start from now on check them.
     pub(crate) fn set_limits(&self, limits: Limits) {
         self.limits.store(std::sync::Arc::new(limits));
+        // A raised limit may admit the head of the queue.
+        self.wake_waiter();
     }
 
     /// Takes a unit of `limit` if one is free: the check and the increment
@@ -103,6 +151,15 @@ impl Admission {
     }
 }
 
+/// A waiting `connect`, counted until dropped (see [`Admission::wait`]).
+pub(crate) struct Waiting<'a>(&'a Admission);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// One unit of one limit. Dropping it gives the unit back, on every path:
 /// success later undone, error, timeout, cancellation, panic.
 pub(crate) struct Permit {
@@ -113,7 +170,8 @@ pub(crate) struct Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         // Never underflows: a permit exists only for a unit it took.
-        self.admission.counters[index(self.limit)].fetch_sub(1, Ordering::AcqRel);
+        self.admission.counters[index(self.limit)].fetch_sub(1, Ordering::SeqCst);
+        self.admission.wake_waiter();
     }
 }
 

@@ -37,6 +37,10 @@ pub struct Config {
     pub pool_timeout: Duration,
     /// How long a dial may take.
     pub dial_timeout: Duration,
+    /// How long `connect` waits, in a FIFO queue, for a free slot when
+    /// `max_connections` or `max_outbound` is full. Zero (the default):
+    /// it fails at once.
+    pub wait_for_slot: Duration,
     /// The longest a connection is kept from when it was made (dialed or
     /// adopted): an older one is closed instead of pooled, or of being
     /// reused from the pool. `None` (the default): no limit.
@@ -88,6 +92,7 @@ impl Default for Config {
             grace_period: Duration::from_secs(30),
             pool_timeout: Duration::from_secs(300),
             dial_timeout: Duration::from_secs(10),
+            wait_for_slot: Duration::ZERO,
             max_lifetime: None,
             dial_backoff: Some((Duration::from_secs(1), Duration::from_secs(300))),
             max_idle_per_peer: 1,
@@ -287,6 +292,25 @@ impl<D: Dialer> Builder<D> {
     /// [`Error::Timeout`] (default 10 s).
     pub fn dial_timeout(mut self, timeout: Duration) -> Self {
         self.config.dial_timeout = timeout;
+        self
+    }
+
+    /// How long [`connect`](ConnectionManager::connect) waits for a free
+    /// slot when `max_connections` or `max_outbound` is full, as
+    /// deadpool's `wait_timeout` and bb8's `connection_timeout`: waiters
+    /// are served first come, first served (a `connect` that finds others
+    /// waiting queues behind them, even if a slot is free that moment),
+    /// and one still waiting at the deadline fails with the
+    /// [`Error::LimitReached`](crate::Error::LimitReached) it met. A slot
+    /// is freed by a disconnect, a failed or cancelled dial, a trim, a
+    /// raised limit ([`set_limits`](ConnectionManager::set_limits)).
+    /// Only the slot is waited for: a full `max_pending_dials` or
+    /// `max_sockets` still refuses at once, and `adopt` never waits (nor
+    /// queues: an inbound connection is admitted or closed at once). The
+    /// time waited counts apart from the dial timeout. Zero (the default):
+    /// fail at once.
+    pub fn wait_for_slot(mut self, wait: Duration) -> Self {
+        self.config.wait_for_slot = wait;
         self
     }
 

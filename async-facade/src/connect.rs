@@ -47,12 +47,7 @@ impl<D: Dialer> Inner<D> {
         if let Some(refused) = refused {
             return Err(refused);
         }
-        // Its units of the limits, taken one after the other: a refusal
-        // drops those taken before it, and names the limit that refused.
-        let slot = Slot {
-            _connection: self.admission.try_acquire(Limit::Connections)?,
-            _direction: self.admission.try_acquire(Limit::Outbound)?,
-        };
+        let slot = self.outbound_slot().await?;
         let dialer = &self.dialer;
         // A Failed peer is dialed afresh: its pooled connections were
         // closed when it failed, and any put since carries an older
@@ -224,6 +219,57 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 pub(crate) const SHED_ON_EMFILE: usize = 16;
 
 impl<D: Dialer> Inner<D> {
+    /// A slot for an outbound connection: its units of `max_connections`
+    /// and `max_outbound`, taken one after the other (a refusal drops
+    /// those taken before it, and names the limit that refused). With
+    /// `wait_for_slot`, a full limit queues the caller (FIFO) until a unit
+    /// comes back or the deadline passes.
+    ///
+    /// Cancellation safe: a waiter dropped at any `.await` leaves the
+    /// queue (tokio's mutex forgets a dropped `lock` future, and a turn
+    /// held goes to the next waiter) and its count.
+    async fn outbound_slot(&self) -> Result<Slot> {
+        let a = &self.admission;
+        let take = || -> Result<Slot> {
+            Ok(Slot {
+                _connection: a.try_acquire(Limit::Connections)?,
+                _direction: a.try_acquire(Limit::Outbound)?,
+            })
+        };
+        let wait = self.config.wait_for_slot;
+        if wait.is_zero() {
+            return take();
+        }
+        // Nobody queued: a free slot is this caller's.
+        if a.waiting() == 0 {
+            if let Ok(slot) = take() {
+                return Ok(slot);
+            }
+        }
+        let _waiting = a.wait();
+        let deadline = tokio::time::Instant::now() + wait;
+        let queued = async {
+            let _turn = a.turn().await;
+            loop {
+                let released = a.released();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if self.shut_down.load(Ordering::Acquire) {
+                    return Err(Error::ShutDown);
+                }
+                if let Ok(slot) = take() {
+                    return Ok(slot);
+                }
+                released.await;
+            }
+        };
+        match tokio::time::timeout_at(deadline, queued).await {
+            Ok(outcome) => outcome,
+            // The deadline: one last look, then the refusal it meets.
+            Err(_) => take(),
+        }
+    }
+
     /// A dial of `peer` failed: the peer fails, unless an `adopt` made it
     /// Connected meanwhile (its adopted connection stays, and the dial's
     /// waiters get `Ok`). Returns whether it failed.

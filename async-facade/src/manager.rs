@@ -178,6 +178,10 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
     /// | adopted while this dial is in flight | the adopted connection is live at once; the dialed one idles in the pool when it lands; `Ok` |
     ///
+    /// With [`Builder::wait_for_slot`](crate::Builder::wait_for_slot), a
+    /// `connect` that finds `max_connections` or `max_outbound` full
+    /// waits for a slot, first come first served, up to that long.
+    ///
     /// What `connect` makes live is outbound ([`Direction::Outbound`]),
     /// a reused idle connection included, and counts in `max_connections`
     /// and `max_outbound`; a dial also holds a unit of `max_pending_dials`
@@ -641,7 +645,8 @@ impl<D: Dialer> ConnectionManager<D> {
     /// lowered limit refuses new work at once and closes nothing: the
     /// connections open above it stay until they close by themselves (or
     /// trimming closes them, if the new watermarks say so: a trim is due
-    /// at once). A raised limit admits at once.
+    /// at once). A raised limit admits at once, and wakes the first
+    /// [`wait_for_slot`](crate::Builder::wait_for_slot) waiter to look.
     ///
     /// [`config`](Self::config) keeps the limits of the build.
     ///
@@ -682,6 +687,7 @@ impl<D: Dialer> ConnectionManager<D> {
             pending_dials: a.in_use(Limit::PendingDials),
             sockets: a.in_use(Limit::Sockets),
             idle: self.inner.pool.len(),
+            waiting_for_slot: a.waiting(),
             memory_usage: self.memory_usage(),
             limits: a.limits(),
             shut_down: self.is_shut_down(),

@@ -56,6 +56,8 @@ impl<D: Dialer> Inner<D> {
         // afterwards, sees the flag and closes what it pooled.
         self.pool.clear();
         self.reapers.wake_all();
+        // `connect`s waiting for a slot give up with `ShutDown`.
+        self.admission.wake_waiter();
     }
 
     /// Closes expired idle connections; forgets Disconnected or Failed

@@ -36,6 +36,9 @@ pub struct State {
     pub sockets: usize,
     /// Idle connections in the pool.
     pub idle: usize,
+    /// `connect`s waiting for a slot
+    /// ([`wait_for_slot`](crate::Builder::wait_for_slot)).
+    pub waiting_for_slot: usize,
     /// Bytes held by the manager's own structures (see
     /// [`memory_usage`](crate::ConnectionManager::memory_usage)).
     pub memory_usage: usize,
