@@ -140,6 +140,8 @@ pub(crate) struct Inner<D: Dialer> {
     pub(crate) me: Weak<Inner<D>>,
     /// Random keys for the dial backoff's jitter draws.
     pub(crate) draws: std::collections::hash_map::RandomState,
+    /// The peers kept connected.
+    pub(crate) kept: crate::keep::Kept,
 }
 
 impl<D: Dialer> Drop for Inner<D> {
@@ -689,6 +691,10 @@ impl<D: Dialer> Inner<D> {
     ) {
         if from == to {
             return;
+        }
+        // A kept peer off Connected: a reaper redials it.
+        if to != Some(ConnectionStatus::Connected) && self.kept.contains(&peer) {
+            self.reapers.wake_all();
         }
         let subscribers = self.subscribers.load(Ordering::Acquire);
         if subscribers != self.silent_at.load(Ordering::Relaxed) {

@@ -147,6 +147,8 @@ mod event;
 #[cfg(not(loom))]
 mod inner;
 #[cfg(not(loom))]
+mod keep;
+#[cfg(not(loom))]
 mod lease;
 #[cfg(not(loom))]
 mod limits;

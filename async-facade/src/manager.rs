@@ -150,10 +150,21 @@ impl<D: Dialer> ConnectionManager<D> {
                 trimming: parking_lot::Mutex::new(()),
                 me: me.clone(),
                 draws: RandomState::new(),
+                kept: Default::default(),
                 config,
                 dialer,
             }),
         }
+    }
+
+    /// A handle on a manager's shared state (a reaper's redial).
+    pub(crate) fn from_inner(inner: Arc<Inner<D>>) -> Self {
+        Self { inner }
+    }
+
+    /// The shared state.
+    pub(crate) fn inner(&self) -> &Arc<Inner<D>> {
+        &self.inner
     }
 
     /// The settings this manager was built with. Its limits are those of
@@ -306,6 +317,40 @@ impl<D: Dialer> ConnectionManager<D> {
         })
     }
 
+    /// Keeps `peer` connected, as kaspad's permanent peers: whenever it is
+    /// not Connected (never connected yet, disconnected, failed, trimmed,
+    /// its lease discarded), the manager redials it by itself, on a task
+    /// of the runtime its reaper runs on, one dial at a time, with the
+    /// peer's dial backoff ([`Builder::dial_backoff`](crate::Builder::dial_backoff))
+    /// between failed tries. A redial refused by a full limit is tried
+    /// again after the backoff's initial delay (1 s if the backoff is
+    /// off). A blocked peer is not redialed until unblocked. The manager
+    /// learns that a live connection broke when its status leaves
+    /// Connected (a discarded lease, a read or write through a lease cut
+    /// short, `update_status`); it does not probe live connections. Kept
+    /// peers are never forgotten. A redial holds the manager for the
+    /// length of its dial (at most the dial timeout) after the last
+    /// handle is dropped. Keeping a kept peer again changes nothing.
+    ///
+    /// Needs a tokio runtime to have run a call of this manager (this one,
+    /// if called inside one): redials run on the reapers' runtimes.
+    ///
+    /// **Progress:** a short hold of the peer's record lock and of the
+    /// list of kept peers; wakes the reapers.
+    pub fn keep_connected(&self, peer: PeerId) {
+        self.inner.keep(peer);
+    }
+
+    /// Stops keeping `peer` connected: it is no longer redialed (a redial
+    /// in flight still ends, connected or not), and it may be forgotten
+    /// again. Its connection, if any, stays.
+    ///
+    /// **Progress:** a short hold of the list of kept peers and of the
+    /// peer's record lock.
+    pub fn stop_keeping(&self, peer: &PeerId) {
+        self.inner.stop_keeping(peer);
+    }
+
     /// Blocks `peer`, as libp2p's block list does: its live connection
     /// and its idle ones are closed now (a Connected peer goes
     /// Disconnected, [`Reason::Blocked`]); from now on `connect` refuses
@@ -331,12 +376,17 @@ impl<D: Dialer> ConnectionManager<D> {
         close::reraising(|| self.inner.block(peer));
     }
 
-    /// Lifts `peer`'s block: it may be dialed and adopted again. An
-    /// unknown or unblocked peer changes nothing.
+    /// Lifts `peer`'s block: it may be dialed and adopted again (and a
+    /// kept peer is redialed at once). An unknown or unblocked peer
+    /// changes nothing.
     ///
     /// **Progress:** a short hold of the peer's record lock.
     pub fn unblock(&self, peer: &PeerId) {
         self.inner.with_existing(peer, |r| r.blocked = false);
+        // A kept peer is redialed now.
+        if self.inner.kept.contains(peer) {
+            self.inner.reapers.wake_all();
+        }
     }
 
     /// Whether `peer` is blocked.
@@ -688,6 +738,7 @@ impl<D: Dialer> ConnectionManager<D> {
             sockets: a.in_use(Limit::Sockets),
             idle: self.inner.pool.len(),
             waiting_for_slot: a.waiting(),
+            kept: self.inner.kept.len(),
             memory_usage: self.memory_usage(),
             limits: a.limits(),
             shut_down: self.is_shut_down(),

@@ -132,6 +132,9 @@ pub(crate) struct Record<P: Parts> {
     /// Blocked: no connection of the peer goes live, pooled or leased
     /// back, and the record is never forgotten while the flag is set.
     pub(crate) blocked: bool,
+    /// Kept connected (`keep_connected`): the reapers redial the peer
+    /// whenever it is not Connected, and the record is never forgotten.
+    pub(crate) keep: bool,
 }
 
 impl<P: Parts> Default for Record<P> {
@@ -148,6 +151,7 @@ impl<P: Parts> Default for Record<P> {
             protections: Vec::new(),
             backoff: None,
             blocked: false,
+            keep: false,
         }
     }
 }
@@ -166,10 +170,10 @@ impl<P: Parts> Record<P> {
             && self.watch.as_ref().is_none_or(|w| !watched(w))
     }
 
-    /// Tagged, protected or blocked: the user asked the manager to
-    /// remember the peer, so it is never forgotten.
+    /// Tagged, protected, blocked or kept connected: the user asked the
+    /// manager to remember the peer, so it is never forgotten.
     pub(crate) fn is_kept(&self) -> bool {
-        !self.tags.is_empty() || !self.protections.is_empty() || self.blocked
+        !self.tags.is_empty() || !self.protections.is_empty() || self.blocked || self.keep
     }
 
     /// Sets `tag` to `value`.

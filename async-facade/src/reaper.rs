@@ -416,6 +416,10 @@ async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
         // above it after (protected peers, connections in their grace
         // period), look again an interval later.
         let mut due = next_sweep;
+        // Kept peers off Connected: redialed, or looked at again when due.
+        if let Some(at) = inner.redial_kept() {
+            due = due.min(at);
+        }
         if inner.over_high() {
             let next_trim = inner.trim_if_due();
             if inner.over_high() {

@@ -39,6 +39,9 @@ pub struct State {
     /// `connect`s waiting for a slot
     /// ([`wait_for_slot`](crate::Builder::wait_for_slot)).
     pub waiting_for_slot: usize,
+    /// Peers kept connected by
+    /// [`keep_connected`](crate::ConnectionManager::keep_connected).
+    pub kept: usize,
     /// Bytes held by the manager's own structures (see
     /// [`memory_usage`](crate::ConnectionManager::memory_usage)).
     pub memory_usage: usize,

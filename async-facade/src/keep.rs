@@ -1,0 +1,147 @@
+//! Persistent peers (`keep_connected`, as kaspad's permanent peers): the
+//! reapers redial each kept peer whenever it is not Connected, with its
+//! dial backoff between tries.
+//!
+//! The kept peers are listed in [`Kept`] (the reapers walk the list; the
+//! peer's record carries the flag that keeps it from being forgotten).
+//! A redial is a `connect` spawned on the reaper's runtime, one at a time
+//! per peer: the list marks the peer as being redialed until the task
+//! ends. Each status change of a kept peer away from Connected wakes the
+//! reapers; so does the end of a redial, after which a reaper looks again:
+//! at once, or when the peer's dial backoff (or, for a refusal that
+//! carries no backoff, such as a full limit, the backoff's initial delay)
+//! has passed.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use connmgr_core::{ConnectionStatus, PeerId};
+use parking_lot::Mutex;
+
+use crate::dialer::Dialer;
+use crate::inner::Inner;
+use crate::sync::{Arc, AtomicUsize, Ordering};
+use crate::{ConnectionManager, Error};
+
+/// What the reapers know of one kept peer.
+#[derive(Clone, Copy, Debug, Default)]
+struct Keeping {
+    /// A redial task runs for it.
+    redialing: bool,
+    /// No redial before this (a refusal without a backoff of its own).
+    retry_at: Option<tokio::time::Instant>,
+}
+
+/// The kept peers.
+#[derive(Debug, Default)]
+pub(crate) struct Kept {
+    peers: Mutex<HashMap<PeerId, Keeping>>,
+    /// How many: the cheap check on every status change.
+    count: AtomicUsize,
+}
+
+impl Kept {
+    /// Kept peers now.
+    pub(crate) fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Whether `peer` is kept (a short lock, only while any peer is).
+    pub(crate) fn contains(&self, peer: &PeerId) -> bool {
+        self.len() > 0 && self.peers.lock().contains_key(peer)
+    }
+}
+
+/// The delay before a kept peer refused without a backoff of its own is
+/// tried again.
+fn retry_delay(config: &crate::Config) -> Duration {
+    config
+        .dial_backoff
+        .map_or(Duration::from_secs(1), |(initial, _)| initial)
+}
+
+impl<D: Dialer> Inner<D> {
+    /// Starts keeping `peer` connected.
+    pub(crate) fn keep(&self, peer: PeerId) {
+        self.with_record(&peer, |r| r.keep = true);
+        {
+            let mut peers = self.kept.peers.lock();
+            peers.entry(peer).or_default();
+            self.kept.count.store(peers.len(), Ordering::Release);
+        }
+        self.ensure_reaper(true);
+        self.reapers.wake_all();
+    }
+
+    /// Stops keeping `peer` connected; a redial in flight still ends.
+    pub(crate) fn stop_keeping(&self, peer: &PeerId) {
+        {
+            let mut peers = self.kept.peers.lock();
+            peers.remove(peer);
+            self.kept.count.store(peers.len(), Ordering::Release);
+        }
+        self.with_existing(peer, |r| r.keep = false);
+    }
+
+    /// A reaper's pass over the kept peers: spawns a redial (on this
+    /// runtime) for each one that is not Connected, not blocked, not being
+    /// redialed and not waiting out a backoff; returns when the next one
+    /// waiting is due. O(kept peers), each a lock-free status read and a
+    /// short hold of its record lock.
+    pub(crate) fn redial_kept(self: &Arc<Self>) -> Option<tokio::time::Instant> {
+        if self.kept.len() == 0 || self.shut_down.load(Ordering::Acquire) {
+            return None;
+        }
+        let now = tokio::time::Instant::now();
+        let mut due: Option<tokio::time::Instant> = None;
+        let mut later = |at| due = Some(due.map_or(at, |d: tokio::time::Instant| d.min(at)));
+        let mut start = Vec::new();
+        {
+            let mut peers = self.kept.peers.lock();
+            for (peer, k) in peers.iter_mut() {
+                if k.redialing || self.table.get(peer) == Some(ConnectionStatus::Connected) {
+                    continue;
+                }
+                if let Some(at) = k.retry_at.filter(|&at| at > now) {
+                    later(at);
+                    continue;
+                }
+                let (blocked, until) = self
+                    .peers
+                    .with(peer, |map| {
+                        map.get(peer)
+                            .map(|r| (r.blocked, r.backing_off(now.into_std())))
+                    })
+                    .unwrap_or((false, None));
+                if blocked {
+                    continue;
+                }
+                if let Some(until) = until {
+                    later(tokio::time::Instant::from_std(until));
+                    continue;
+                }
+                k.redialing = true;
+                k.retry_at = None;
+                start.push(*peer);
+            }
+        }
+        for peer in start {
+            let manager = ConnectionManager::from_inner(Arc::clone(self));
+            tokio::spawn(async move {
+                let outcome = manager.connect(peer).await;
+                let inner = manager.inner();
+                if let Some(k) = inner.kept.peers.lock().get_mut(&peer) {
+                    k.redialing = false;
+                    // A refusal with no backoff of its own (a full limit,
+                    // a status set Connected by bookkeeping alone): tried
+                    // again after the backoff's initial delay.
+                    if matches!(outcome, Err(Error::LimitReached { .. })) {
+                        k.retry_at = Some(tokio::time::Instant::now() + retry_delay(&inner.config));
+                    }
+                }
+                inner.reapers.wake_all();
+            });
+        }
+        due
+    }
+}
