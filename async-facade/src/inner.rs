@@ -142,6 +142,14 @@ pub(crate) struct Inner<D: Dialer> {
     pub(crate) draws: std::collections::hash_map::RandomState,
     /// The peers kept connected.
     pub(crate) kept: crate::keep::Kept,
+    /// Leases not yet dropped.
+    pub(crate) leases_out: AtomicUsize,
+    /// Woken when a lease is dropped after a shutdown (a graceful drain
+    /// waits on it).
+    pub(crate) lease_returned: tokio::sync::Notify,
+    /// Set when a graceful shutdown's deadline passed with leases out:
+    /// their I/O fails from then on.
+    pub(crate) cut_off: AtomicBool,
 }
 
 impl<D: Dialer> Drop for Inner<D> {

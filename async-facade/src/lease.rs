@@ -33,6 +33,10 @@ use crate::{Error, Result};
 /// closed and, if it is still the peer's live connection, the peer marked
 /// Failed: a connection whose user panicked is never handed out again.
 ///
+/// After [`shutdown_gracefully`](crate::ConnectionManager::shutdown_gracefully)'s
+/// deadline passed with this lease out, its reads and writes fail with
+/// `ConnectionAborted`.
+///
 /// # A lease dropped in the middle of an operation must be discarded
 ///
 /// A read or write cut short (its future dropped by a timeout, a
@@ -109,6 +113,7 @@ impl<D: Dialer> Lease<D> {
                 false => Error::NotConnected { peer: *peer },
             })
         })?;
+        inner.leases_out.fetch_add(1, Ordering::SeqCst);
         Ok(Self {
             inner: Arc::clone(inner),
             key,
@@ -164,6 +169,12 @@ impl<D: Dialer> Drop for Lease<D> {
         // A destructor panic is caught and dropped (the hook reported it):
         // dropping a lease never panics.
         close::swallowing(|| self.end());
+        let inner = &*self.inner;
+        inner.leases_out.fetch_sub(1, Ordering::SeqCst);
+        // A graceful shutdown may be waiting for this one.
+        if inner.shut_down.load(Ordering::Acquire) {
+            inner.lease_returned.notify_waiters();
+        }
     }
 }
 
@@ -216,6 +227,20 @@ fn track<T>(pending: &mut bool, poll: Poll<T>) -> Poll<T> {
     poll
 }
 
+impl<D: Dialer> Lease<D> {
+    /// `Err` once a graceful shutdown's deadline passed with this lease
+    /// out (see `ConnectionManager::shutdown_gracefully`).
+    fn check_cut_off(&self) -> io::Result<()> {
+        if self.inner.cut_off.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection manager shut down and its drain deadline passed",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Reads the connection, noting a read cut short (see [`Lease`]).
 impl<D: Dialer> AsyncRead for Lease<D>
 where
@@ -227,6 +252,7 @@ where
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_read(cx, buf);
         track(&mut this.reading, poll)
     }
@@ -244,6 +270,7 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_write(cx, buf);
         track(&mut this.writing, poll)
     }
@@ -254,6 +281,7 @@ where
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_write_vectored(cx, bufs);
         track(&mut this.writing, poll)
     }
@@ -264,12 +292,14 @@ where
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_flush(cx);
         track(&mut this.writing, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_shutdown(cx);
         track(&mut this.writing, poll)
     }

@@ -151,6 +151,9 @@ impl<D: Dialer> ConnectionManager<D> {
                 me: me.clone(),
                 draws: RandomState::new(),
                 kept: Default::default(),
+                leases_out: AtomicUsize::new(0),
+                lease_returned: tokio::sync::Notify::new(),
+                cut_off: AtomicBool::new(false),
                 config,
                 dialer,
             }),
@@ -882,7 +885,9 @@ impl<D: Dialer> ConnectionManager<D> {
         }
     }
 
-    /// Closes every connection and stops the reaper. Afterwards every call
+    /// Closes every connection and stops the reaper (see
+    /// [`shutdown_gracefully`](Self::shutdown_gracefully) to let the
+    /// leases out finish first). Afterwards every call
     /// that would open or lease a connection fails with
     /// [`Error::ShutDown`]; statuses and metrics stay readable. Connected
     /// peers become Disconnected; dials in flight are dropped when they
@@ -906,6 +911,58 @@ impl<D: Dialer> ConnectionManager<D> {
             return;
         }
         close::reraising(|| inner.close_all());
+    }
+
+    /// Shuts down with a drain: no new work is accepted from the first
+    /// poll on (as [`shutdown`](Self::shutdown): `connect`, `adopt` and
+    /// `lease` fail with [`Error::ShutDown`], waiters for a slot give up,
+    /// kept peers are no longer redialed), idle connections and live ones
+    /// not leased are closed at once, and their Connected peers go
+    /// Disconnected ([`Reason::ShutDown`]). Then it waits, up to
+    /// `deadline`, for the leases still out to be dropped: each
+    /// connection returned meanwhile is closed as it comes back (cleanly:
+    /// its user finished with it). Returns the number of leases still
+    /// out at the deadline (0 if all came back), the forced closes: the
+    /// manager cannot take a connection out of its user's hands, so from
+    /// the deadline on every read and write through such a lease fails
+    /// with `ConnectionAborted`, and its connection is closed when the
+    /// lease is dropped. Dials in flight are not waited for: each is
+    /// closed when it lands.
+    ///
+    /// Called again, or after `shutdown`, it waits for the leases out in
+    /// the same way.
+    ///
+    /// **Progress:** what `shutdown` does, then waits (an async wait, no
+    /// thread blocked) for the leases or the deadline.
+    ///
+    /// # Panics
+    ///
+    /// As [`shutdown`](Self::shutdown), for the closes it makes itself.
+    ///
+    /// # Cancellation safety
+    ///
+    /// Dropped while it waits, the manager stays shut down and the
+    /// leases still out are not cut off (their I/O goes on until they are
+    /// dropped).
+    pub async fn shutdown_gracefully(&self, deadline: Duration) -> usize {
+        let inner = &*self.inner;
+        if !inner.shut_down.swap(true, Ordering::AcqRel) {
+            close::reraising(|| inner.close_all());
+        }
+        let until = tokio::time::Instant::now() + deadline;
+        loop {
+            let returned = inner.lease_returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if inner.leases_out.load(Ordering::SeqCst) == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(until, returned).await.is_err() {
+                break;
+            }
+        }
+        inner.cut_off.store(true, Ordering::Release);
+        inner.leases_out.load(Ordering::SeqCst)
     }
 
     /// True once [`shutdown`](Self::shutdown) was called.
