@@ -63,8 +63,16 @@ impl<D: Dialer> Inner<D> {
             let max_lifetime = self.config.max_lifetime;
             close::swallowing(|| {
                 self.pool.take_if(&peer, |p| {
-                    !p.conn.outlived(max_lifetime, now)
-                        && close::catching(|| dialer.is_alive(&mut p.conn)).unwrap_or(false)
+                    if p.conn.outlived(max_lifetime, now) {
+                        tracing::debug!(
+                            target: "connmgr",
+                            peer = %peer,
+                            reason = "max_lifetime",
+                            "connection expired: closed instead of reused"
+                        );
+                        return false;
+                    }
+                    close::catching(|| dialer.is_alive(&mut p.conn)).unwrap_or(false)
                 })
             })
         };
@@ -104,6 +112,7 @@ impl<D: Dialer> Inner<D> {
         let _pending = self.admission.try_acquire(Limit::PendingDials)?;
         let socket = self.socket()?;
         self.metrics.record_dial(DialOutcome::PoolMiss);
+        tracing::debug!(target: "connmgr", peer = %peer, "dialing");
         // The units go into the peer's record for the dial's length (see
         // `Record::dial_units`).
         let (before, watch) = self.peers.at(&key, |map| {
@@ -178,6 +187,13 @@ impl<D: Dialer> Inner<D> {
             }
             Ok(Err(e)) => {
                 self.metrics.record_dial(DialOutcome::Failed);
+                tracing::info!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %Reason::DialFailed,
+                    error = %e,
+                    "dial failed"
+                );
                 if !self.fail_unless_adopted(peer, Reason::DialFailed) {
                     return Ok(());
                 }
@@ -188,6 +204,13 @@ impl<D: Dialer> Inner<D> {
             }
             Err(_elapsed) => {
                 self.metrics.record_dial(DialOutcome::TimedOut);
+                tracing::info!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %Reason::TimedOut,
+                    after = ?timeout,
+                    "dial failed"
+                );
                 if !self.fail_unless_adopted(peer, Reason::TimedOut) {
                     return Ok(());
                 }

@@ -329,6 +329,12 @@ impl<D: Dialer> Inner<D> {
             Ok(surplus) => surplus,
             Err(blocked) => {
                 drop(Closing::new(conn, None));
+                tracing::debug!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %blocked,
+                    "adopt refused"
+                );
                 return Err(blocked);
             }
         };
@@ -376,6 +382,12 @@ impl<D: Dialer> Inner<D> {
             Ok(units) => units,
             Err(refused) => {
                 close::swallowing(|| drop(Closing::new(conn, None)));
+                tracing::debug!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %refused,
+                    "adopt refused"
+                );
                 return Err(refused);
             }
         };
@@ -656,6 +668,12 @@ impl<D: Dialer> Inner<D> {
             self.config.max_lifetime,
             tokio::time::Instant::now().into_std(),
         ) {
+            tracing::debug!(
+                target: "connmgr",
+                peer = %peer,
+                reason = "max_lifetime",
+                "connection expired: closed instead of pooled"
+            );
             return; // closed as it goes out of scope
         }
         // A full pool hands the connection back: it is closed here.
@@ -700,6 +718,14 @@ impl<D: Dialer> Inner<D> {
         if from == to {
             return;
         }
+        tracing::debug!(
+            target: "connmgr",
+            peer = %peer,
+            from = ?from,
+            to = ?to,
+            reason = %reason,
+            "status changed"
+        );
         // A kept peer off Connected: a reaper redials it.
         if to != Some(ConnectionStatus::Connected) && self.kept.contains(&peer) {
             self.reapers.wake_all();

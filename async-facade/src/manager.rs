@@ -12,6 +12,7 @@ use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
 use connmgr_metrics::{Gauges, Metrics, MetricsConfig, NetworkMetrics, Snapshot};
 use connmgr_pool::{IdlePool, PoolConfig};
 use tokio::sync::{broadcast, watch};
+use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::backoff::Backoff;
@@ -241,6 +242,29 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Safe: dropping the future gives the slot back and restores the
     /// peer's previous status; waiters on this dial take it over.
     pub async fn connect(&self, peer_id: PeerId) -> Result<()> {
+        let span = tracing::debug_span!(target: "connmgr", "connect", peer = %peer_id);
+        let outcome = self.connect_in_span(peer_id).instrument(span.clone()).await;
+        if let Err(
+            e @ (Error::LimitReached { .. }
+            | Error::BackingOff { .. }
+            | Error::Blocked { .. }
+            | Error::ShutDown),
+        ) = &outcome
+        {
+            span.in_scope(|| {
+                tracing::debug!(
+                    target: "connmgr",
+                    peer = %peer_id,
+                    reason = %e,
+                    "connect refused"
+                );
+            });
+        }
+        outcome
+    }
+
+    /// `connect`'s body, in its span.
+    async fn connect_in_span(&self, peer_id: PeerId) -> Result<()> {
         let inner = &*self.inner;
         self.ensure_reaper();
         let mut key = None;

@@ -407,7 +407,15 @@ async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
         }
         // A destructor panic is caught and dropped (the hook reported
         // it): the reaper goes on.
-        close::swallowing(|| inner.pool.reap());
+        let expired = close::swallowing(|| inner.pool.reap());
+        if expired > 0 {
+            tracing::debug!(
+                target: "connmgr",
+                count = expired,
+                reason = "pool_timeout",
+                "idle connections expired"
+            );
+        }
         let now = tokio::time::Instant::now();
         if now >= next_sweep {
             next_sweep = now + inner.sweep_if_due();

@@ -114,10 +114,21 @@ impl<D: Dialer> Inner<D> {
             candidates.select_nth_unstable_by_key(excess, |c| c.0);
             candidates.truncate(excess);
         }
-        candidates
+        let trimmed = candidates
             .into_iter()
             .filter(|&(_, peer, slot)| self.trim_one(self.peers.key(peer), slot, now))
-            .count()
+            .count();
+        if trimmed > 0 {
+            tracing::info!(
+                target: "connmgr",
+                trimmed,
+                low,
+                high,
+                unprotected,
+                "trimmed"
+            );
+        }
+        trimmed
     }
 
     /// Closes `key`'s live connection if it is still slot `slot`, idle in
@@ -146,6 +157,12 @@ impl<D: Dialer> Inner<D> {
         let Some((slot, watch)) = trimmed else {
             return false;
         };
+        tracing::debug!(
+            target: "connmgr",
+            peer = %peer,
+            reason = %Reason::Trimmed,
+            "trimming closes the connection"
+        );
         // Closed here, after the lock; its units of the limits go back. A
         // destructor panic is dropped once the hook has reported it.
         crate::close::swallowing(|| drop(slot));
