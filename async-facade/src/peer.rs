@@ -445,6 +445,85 @@ mod loom_models {
             );
         });
     }
+
+    /// A `block` racing the end of a lease whose slot is gone (the put
+    /// decided under the record lock, made after it, then a second look at
+    /// the record, as `Lease::drop` and `pool_put` do) and a take from the
+    /// pool made live only if the record is not blocked (`go_live`).
+    /// Whatever the interleaving, nothing of the blocked peer stays pooled
+    /// and nothing goes live after the block.
+    ///
+    /// Checked once with each fix removed (locally, then reverted), at
+    /// `LOOM_MAX_PREEMPTIONS=2`: with the put's second look ignoring the
+    /// flag, loom failed the model with "a blocked peer's connection stayed
+    /// pooled" (the put landed after the block's drain); with the take not
+    /// checking the flag, with "a connection went live after the block".
+    #[test]
+    fn a_block_racing_a_put_and_a_take_leaves_nothing_pooled_or_live() {
+        loom::model(|| {
+            let record = Arc::new(Mutex::new(Record::<Model> {
+                leases: 1,
+                ..Record::default()
+            }));
+            let pool = Arc::new(Mutex::new(vec![Pooled {
+                generation: 0,
+                conn: OLD,
+            }]));
+            let taker = {
+                let (record, pool) = (record.clone(), pool.clone());
+                thread::spawn(move || {
+                    let Some(pooled) = pool.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let mut r = record.lock().unwrap();
+                    // `go_live`: a blocked record installs nothing.
+                    if !r.blocked && r.admits(pooled.generation) {
+                        r.install(Live {
+                            id: 8,
+                            conn: Some(pooled.conn),
+                            direction: Direction::Outbound,
+                            since: Instant::now(),
+                            _permit: (),
+                        });
+                    }
+                })
+            };
+            let putter = {
+                let (record, pool) = (record.clone(), pool.clone());
+                thread::spawn(move || {
+                    let end = record.lock().unwrap().end_lease(7, 0, PUT, true);
+                    if let LeaseEnd::Pool(conn, generation) = end {
+                        pool.lock().unwrap().push(Pooled { generation, conn });
+                        let stale = {
+                            let r = record.lock().unwrap();
+                            r.generation != generation || r.blocked
+                        };
+                        if stale {
+                            pool.lock().unwrap().clear();
+                        }
+                    }
+                })
+            };
+            // The block (`Inner::block`): the flag set and the live slot
+            // taken out under the lock, the idle ones drained after it.
+            {
+                let mut r = record.lock().unwrap();
+                r.blocked = true;
+                let _slot = r.live.take();
+            }
+            pool.lock().unwrap().clear();
+            taker.join().unwrap();
+            putter.join().unwrap();
+            assert!(
+                record.lock().unwrap().live.is_none(),
+                "a connection went live after the block"
+            );
+            assert!(
+                pool.lock().unwrap().is_empty(),
+                "a blocked peer's connection stayed pooled"
+            );
+        });
+    }
 }
 
 #[cfg(all(test, not(loom)))]
