@@ -31,21 +31,10 @@ impl<D: Dialer> Inner<D> {
         }
         // A live connection whose status bookkeeping moved off Connected
         // (`update_status(p, Connecting)`, say) is still this peer's.
-        if self.revive(key) {
+        // Otherwise, blocked or backing off: refused before any slot is
+        // taken.
+        if self.revive(key, tokio::time::Instant::now().into_std())? {
             return Ok(());
-        }
-        // Blocked or backing off: refused before any slot is taken.
-        let now = tokio::time::Instant::now().into_std();
-        let refused = self.peers.at(&key, |map| {
-            let record = map.get(&peer)?;
-            if record.blocked {
-                return Some(Error::Blocked { peer });
-            }
-            let until = record.backing_off(now)?;
-            Some(Error::BackingOff { peer, until })
-        });
-        if let Some(refused) = refused {
-            return Err(refused);
         }
         let slot = self.outbound_slot().await?;
         let dialer = &self.dialer;

@@ -406,13 +406,28 @@ impl<D: Dialer> Inner<D> {
     /// A live connection whose status bookkeeping moved off Connected is
     /// still the peer's: marks it Connected again. `false` if the peer has
     /// no live connection.
-    pub(crate) fn revive(&self, key: Key) -> bool {
+    ///
+    /// In the same locked step, a peer with no live connection that is
+    /// blocked, or backing off at `now`, is refused with the error saying
+    /// so (`connect` checks both before it takes a slot).
+    pub(crate) fn revive(&self, key: Key, now: Instant) -> Result<bool> {
         let peer = key.peer;
         let revived = self.peers.at(&key, |map| {
-            let record = map.get_mut(&peer).filter(|r| r.live.is_some())?;
+            let Some(record) = map.get_mut(&peer) else {
+                return Ok(None);
+            };
+            if record.live.is_none() {
+                if record.blocked {
+                    return Err(Error::Blocked { peer });
+                }
+                if let Some(until) = record.backing_off(now) {
+                    return Err(Error::BackingOff { peer, until });
+                }
+                return Ok(None);
+            }
             let before = self.table.insert(peer, ConnectionStatus::Connected);
-            Some((before, Self::watch_in(record)))
-        });
+            Ok(Some((before, Self::watch_in(record))))
+        })?;
         match revived {
             Some((before, watch)) => {
                 self.emit(
@@ -422,9 +437,9 @@ impl<D: Dialer> Inner<D> {
                     Reason::Pooled,
                     watch,
                 );
-                true
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 
