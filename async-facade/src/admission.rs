@@ -57,6 +57,9 @@ pub(crate) struct Admission {
     counters: [CachePadded<AtomicUsize>; 5],
     /// The limits in force.
     limits: ArcSwap<Limits>,
+    /// Their high watermark (`usize::MAX` for none), for the check every
+    /// connection made live makes.
+    high: AtomicUsize,
     /// `connect`s waiting for a slot (`wait_for_slot`).
     waiting: CachePadded<AtomicUsize>,
     /// The waiters' queue: FIFO (tokio's mutex is fair), so the waiter at
@@ -72,10 +75,16 @@ impl Admission {
         Arc::new(Self {
             counters: LIMITS.map(|_| CachePadded::new(AtomicUsize::new(0))),
             limits: ArcSwap::from_pointee(Limits::of(config)),
+            high: AtomicUsize::new(high_of(&Limits::of(config))),
             waiting: CachePadded::new(AtomicUsize::new(0)),
             turn: tokio::sync::Mutex::new(()),
             released: tokio::sync::Notify::new(),
         })
+    }
+
+    /// The high watermark in force, if any.
+    pub(crate) fn high(&self) -> Option<usize> {
+        Some(self.high.load(Ordering::Acquire)).filter(|&h| h != usize::MAX)
     }
 
     /// `connect`s waiting for a slot now.
@@ -122,6 +131,7 @@ impl Admission {
     /// start from now on check them.
     pub(crate) fn set_limits(&self, limits: Limits) {
         self.limits.store(std::sync::Arc::new(limits));
+        self.high.store(high_of(&limits), Ordering::Release);
         // A raised limit may admit the head of the queue.
         self.wake_waiter();
     }
@@ -133,7 +143,23 @@ impl Admission {
     ///
     /// [`Error::LimitReached`] naming `limit` when it is full.
     pub(crate) fn try_acquire(self: &Arc<Self>, limit: Limit) -> Result<Permit, Error> {
-        let max = self.limits.load().max(limit);
+        self.try_acquire_in(&self.limits.load(), limit)
+    }
+
+    /// The limits in force, loaded once for several admissions of one
+    /// request (each load costs a few atomic operations).
+    pub(crate) fn load(&self) -> arc_swap::Guard<std::sync::Arc<Limits>> {
+        self.limits.load()
+    }
+
+    /// As [`try_acquire`](Self::try_acquire), against `limits` as loaded
+    /// by the caller.
+    pub(crate) fn try_acquire_in(
+        self: &Arc<Self>,
+        limits: &Limits,
+        limit: Limit,
+    ) -> Result<Permit, Error> {
+        let max = limits.max(limit);
         self.counters[index(limit)]
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -149,6 +175,11 @@ impl Admission {
     pub(crate) fn in_use(&self, limit: Limit) -> usize {
         self.counters[index(limit)].load(Ordering::Acquire)
     }
+}
+
+/// `limits`' high watermark, `usize::MAX` for none.
+fn high_of(limits: &Limits) -> usize {
+    limits.watermarks.map_or(usize::MAX, |(_, high)| high)
 }
 
 /// A waiting `connect`, counted until dropped (see [`Admission::wait`]).

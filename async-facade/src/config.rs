@@ -9,7 +9,10 @@ use crate::dialer::{Dialer, NoTransport};
 use crate::limits::Limits;
 use crate::{ConnectionManager, Error};
 
-/// Settings of a manager, as validated by [`Builder::build`].
+/// Settings of a manager, as validated by [`Builder::build`]. The limits
+/// here are those of the build; [`set_limits`](ConnectionManager::set_limits)
+/// changes the limits in force, which
+/// [`limits`](ConnectionManager::limits) reads.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {

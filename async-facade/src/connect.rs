@@ -14,6 +14,7 @@ use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
 use crate::inner::{DialResult, Inner};
 use crate::inner::{GoLive, Made};
+use crate::limits::Limits;
 use crate::peer::Direction;
 use crate::peers::Key;
 use crate::sync::{Arc, Ordering};
@@ -33,7 +34,7 @@ impl<D: Dialer> Inner<D> {
         // (`update_status(p, Connecting)`, say) is still this peer's.
         // Otherwise, blocked or backing off: refused before any slot is
         // taken.
-        if self.revive(key, tokio::time::Instant::now().into_std())? {
+        if self.revive(key)? {
             return Ok(());
         }
         let slot = self.outbound_slot().await?;
@@ -48,11 +49,11 @@ impl<D: Dialer> Inner<D> {
             // A panicking `is_alive` counts as dead: the connection is
             // closed, and the panic dropped (the hook reported it).
             // One past `max_lifetime` is closed instead of reused.
-            let now = tokio::time::Instant::now().into_std();
             let max_lifetime = self.config.max_lifetime;
+            let now = max_lifetime.map(|_| tokio::time::Instant::now().into_std());
             close::swallowing(|| {
                 self.pool.take_if(&peer, |p| {
-                    if p.conn.outlived(max_lifetime, now) {
+                    if now.is_some_and(|now| p.conn.outlived(max_lifetime, now)) {
                         tracing::debug!(
                             target: "connmgr",
                             peer = %peer,
@@ -98,8 +99,12 @@ impl<D: Dialer> Inner<D> {
         };
         // A dial takes a unit of the dials in flight until it ends, and a
         // socket, which its connection keeps.
-        let _pending = self.admission.try_acquire(Limit::PendingDials)?;
-        let socket = self.socket()?;
+        let limits = self.admission.load();
+        let _pending = self
+            .admission
+            .try_acquire_in(&limits, Limit::PendingDials)?;
+        let socket = self.socket(&limits)?;
+        drop(limits);
         self.metrics.record_dial(DialOutcome::PoolMiss);
         tracing::debug!(target: "connmgr", peer = %peer, "dialing");
         // The units go into the peer's record for the dial's length (see
@@ -139,7 +144,7 @@ impl<D: Dialer> Inner<D> {
         match dialed {
             Ok(Ok(conn)) => {
                 self.metrics.record_dial(DialOutcome::Ok);
-                let conn = Closing::new(conn, Some(socket));
+                let conn = Closing::made(conn, socket, self.config.max_lifetime);
                 // An `adopt` took the units over meanwhile: its connection
                 // is (or is about to be) the live one; this one idles, and
                 // every waiter gets `Ok`.
@@ -243,9 +248,10 @@ impl<D: Dialer> Inner<D> {
     async fn outbound_slot(&self) -> Result<Slot> {
         let a = &self.admission;
         let take = || -> Result<Slot> {
+            let limits = a.load();
             Ok(Slot {
-                _connection: a.try_acquire(Limit::Connections)?,
-                _direction: a.try_acquire(Limit::Outbound)?,
+                _connection: a.try_acquire_in(&limits, Limit::Connections)?,
+                _direction: a.try_acquire_in(&limits, Limit::Outbound)?,
             })
         };
         let wait = self.config.wait_for_slot;
@@ -309,7 +315,8 @@ impl<D: Dialer> Inner<D> {
         )
     }
 
-    /// A unit of the socket budget for a new connection. When the budget
+    /// A unit of the socket budget for a new connection, against `limits`
+    /// as the caller loaded them. When the budget
     /// is full, the oldest idle connection of the pool (any peer's) is
     /// closed to make room, as many times as it takes: idle connections
     /// never cause a refusal.
@@ -318,9 +325,9 @@ impl<D: Dialer> Inner<D> {
     ///
     /// [`Error::LimitReached`] naming [`Limit::Sockets`] when every counted
     /// connection is live, leased or being dialed.
-    pub(crate) fn socket(&self) -> Result<Permit> {
+    pub(crate) fn socket(&self, limits: &Limits) -> Result<Permit> {
         loop {
-            match self.admission.try_acquire(Limit::Sockets) {
+            match self.admission.try_acquire_in(limits, Limit::Sockets) {
                 Ok(permit) => return Ok(permit),
                 Err(full) => {
                     if !close::swallowing(|| self.pool.evict_oldest()) {

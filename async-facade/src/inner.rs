@@ -328,7 +328,7 @@ impl<D: Dialer> Inner<D> {
         let surplus = match surplus {
             Ok(surplus) => surplus,
             Err(blocked) => {
-                drop(Closing::new(conn, None));
+                close::swallowing(|| drop(Closing::new(conn, None)));
                 tracing::debug!(
                     target: "connmgr",
                     peer = %peer,
@@ -340,7 +340,10 @@ impl<D: Dialer> Inner<D> {
         };
         if let Some(generation) = surplus {
             match self.admission.try_acquire(Limit::Sockets) {
-                Ok(socket) => self.pool_put(key, Closing::new(conn, Some(socket)), generation),
+                Ok(socket) => {
+                    let conn = Closing::made(conn, socket, self.config.max_lifetime);
+                    self.pool_put(key, conn, generation);
+                }
                 Err(_) => close::swallowing(|| drop(Closing::new(conn, None))),
             }
             return Ok(());
@@ -353,15 +356,16 @@ impl<D: Dialer> Inner<D> {
         let dialing = self.peers.at(&key, |map| {
             map.get(&peer).is_some_and(|r| r.dial_units.is_some())
         });
+        let limits = self.admission.load();
         let units = (|| {
             let slot = if dialing {
-                let inbound = self.admission.try_acquire(Limit::Inbound)?;
-                let socket = self.socket()?;
+                let inbound = self.admission.try_acquire_in(&limits, Limit::Inbound)?;
+                let socket = self.socket(&limits)?;
                 let connection = match self.take_dial_units(key) {
                     // The dial's outbound unit goes back here.
                     Some(dial) => dial._connection,
                     // The dial landed meanwhile.
-                    None => self.admission.try_acquire(Limit::Connections)?,
+                    None => self.admission.try_acquire_in(&limits, Limit::Connections)?,
                 };
                 return Ok((
                     Slot {
@@ -372,12 +376,13 @@ impl<D: Dialer> Inner<D> {
                 ));
             } else {
                 Slot {
-                    _connection: self.admission.try_acquire(Limit::Connections)?,
-                    _direction: self.admission.try_acquire(Limit::Inbound)?,
+                    _connection: self.admission.try_acquire_in(&limits, Limit::Connections)?,
+                    _direction: self.admission.try_acquire_in(&limits, Limit::Inbound)?,
                 }
             };
-            Ok((slot, self.socket()?))
+            Ok((slot, self.socket(&limits)?))
         })();
+        drop(limits);
         let (slot, socket) = match units {
             Ok(units) => units,
             Err(refused) => {
@@ -391,7 +396,7 @@ impl<D: Dialer> Inner<D> {
                 return Err(refused);
             }
         };
-        let conn = Closing::new(conn, Some(socket));
+        let conn = Closing::made(conn, socket, self.config.max_lifetime);
         match self.go_live(key, conn, slot, Direction::Inbound, Made::Adopted) {
             GoLive::Live => Ok(()),
             GoLive::Surplus(conn, generation) => {
@@ -408,9 +413,9 @@ impl<D: Dialer> Inner<D> {
     /// no live connection.
     ///
     /// In the same locked step, a peer with no live connection that is
-    /// blocked, or backing off at `now`, is refused with the error saying
-    /// so (`connect` checks both before it takes a slot).
-    pub(crate) fn revive(&self, key: Key, now: Instant) -> Result<bool> {
+    /// blocked, or backing off, is refused with the error saying so
+    /// (`connect` checks both before it takes a slot).
+    pub(crate) fn revive(&self, key: Key) -> Result<bool> {
         let peer = key.peer;
         let revived = self.peers.at(&key, |map| {
             let Some(record) = map.get_mut(&peer) else {
@@ -420,8 +425,12 @@ impl<D: Dialer> Inner<D> {
                 if record.blocked {
                     return Err(Error::Blocked { peer });
                 }
-                if let Some(until) = record.backing_off(now) {
-                    return Err(Error::BackingOff { peer, until });
+                // The clock is read only for a peer with a backoff.
+                if record.backoff.is_some() {
+                    let now = tokio::time::Instant::now().into_std();
+                    if let Some(until) = record.backing_off(now) {
+                        return Err(Error::BackingOff { peer, until });
+                    }
                 }
                 return Ok(None);
             }
@@ -679,10 +688,12 @@ impl<D: Dialer> Inner<D> {
         if self.shut_down.load(Ordering::Acquire) {
             return; // closed as it goes out of scope
         }
-        if conn.outlived(
-            self.config.max_lifetime,
-            tokio::time::Instant::now().into_std(),
-        ) {
+        if self.config.max_lifetime.is_some()
+            && conn.outlived(
+                self.config.max_lifetime,
+                tokio::time::Instant::now().into_std(),
+            )
+        {
             tracing::debug!(
                 target: "connmgr",
                 peer = %peer,

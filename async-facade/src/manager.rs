@@ -243,7 +243,13 @@ impl<D: Dialer> ConnectionManager<D> {
     /// peer's previous status; waiters on this dial take it over.
     pub async fn connect(&self, peer_id: PeerId) -> Result<()> {
         let span = tracing::debug_span!(target: "connmgr", "connect", peer = %peer_id);
-        let outcome = self.connect_in_span(peer_id).instrument(span.clone()).await;
+        // With no subscriber interested the span is disabled: the body runs
+        // bare, without the span's enter and exit on every poll.
+        let outcome = if span.is_disabled() {
+            self.connect_in_span(peer_id).await
+        } else {
+            self.connect_in_span(peer_id).instrument(span.clone()).await
+        };
         if let Err(
             e @ (Error::LimitReached { .. }
             | Error::BackingOff { .. }

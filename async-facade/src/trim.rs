@@ -52,9 +52,8 @@ impl<D: Dialer> Inner<D> {
     /// are Connected, by the cheap bound first: Connected peers in all.
     pub(crate) fn over_high(&self) -> bool {
         self.admission
-            .limits()
-            .watermarks
-            .is_some_and(|(_, high)| self.table.count(ConnectionStatus::Connected) > high)
+            .high()
+            .is_some_and(|high| self.table.count(ConnectionStatus::Connected) > high)
     }
 
     /// Trims down to the low watermark: `only_over_high` (the background
