@@ -4,8 +4,9 @@
 //! A request takes the permits it needs one after the other (`connect`:
 //! connections, outbound, then a pending dial and a socket; `adopt`:
 //! connections, inbound, then a socket; the socket comes last because
-//! taking it may close an idle connection, which a refusal cannot undo). Each counter's check and increment are
-//! one CAS, so no counter ever overshoots its limit; a request refused by
+//! taking it may close an idle connection, which a refusal cannot undo).
+//! Each counter's check and increment are one CAS, so no counter ever
+//! overshoots its limit; a request refused by
 //! a later counter drops the permits it took from the earlier ones, which
 //! gives their units back. A refused request may so, for a moment, hold a
 //! unit of an earlier counter that another request then finds taken: the
@@ -13,14 +14,17 @@
 //! under a race at the very edge of two limits.
 //!
 //! The maxima are one [`Limits`] value behind an [`ArcSwap`], replaced
-//! whole by `set_limits` and loaded by each admission: the limit *in
-//! force* for an admission is the one it loaded. Its CAS takes a unit only
-//! while fewer than that maximum are in use, so no admission ever
-//! overshoots the limit it checked. An admission that loaded the limits
-//! before a `set_limits` lowered them may still take a unit against the
-//! old value: it is ordered before the change, as are the connections
-//! already open, which a lowered limit leaves alone. Every admission that
-//! starts after `set_limits` returns checks the new value.
+//! whole by `set_limits` and loaded by each admission (once per step of a
+//! request: `connect`'s slot, then its dial's pending unit and socket;
+//! `adopt`'s units): the limit *in force* for an admission is the one it
+//! loaded. Its CAS takes a unit only while fewer than that maximum are in
+//! use, so no admission ever overshoots the limit it checked. An admission
+//! that loaded the limits before a `set_limits` lowered them may still take
+//! a unit against the old value: it is ordered before the change, as are
+//! the connections already open, which a lowered limit leaves alone.
+//! Every admission that starts after `set_limits` returns checks the new
+//! value. The high watermark is mirrored in an atomic beside it, for the
+//! check every connection made live makes.
 
 use std::fmt;
 

@@ -721,8 +721,9 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// Puts new limits in force, at runtime.
     ///
-    /// The limit in force for an admission (a `connect`, an `adopt`, a
-    /// dial's socket) is the one it loads as it takes its unit: every
+    /// The limit in force for an admission (a `connect`'s slot, its dial's
+    /// pending unit and socket, an `adopt`) is the one it loads as it
+    /// takes its units: every
     /// admission that starts after this call returns checks the new
     /// limits, and none ever takes a unit beyond the limit it checked. A
     /// lowered limit refuses new work at once and closes nothing: the
