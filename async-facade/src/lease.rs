@@ -100,20 +100,34 @@ pub struct Lease<D: Dialer> {
 impl<D: Dialer> Lease<D> {
     /// Takes `peer`'s live connection (see `ConnectionManager::lease`).
     pub(crate) fn take(inner: &Arc<Inner<D>>, peer: &PeerId) -> Result<Self> {
-        if inner.shut_down.load(Ordering::Acquire) {
-            return Err(Error::ShutDown);
-        }
-        let key = inner.peers.key(*peer);
-        let (slot, conn, generation) = inner.peers.at(&key, |map| {
-            let record = map
-                .get_mut(peer)
-                .ok_or(Error::NotConnected { peer: *peer })?;
-            record.lease().map_err(|busy| match busy {
-                true => Error::Busy { peer: *peer },
-                false => Error::NotConnected { peer: *peer },
-            })
-        })?;
+        // Counted out before the shutdown flag is read (store-buffering
+        // with `shutdown_gracefully`: flag set, then count read): either
+        // the drain sees this lease, or this call sees the flag.
         inner.leases_out.fetch_add(1, Ordering::SeqCst);
+        let taken = if inner.shut_down.load(Ordering::SeqCst) {
+            Err(Error::ShutDown)
+        } else {
+            Ok(inner.peers.key(*peer))
+        }
+        .and_then(|key| {
+            inner.peers.at(&key, |map| {
+                let record = map
+                    .get_mut(peer)
+                    .ok_or(Error::NotConnected { peer: *peer })?;
+                let (slot, conn, generation) = record.lease().map_err(|busy| match busy {
+                    true => Error::Busy { peer: *peer },
+                    false => Error::NotConnected { peer: *peer },
+                })?;
+                Ok((key, slot, conn, generation))
+            })
+        });
+        let (key, slot, conn, generation) = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                returned(inner);
+                return Err(e);
+            }
+        };
         Ok(Self {
             inner: Arc::clone(inner),
             key,
@@ -169,12 +183,7 @@ impl<D: Dialer> Drop for Lease<D> {
         // A destructor panic is caught and dropped (the hook reported it):
         // dropping a lease never panics.
         close::swallowing(|| self.end());
-        let inner = &*self.inner;
-        inner.leases_out.fetch_sub(1, Ordering::SeqCst);
-        // A graceful shutdown may be waiting for this one.
-        if inner.shut_down.load(Ordering::Acquire) {
-            inner.lease_returned.notify_waiters();
-        }
+        returned(&self.inner);
     }
 }
 
@@ -218,6 +227,17 @@ impl<D: Dialer> Lease<D> {
             LeaseEnd::Home | LeaseEnd::Close(_) => {}
             LeaseEnd::Pool(conn, generation) => inner.pool_put(self.key, conn, generation),
         }
+    }
+}
+
+/// A lease (or an attempt at one) is over: no longer counted out, and a
+/// graceful shutdown waiting for the leases hears of it.
+fn returned<D: Dialer>(inner: &Inner<D>) {
+    inner.leases_out.fetch_sub(1, Ordering::SeqCst);
+    // SeqCst: store-buffering with the drain (flag, then count), so a
+    // drain that still counted this lease is woken.
+    if inner.shut_down.load(Ordering::SeqCst) {
+        inner.lease_returned.notify_waiters();
     }
 }
 

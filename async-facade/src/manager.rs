@@ -977,7 +977,8 @@ impl<D: Dialer> ConnectionManager<D> {
     /// dropped).
     pub async fn shutdown_gracefully(&self, deadline: Duration) -> usize {
         let inner = &*self.inner;
-        if !inner.shut_down.swap(true, Ordering::AcqRel) {
+        // SeqCst: store-buffering with `Lease::take` (count, then flag).
+        if !inner.shut_down.swap(true, Ordering::SeqCst) {
             close::reraising(|| inner.close_all());
         }
         let until = tokio::time::Instant::now() + deadline;
