@@ -108,6 +108,11 @@ impl Admission {
         Waiting(self)
     }
 
+    /// The head's turn, if nobody holds it.
+    pub(crate) fn try_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.turn.try_lock().ok()
+    }
+
     /// The queue of waiters, to wait in; the guard is the head's turn.
     pub(crate) async fn turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.turn.lock().await
@@ -171,6 +176,7 @@ impl Admission {
             .map(|_| Permit {
                 admission: Arc::clone(self),
                 limit,
+                quiet: false,
             })
             .map_err(|_| Error::LimitReached { limit, max })
     }
@@ -200,13 +206,28 @@ impl Drop for Waiting<'_> {
 pub(crate) struct Permit {
     admission: Arc<Admission>,
     limit: Limit,
+    /// Given back without waking a waiter (see [`Permit::quietly`]).
+    quiet: bool,
+}
+
+impl Permit {
+    /// Gives the unit back without waking the queue's head: for a unit a
+    /// waiter took itself and drops because its request was refused by a
+    /// later limit. Waking would wake that very waiter, which would try,
+    /// fail and wake itself again, never waiting (nor seeing its
+    /// deadline).
+    pub(crate) fn quietly(mut self) {
+        self.quiet = true;
+    }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         // Never underflows: a permit exists only for a unit it took.
         self.admission.counters[index(self.limit)].fetch_sub(1, Ordering::SeqCst);
-        self.admission.wake_waiter();
+        if !self.quiet {
+            self.admission.wake_waiter();
+        }
     }
 }
 

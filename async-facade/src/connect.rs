@@ -247,12 +247,21 @@ impl<D: Dialer> Inner<D> {
     /// held goes to the next waiter) and its count.
     async fn outbound_slot(&self) -> Result<Slot> {
         let a = &self.admission;
+        // A unit taken and given back because a later limit refused is
+        // given back quietly (see `Permit::quietly`).
         let take = || -> Result<Slot> {
             let limits = a.load();
-            Ok(Slot {
-                _connection: a.try_acquire_in(&limits, Limit::Connections)?,
-                _direction: a.try_acquire_in(&limits, Limit::Outbound)?,
-            })
+            let connection = a.try_acquire_in(&limits, Limit::Connections)?;
+            match a.try_acquire_in(&limits, Limit::Outbound) {
+                Ok(direction) => Ok(Slot {
+                    _connection: connection,
+                    _direction: direction,
+                }),
+                Err(refused) => {
+                    connection.quietly();
+                    Err(refused)
+                }
+            }
         };
         let wait = self.config.wait_for_slot;
         if wait.is_zero() {
@@ -283,8 +292,15 @@ impl<D: Dialer> Inner<D> {
         };
         match tokio::time::timeout_at(deadline, queued).await {
             Ok(outcome) => outcome,
-            // The deadline: one last look, then the refusal it meets.
-            Err(_) => take(),
+            // The deadline: the refusal of a last look, taken only with
+            // the turn (a waiter ahead keeps its place).
+            Err(_) => match a.try_turn() {
+                Some(_turn) => take(),
+                None => Err(Error::LimitReached {
+                    limit: Limit::Connections,
+                    max: a.load().max_connections,
+                }),
+            },
         }
     }
 

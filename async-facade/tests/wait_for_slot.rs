@@ -187,3 +187,33 @@ async fn cancelled_waiters_leave_no_trace() {
     m.connect(peer(OK, 1)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
+
+/// A waiter that finds `max_connections` free but `max_outbound` full
+/// gives the connection unit it took back without waking itself: it
+/// waits, and gives up at its deadline naming the outbound limit (a
+/// self-wake would spin without ever seeing the deadline).
+#[tokio::test(start_paused = true)]
+async fn a_waiter_refused_by_a_later_limit_waits_and_meets_its_deadline() {
+    let m = ConnectionManager::builder()
+        .max_connections(4)
+        .max_outbound(1)
+        .wait_for_slot(WAIT)
+        .dialer(TestDialer::default())
+        .build()
+        .unwrap();
+    m.connect(peer(OK, 0)).await.unwrap();
+    let start = Instant::now();
+    let err = m.connect(peer(OK, 1)).await.unwrap_err();
+    assert_eq!(start.elapsed(), WAIT);
+    assert!(
+        matches!(
+            err,
+            Error::LimitReached {
+                limit: Limit::Outbound,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!((m.active(), m.state().waiting_for_slot), (1, 0));
+}
