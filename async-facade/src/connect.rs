@@ -109,11 +109,22 @@ impl<D: Dialer> Inner<D> {
         tracing::debug!(target: "connmgr", peer = %peer, "dialing");
         // The units go into the peer's record for the dial's length (see
         // `Record::dial_units`).
+        // Blocked or backing off since the first look (while this call
+        // waited for a slot, say): refused here, before any dial.
         let (before, watch) = self.peers.at(&key, |map| {
+            let record = self.record(map, peer);
+            if record.blocked {
+                return Err(Error::Blocked { peer });
+            }
+            if record.backoff.is_some() {
+                if let Some(until) = record.backing_off(tokio::time::Instant::now().into_std()) {
+                    return Err(Error::BackingOff { peer, until });
+                }
+            }
             let before = self.table.insert(peer, ConnectionStatus::Connecting);
-            self.record(map, peer).dial_units = Some(slot);
-            (before, Self::watch_of(map, &peer))
-        });
+            record.dial_units = Some(slot);
+            Ok((before, Self::watch_of(map, &peer)))
+        })?;
         self.emit(
             peer,
             before,
@@ -149,9 +160,7 @@ impl<D: Dialer> Inner<D> {
                 // is (or is about to be) the live one; this one idles, and
                 // every waiter gets `Ok`.
                 let Some(slot) = units else {
-                    let generation = self.peers.at(&key, |map| self.record(map, peer).generation);
-                    self.pool_put(key, conn, generation);
-                    return Ok(());
+                    return self.landed_after_adopt(key, conn);
                 };
                 // A fresh dial has the last word over any status set
                 // meanwhile: `go_live` refuses it only after a shutdown.
@@ -236,6 +245,46 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 pub(crate) const SHED_ON_EMFILE: usize = 16;
 
 impl<D: Dialer> Inner<D> {
+    /// A dial landed after an `adopt` took its units over: its connection
+    /// idles and the dial's waiters get `Ok`, and the peer's backoff is
+    /// reset (the dial succeeded). Unless the peer was blocked meanwhile:
+    /// then the connection is closed, the waiters get `Err(Blocked)`, and
+    /// a peer still Connecting with nothing live (the adopt was refused by
+    /// the block after it took the units) goes Disconnected.
+    fn landed_after_adopt(&self, key: Key, conn: crate::inner::Held<D>) -> Result<()> {
+        use ConnectionStatus::{Connecting, Disconnected};
+        let peer = key.peer;
+        let (blocked, generation, settled) = self.peers.at(&key, |map| {
+            let record = self.record(map, peer);
+            record.backoff = None;
+            if !record.blocked {
+                return (false, record.generation, None);
+            }
+            let settled = (record.live.is_none()
+                && self
+                    .table
+                    .compare_and_set(&peer, Connecting, Disconnected)
+                    .is_ok())
+            .then(|| Self::watch_in(record));
+            (true, record.generation, settled)
+        });
+        if !blocked {
+            self.pool_put(key, conn, generation);
+            return Ok(());
+        }
+        close::swallowing(|| drop(conn));
+        if let Some(watch) = settled {
+            self.emit(
+                peer,
+                Some(Connecting),
+                Some(Disconnected),
+                Reason::Blocked,
+                watch,
+            );
+        }
+        Err(Error::Blocked { peer })
+    }
+
     /// A slot for an outbound connection: its units of `max_connections`
     /// and `max_outbound`, taken one after the other (a refusal drops
     /// those taken before it, and names the limit that refused). With

@@ -262,11 +262,13 @@ impl<D: Dialer> Inner<D> {
                     return Err(GoLive::Refused(conn, slot));
                 }
             }
-            if record.live.is_some() && self.table.get(&peer) == Some(ConnectionStatus::Connected) {
-                return Err(GoLive::Surplus(conn, record.generation));
-            }
+            // A dial that got this far succeeded: the backoff is reset
+            // whether its connection goes live or idles.
             if let Made::Dialed = made {
                 record.backoff = None;
+            }
+            if record.live.is_some() && self.table.get(&peer) == Some(ConnectionStatus::Connected) {
+                return Err(GoLive::Surplus(conn, record.generation));
             }
             let replaced = record.install(Live {
                 id: self.next_slot_id.fetch_add(1, Ordering::Relaxed),

@@ -131,3 +131,54 @@ async fn a_leased_connection_of_a_blocked_peer_is_closed_when_returned() {
     assert_eq!(m.dialer().closed(), 1);
     assert_eq!(m.idle(), 0);
 }
+
+/// A dial in flight, an `adopt` taking its units over, then a block: the
+/// dial lands after both and ends with `Err(Blocked)`, its connection
+/// closed, the peer Disconnected (not `Ok` with the peer blocked).
+#[tokio::test(start_paused = true)]
+async fn a_dial_landing_after_an_adopt_and_a_block_ends_blocked() {
+    let m = manager();
+    let p = peer(SLOW, 10);
+    let dial = tokio::spawn({
+        let m = m.clone();
+        async move { m.connect(p).await }
+    });
+    while m.get_status(&p).await != Some(Connecting) {
+        tokio::task::yield_now().await;
+    }
+    m.adopt(p, accepted(&m)).await.unwrap();
+    assert_eq!(m.get_status(&p).await, Some(Connected));
+    m.block(p);
+    let outcome = dial.await.unwrap();
+    assert!(matches!(outcome, Err(Error::Blocked { .. })), "{outcome:?}");
+    assert_eq!(m.get_status(&p).await, Some(Disconnected));
+    assert_eq!(m.dialer().closed(), 2, "the adopted and the dialed one");
+    assert_eq!((m.active(), m.idle(), m.pending_dials()), (0, 0, 0));
+}
+
+/// A peer blocked while its `connect` waits for a slot is not dialed when
+/// the slot comes.
+#[tokio::test(start_paused = true)]
+async fn a_peer_blocked_while_its_connect_waits_for_a_slot_is_not_dialed() {
+    let m = ConnectionManager::builder()
+        .max_connections(1)
+        .wait_for_slot(Duration::from_secs(10))
+        .dialer(TestDialer::default())
+        .build()
+        .unwrap();
+    m.connect(peer(OK, 0)).await.unwrap();
+    let p = peer(OK, 1);
+    let waiter = tokio::spawn({
+        let m = m.clone();
+        async move { m.connect(p).await }
+    });
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    m.block(p);
+    m.disconnect(&peer(OK, 0)).await;
+    assert!(matches!(waiter.await.unwrap(), Err(Error::Blocked { .. })));
+    assert_eq!(m.dialer().dials(), 1, "only the first peer was dialed");
+    assert_eq!(m.get_status(&p).await, None);
+    assert_eq!(m.active(), 0);
+}
