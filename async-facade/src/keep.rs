@@ -28,8 +28,10 @@ use crate::{ConnectionManager, Error};
 struct Keeping {
     /// A redial task runs for it.
     redialing: bool,
-    /// No redial before this (a refusal without a backoff of its own).
+    /// No redial before this (after a redial that failed).
     retry_at: Option<tokio::time::Instant>,
+    /// Redials failed in a row, for the doubling of `retry_at`.
+    failures: u32,
 }
 
 /// The kept peers.
@@ -52,12 +54,52 @@ impl Kept {
     }
 }
 
-/// The delay before a kept peer refused without a backoff of its own is
-/// tried again.
-fn retry_delay(config: &crate::Config) -> Duration {
-    config
+/// The delay before a kept peer whose redial failed `failures` times in a
+/// row is tried again: the dial backoff's schedule (1 s .. 5 min if it is
+/// off), doubling, without jitter. With the dial backoff on, a failed dial
+/// also sets the peer's own backoff, which the redial waits out as well.
+fn retry_delay(config: &crate::Config, failures: u32) -> Duration {
+    let (initial, max) = config
         .dial_backoff
-        .map_or(Duration::from_secs(1), |(initial, _)| initial)
+        .unwrap_or((Duration::from_secs(1), Duration::from_secs(300)));
+    let doublings = failures.saturating_sub(1).min(31);
+    initial.saturating_mul(1 << doublings).min(max)
+}
+
+/// Ends a redial: clears the peer's `redialing` mark (and sets when it is
+/// tried again, if the redial failed) and wakes the reapers, whether the
+/// task ran to its end or was dropped with its runtime.
+struct RedialDone<D: Dialer> {
+    inner: Arc<Inner<D>>,
+    peer: PeerId,
+    /// The redial's outcome: `None` if it never got one.
+    outcome: Option<Result<(), Error>>,
+}
+
+impl<D: Dialer> Drop for RedialDone<D> {
+    fn drop(&mut self) {
+        let inner = &self.inner;
+        if let Some(k) = inner.kept.peers.lock().get_mut(&self.peer) {
+            k.redialing = false;
+            match &self.outcome {
+                Some(Ok(())) => k.failures = 0,
+                // Refusals that carry their own wait, or end keeping; or
+                // no outcome (the task was dropped with its runtime): the
+                // next reaper pass, on a live runtime, tries again.
+                None
+                | Some(Err(Error::BackingOff { .. } | Error::Blocked { .. } | Error::ShutDown)) => {
+                }
+                // Any other failure (a dial error or timeout, a full
+                // limit): tried again later, the delay doubling.
+                Some(Err(_)) => {
+                    k.failures = k.failures.saturating_add(1);
+                    k.retry_at =
+                        Some(tokio::time::Instant::now() + retry_delay(&inner.config, k.failures));
+                }
+            }
+        }
+        inner.reapers.wake_all();
+    }
 }
 
 impl<D: Dialer> Inner<D> {
@@ -127,19 +169,16 @@ impl<D: Dialer> Inner<D> {
         }
         for peer in start {
             let manager = ConnectionManager::from_inner(Arc::clone(self));
+            let done = RedialDone {
+                inner: Arc::clone(self),
+                peer,
+                outcome: None,
+            };
             tokio::spawn(async move {
-                let outcome = manager.connect(peer).await;
-                let inner = manager.inner();
-                if let Some(k) = inner.kept.peers.lock().get_mut(&peer) {
-                    k.redialing = false;
-                    // A refusal with no backoff of its own (a full limit,
-                    // a status set Connected by bookkeeping alone): tried
-                    // again after the backoff's initial delay.
-                    if matches!(outcome, Err(Error::LimitReached { .. })) {
-                        k.retry_at = Some(tokio::time::Instant::now() + retry_delay(&inner.config));
-                    }
-                }
-                inner.reapers.wake_all();
+                // The whole guard moves in: dropped with the task, however
+                // it ends.
+                let mut done = done;
+                done.outcome = Some(manager.connect(peer).await);
             });
         }
         due

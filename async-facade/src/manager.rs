@@ -166,11 +166,6 @@ impl<D: Dialer> ConnectionManager<D> {
         Self { inner }
     }
 
-    /// The shared state.
-    pub(crate) fn inner(&self) -> &Arc<Inner<D>> {
-        &self.inner
-    }
-
     /// The settings this manager was built with. Its limits are those of
     /// the build; [`limits`](Self::limits) has the limits in force.
     pub fn config(&self) -> &Config {

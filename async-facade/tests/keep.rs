@@ -4,6 +4,8 @@
 //! `stop_keeping` is called.
 #![cfg(not(loom))] // tokio does not build under loom (see .ci/loom.sh)
 
+mod common;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -170,4 +172,56 @@ async fn a_blocked_kept_peer_is_not_redialed_until_unblocked() {
     assert_eq!(dials.lock().unwrap().len(), 0);
     m.unblock(&p);
     until_status(&m, &p, ConnectionStatus::Connected).await;
+}
+
+/// With the dial backoff off, failed redials of a kept peer are still
+/// spaced, doubling from 1 s: over 10 s, dials at 0, 1, 3 and 7 s (not a
+/// tight loop against a refusing peer).
+#[tokio::test(start_paused = true)]
+async fn failed_redials_are_spaced_even_with_the_dial_backoff_off() {
+    let dialer = common::TestDialer::default();
+    let m = ConnectionManager::builder()
+        .dial_backoff(Duration::ZERO, Duration::ZERO)
+        .dialer(dialer.clone())
+        .build()
+        .unwrap();
+    m.keep_connected(common::peer(common::FAIL, 0));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(dialer.dials(), 4);
+}
+
+/// A redial whose runtime shuts down mid-dial does not leave its peer
+/// marked as being redialed: the reaper of another runtime dials it again.
+#[test]
+fn a_redial_dropped_with_its_runtime_is_made_again_on_another() {
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let dialer = common::TestDialer::default();
+    let m = ConnectionManager::builder()
+        .dialer(dialer.clone())
+        .build()
+        .unwrap();
+    let first = rt();
+    first.block_on(async {
+        m.keep_connected(common::peer(common::HANG, 0));
+        while dialer.dials() == 0 {
+            tokio::task::yield_now().await;
+        }
+    });
+    drop(first); // the hanging redial is dropped with its runtime
+    rt().block_on(async {
+        // A call on this runtime starts its reaper.
+        m.connect(common::peer(common::OK, 0)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while dialer.dials() < 3 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the kept peer is dialed again");
+    });
 }
