@@ -5,9 +5,9 @@ use crate::{Error, Limit};
 
 /// The limits a manager enforces: read with
 /// [`limits`](crate::ConnectionManager::limits), changed at runtime with
-/// [`set_limits`](crate::ConnectionManager::set_limits). Start from the
-/// limits in force, or from [`Limits::new`], and change the fields you
-/// need:
+/// [`set_limits`](crate::ConnectionManager::set_limits). A plain struct:
+/// build it whole, or start from the limits in force or from
+/// [`Limits::new`] and change the fields you need:
 ///
 /// ```
 /// use connmgr::{ConnectionManager, Limits};
@@ -20,7 +20,6 @@ use crate::{Error, Limit};
 /// assert_eq!(Limits::new(8).max_sockets, 16);
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct Limits {
     /// Most connections connecting or connected at once, either direction.
     pub max_connections: usize,

@@ -350,15 +350,18 @@ impl<D: Dialer> ConnectionManager<D> {
     /// its lease discarded), the manager redials it by itself, on a task
     /// of the runtime its reaper runs on, one dial at a time, with the
     /// peer's dial backoff ([`Builder::dial_backoff`](crate::Builder::dial_backoff))
-    /// between failed tries. A redial refused by a full limit is tried
-    /// again after the backoff's initial delay (1 s if the backoff is
-    /// off). A blocked peer is not redialed until unblocked. The manager
+    /// between failed tries; besides, each failed redial (a dial error or
+    /// timeout, a full limit) waits before the next, doubling from the
+    /// backoff's initial delay up to its max (1 s to 5 min if the backoff
+    /// is off), so a kept peer is never redialed in a tight loop. A
+    /// blocked peer is not redialed until unblocked. The manager
     /// learns that a live connection broke when its status leaves
     /// Connected (a discarded lease, a read or write through a lease cut
     /// short, `update_status`); it does not probe live connections. Kept
     /// peers are never forgotten. A redial holds the manager for the
-    /// length of its dial (at most the dial timeout) after the last
-    /// handle is dropped. Keeping a kept peer again changes nothing.
+    /// length of its `connect` (a wait for a slot, if
+    /// [`wait_for_slot`](crate::Builder::wait_for_slot) is set, and the
+    /// dial, at most the dial timeout) after the last handle is dropped. Keeping a kept peer again changes nothing.
     ///
     /// Needs a tokio runtime to have run a call of this manager (this one,
     /// if called inside one): redials run on the reapers' runtimes.
@@ -383,9 +386,11 @@ impl<D: Dialer> ConnectionManager<D> {
     /// and its idle ones are closed now (a Connected peer goes
     /// Disconnected, [`Reason::Blocked`]); from now on `connect` refuses
     /// it and `adopt` closes what it is given, both with
-    /// [`Error::Blocked`]; a dial to it in flight ends with
-    /// `Err(Blocked)`, its connection closed, the peer Disconnected, never
-    /// Connected; a leased connection is closed when its lease is dropped.
+    /// [`Error::Blocked`]; a dial to it in flight that lands after the
+    /// block ends with `Err(Blocked)`, its connection closed and the peer
+    /// Disconnected, never Connected (one that fails ends with its dial
+    /// error, the peer Failed, as ever); a leased connection is closed
+    /// when its lease is dropped.
     /// The block belongs to the peer, connected or not (block a peer
     /// before it ever connects), and keeps it from being forgotten, until
     /// [`unblock`](Self::unblock). Bookkeeping (`update_status`) is not

@@ -203,3 +203,28 @@ async fn state_reads_every_gauge_and_limit() {
     assert!(s.shut_down);
     assert_eq!((s.connected, s.active, s.sockets, s.idle), (0, 0, 0, 0));
 }
+
+/// `Limits` is a plain struct: built whole, it is put in force as is.
+#[tokio::test]
+async fn limits_built_whole_are_put_in_force() {
+    let m = manager(4);
+    let limits = Limits {
+        max_connections: 3,
+        max_inbound: 1,
+        max_outbound: 2,
+        max_pending_dials: 1,
+        max_sockets: 6,
+        watermarks: Some((1, 3)),
+    };
+    m.set_limits(limits).unwrap();
+    assert_eq!(m.limits(), limits);
+    m.connect(peer(OK, 0)).await.unwrap();
+    m.connect(peer(OK, 1)).await.unwrap();
+    assert!(matches!(
+        m.connect(peer(OK, 2)).await,
+        Err(Error::LimitReached {
+            limit: Limit::Outbound,
+            max: 2
+        })
+    ));
+}
