@@ -311,6 +311,12 @@ impl<D: Dialer> Inner<D> {
     pub(crate) fn adopt(&self, peer: PeerId, conn: D::Conn) -> Result<()> {
         if self.shut_down.load(Ordering::Acquire) {
             drop(Closing::new(conn, None));
+            tracing::debug!(
+                target: "connmgr",
+                peer = %peer,
+                reason = %Error::ShutDown,
+                "adopt refused"
+            );
             return Err(Error::ShutDown);
         }
         let key = self.peers.key(peer);
@@ -405,8 +411,19 @@ impl<D: Dialer> Inner<D> {
                 self.pool_put(key, conn, generation);
                 Ok(())
             }
-            GoLive::Refused(..) => Err(Error::ShutDown),
-            GoLive::Blocked(..) => Err(Error::Blocked { peer }),
+            refused @ (GoLive::Refused(..) | GoLive::Blocked(..)) => {
+                let e = match refused {
+                    GoLive::Blocked(..) => Error::Blocked { peer },
+                    _ => Error::ShutDown,
+                };
+                tracing::debug!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %e,
+                    "adopt refused"
+                );
+                Err(e)
+            }
         }
     }
 
@@ -871,6 +888,12 @@ impl<D: Dialer> Inner<D> {
         });
         drop(slot);
         self.close_idle(peer);
+        tracing::debug!(
+            target: "connmgr",
+            peer = %peer,
+            reason = %Reason::Blocked,
+            "blocked: live and idle connections closed"
+        );
         if let Some(watch) = change {
             self.ensure_reaper(false);
             self.emit(

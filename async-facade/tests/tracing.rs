@@ -105,11 +105,26 @@ async fn a_refusal_names_the_peer_and_the_reason() {
     assert_eq!(refused[0].spans, ["connect"]);
     // Blocked, and backing off, name theirs too.
     m.block(p);
+    assert_eq!(
+        events
+            .about("blocked: live and idle connections closed", &p)
+            .len(),
+        1
+    );
     let err = m.connect(p).await.unwrap_err();
     assert_eq!(
         events.about("connect refused", &p)[1].field("reason"),
         Some(err.to_string().as_str())
     );
+    // So does an adopt refused.
+    let accepted = Conn {
+        closed: m.dialer().closed.clone(),
+        alive: true,
+    };
+    let err = m.adopt(p, accepted).await.unwrap_err();
+    let refused = events.about("adopt refused", &p);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].field("reason"), Some(err.to_string().as_str()));
 }
 
 #[tokio::test(start_paused = true)]
