@@ -772,7 +772,7 @@ impl<D: Dialer> Inner<D> {
             "status changed"
         );
         // A kept peer off Connected: a reaper redials it.
-        if to != Some(ConnectionStatus::Connected) && self.kept.contains(&peer) {
+        if to != Some(ConnectionStatus::Connected) && self.is_kept_connected(&peer) {
             self.reapers.wake_all();
         }
         let subscribers = self.subscribers.load(Ordering::Acquire);

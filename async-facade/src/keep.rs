@@ -48,7 +48,8 @@ impl Kept {
         self.count.load(Ordering::Acquire)
     }
 
-    /// Whether `peer` is kept (a short lock, only while any peer is).
+    /// Whether `peer` is listed (a short lock of the list, only while any
+    /// peer is).
     pub(crate) fn contains(&self, peer: &PeerId) -> bool {
         self.len() > 0 && self.peers.lock().contains_key(peer)
     }
@@ -103,11 +104,13 @@ impl<D: Dialer> Drop for RedialDone<D> {
 }
 
 impl<D: Dialer> Inner<D> {
-    /// Starts keeping `peer` connected.
+    /// Starts keeping `peer` connected. The record's flag and the list
+    /// change together, under the list's lock (then the record's: the
+    /// order the reapers' pass takes them in), so they always agree.
     pub(crate) fn keep(&self, peer: PeerId) {
-        self.with_record(&peer, |r| r.keep = true);
         {
             let mut peers = self.kept.peers.lock();
+            self.with_record(&peer, |r| r.keep = true);
             peers.entry(peer).or_default();
             self.kept.count.store(peers.len(), Ordering::Release);
         }
@@ -117,12 +120,19 @@ impl<D: Dialer> Inner<D> {
 
     /// Stops keeping `peer` connected; a redial in flight still ends.
     pub(crate) fn stop_keeping(&self, peer: &PeerId) {
-        {
-            let mut peers = self.kept.peers.lock();
-            peers.remove(peer);
-            self.kept.count.store(peers.len(), Ordering::Release);
-        }
+        let mut peers = self.kept.peers.lock();
         self.with_existing(peer, |r| r.keep = false);
+        peers.remove(peer);
+        self.kept.count.store(peers.len(), Ordering::Release);
+    }
+
+    /// Whether `peer` is kept, from its record (its own lock, no global
+    /// one): for `emit`, after every record lock is released.
+    pub(crate) fn is_kept_connected(&self, peer: &PeerId) -> bool {
+        self.kept.len() > 0
+            && self
+                .peers
+                .with(peer, |map| map.get(peer).is_some_and(|r| r.keep))
     }
 
     /// A reaper's pass over the kept peers: spawns a redial (on this
@@ -151,8 +161,9 @@ impl<D: Dialer> Inner<D> {
                 let (blocked, until) = self
                     .peers
                     .with(peer, |map| {
+                        // Not redialed: blocked, or no longer flagged kept.
                         map.get(peer)
-                            .map(|r| (r.blocked, r.backing_off(now.into_std())))
+                            .map(|r| (r.blocked || !r.keep, r.backing_off(now.into_std())))
                     })
                     .unwrap_or((false, None));
                 if blocked {
