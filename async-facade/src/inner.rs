@@ -869,43 +869,6 @@ impl<D: Dialer> Inner<D> {
         })
     }
 
-    /// Blocks `peer` (see `ConnectionManager::block`): sets the flag, takes
-    /// its live slot out and moves a Connected peer to Disconnected, in one
-    /// locked step; then closes the live connection and the idle ones.
-    pub(crate) fn block(&self, peer: PeerId) {
-        use ConnectionStatus::{Connected, Disconnected};
-        let key = self.peers.key(peer);
-        let (slot, change) = self.peers.at(&key, |map| {
-            let record = self.record(map, peer);
-            record.blocked = true;
-            let slot = record.live.take();
-            let change = self
-                .table
-                .compare_and_set(&peer, Connected, Disconnected)
-                .is_ok()
-                .then(|| Self::watch_in(record));
-            (slot, change)
-        });
-        drop(slot);
-        self.close_idle(peer);
-        tracing::debug!(
-            target: "connmgr",
-            peer = %peer,
-            reason = %Reason::Blocked,
-            "blocked: live and idle connections closed"
-        );
-        if let Some(watch) = change {
-            self.ensure_reaper(false);
-            self.emit(
-                peer,
-                Some(Connected),
-                Some(Disconnected),
-                Reason::Blocked,
-                watch,
-            );
-        }
-    }
-
     /// Retires every live slot, closing its connection (`shutdown`).
     pub(crate) fn retire_all(&self) {
         let mut slots = Vec::new();

@@ -195,3 +195,42 @@ impl<D: Dialer> Inner<D> {
         due
     }
 }
+
+impl<D: Dialer> ConnectionManager<D> {
+    /// Keeps `peer` connected, as kaspad's permanent peers: whenever it is
+    /// not Connected (never connected yet, disconnected, failed, trimmed,
+    /// its lease discarded), the manager redials it by itself, on a task
+    /// of the runtime its reaper runs on, one dial at a time, with the
+    /// peer's dial backoff ([`Builder::dial_backoff`](crate::Builder::dial_backoff))
+    /// between failed tries; besides, each failed redial (a dial error or
+    /// timeout, a full limit) waits before the next, doubling from the
+    /// backoff's initial delay up to its max (1 s to 5 min if the backoff
+    /// is off), so a kept peer is never redialed in a tight loop. A
+    /// blocked peer is not redialed until unblocked. The manager
+    /// learns that a live connection broke when its status leaves
+    /// Connected (a discarded lease, a read or write through a lease cut
+    /// short, `update_status`); it does not probe live connections. Kept
+    /// peers are never forgotten. A redial holds the manager for the
+    /// length of its `connect` (a wait for a slot, if
+    /// [`wait_for_slot`](crate::Builder::wait_for_slot) is set, and the
+    /// dial, at most the dial timeout) after the last handle is dropped. Keeping a kept peer again changes nothing.
+    ///
+    /// Needs a tokio runtime to have run a call of this manager (this one,
+    /// if called inside one): redials run on the reapers' runtimes.
+    ///
+    /// **Progress:** a short hold of the peer's record lock and of the
+    /// list of kept peers; wakes the reapers.
+    pub fn keep_connected(&self, peer: PeerId) {
+        self.inner.keep(peer);
+    }
+
+    /// Stops keeping `peer` connected: it is no longer redialed (a redial
+    /// in flight still ends, connected or not), and it may be forgotten
+    /// again. Its connection, if any, stays.
+    ///
+    /// **Progress:** a short hold of the list of kept peers and of the
+    /// peer's record lock.
+    pub fn stop_keeping(&self, peer: &PeerId) {
+        self.inner.stop_keeping(peer);
+    }
+}

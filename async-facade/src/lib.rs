@@ -186,6 +186,8 @@ mod admission;
 #[cfg(not(loom))]
 mod backoff;
 #[cfg(not(loom))]
+mod block;
+#[cfg(not(loom))]
 mod close;
 #[cfg(not(loom))]
 mod config;
@@ -193,6 +195,8 @@ mod config;
 mod connect;
 #[cfg(not(loom))]
 mod dialer;
+#[cfg(not(loom))]
+mod drain;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]

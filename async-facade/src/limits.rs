@@ -1,6 +1,9 @@
 //! [`Limits`]: the limits a manager enforces, changeable at runtime.
 
 use crate::config::Config;
+use crate::dialer::Dialer;
+use crate::ConnectionManager;
+use crate::Result;
 use crate::{Error, Limit};
 
 /// The limits a manager enforces: read with
@@ -79,7 +82,7 @@ impl Limits {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] naming the first setting out of range.
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the first setting out of range.
     pub(crate) fn validate(&self) -> Result<(), Error> {
         let (low, high) = self.watermarks.unwrap_or((0, 1));
         let checks: [(bool, &'static str, &'static str); 7] = [
@@ -107,5 +110,47 @@ impl Limits {
             Some(&(_, setting, expected)) => Err(Error::InvalidConfig { setting, expected }),
             None => Ok(()),
         }
+    }
+}
+
+impl<D: Dialer> ConnectionManager<D> {
+    /// The limits in force: those of the build until
+    /// [`set_limits`](Self::set_limits) changes them.
+    ///
+    /// **Progress:** wait-free (an `ArcSwap` load).
+    pub fn limits(&self) -> Limits {
+        self.inner.admission.limits()
+    }
+
+    /// Puts new limits in force, at runtime.
+    ///
+    /// The limit in force for an admission (a `connect`'s slot, its dial's
+    /// pending unit and socket, an `adopt`) is the one it loads as it
+    /// takes its units: every
+    /// admission that starts after this call returns checks the new
+    /// limits, and none ever takes a unit beyond the limit it checked. A
+    /// lowered limit refuses new work at once and closes nothing: the
+    /// connections open above it stay until they close by themselves (or
+    /// trimming closes them, if the new watermarks say so: a trim is due
+    /// at once). A raised limit admits at once, and wakes the first
+    /// [`wait_for_slot`](crate::Builder::wait_for_slot) waiter to look.
+    ///
+    /// [`config`](Self::config) keeps the limits of the build.
+    ///
+    /// **Progress:** lock-free (an `ArcSwap` store); waking the reapers
+    /// takes a short lock.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`](crate::Error::InvalidConfig) naming the first setting out of range, as
+    /// [`Builder::build`](crate::Builder::build) checks it: the limits in
+    /// force are then left as they were.
+    pub fn set_limits(&self, limits: Limits) -> Result<()> {
+        limits.validate()?;
+        self.inner.admission.set_limits(limits);
+        if self.inner.over_high() {
+            self.inner.reapers.wake_all();
+        }
+        Ok(())
     }
 }

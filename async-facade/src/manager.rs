@@ -22,11 +22,10 @@ use crate::dial_share::{self, Join};
 use crate::dialer::{Dialer, NoTransport};
 use crate::inner::{event_ring_bytes, Inner, TokioClock};
 use crate::lease::Lease;
-use crate::limits::Limits;
 use crate::peers::Peers;
 use crate::reaper::Reapers;
 use crate::sync::{Arc, AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::{Direction, Error, Limit, Reason, Result, State, StatusEvent};
+use crate::{Direction, Error, Limit, Reason, Result, StatusEvent};
 
 /// Manages connections to peers: limits, idle pooling with a TTL that
 /// expires by itself, atomic status tracking and live metrics.
@@ -70,7 +69,7 @@ use crate::{Direction, Error, Limit, Reason, Result, State, StatusEvent};
 /// peer's previous status, and if other callers were waiting on its dial,
 /// one of them takes the dial over.
 pub struct ConnectionManager<D: Dialer = NoTransport> {
-    inner: Arc<Inner<D>>,
+    pub(crate) inner: Arc<Inner<D>>,
 }
 
 impl<D: Dialer> Clone for ConnectionManager<D> {
@@ -343,92 +342,6 @@ impl<D: Dialer> ConnectionManager<D> {
         self.inner.peers.with(peer, |map| {
             map.get(peer)?.live.as_ref().map(|l| l.direction)
         })
-    }
-
-    /// Keeps `peer` connected, as kaspad's permanent peers: whenever it is
-    /// not Connected (never connected yet, disconnected, failed, trimmed,
-    /// its lease discarded), the manager redials it by itself, on a task
-    /// of the runtime its reaper runs on, one dial at a time, with the
-    /// peer's dial backoff ([`Builder::dial_backoff`](crate::Builder::dial_backoff))
-    /// between failed tries; besides, each failed redial (a dial error or
-    /// timeout, a full limit) waits before the next, doubling from the
-    /// backoff's initial delay up to its max (1 s to 5 min if the backoff
-    /// is off), so a kept peer is never redialed in a tight loop. A
-    /// blocked peer is not redialed until unblocked. The manager
-    /// learns that a live connection broke when its status leaves
-    /// Connected (a discarded lease, a read or write through a lease cut
-    /// short, `update_status`); it does not probe live connections. Kept
-    /// peers are never forgotten. A redial holds the manager for the
-    /// length of its `connect` (a wait for a slot, if
-    /// [`wait_for_slot`](crate::Builder::wait_for_slot) is set, and the
-    /// dial, at most the dial timeout) after the last handle is dropped. Keeping a kept peer again changes nothing.
-    ///
-    /// Needs a tokio runtime to have run a call of this manager (this one,
-    /// if called inside one): redials run on the reapers' runtimes.
-    ///
-    /// **Progress:** a short hold of the peer's record lock and of the
-    /// list of kept peers; wakes the reapers.
-    pub fn keep_connected(&self, peer: PeerId) {
-        self.inner.keep(peer);
-    }
-
-    /// Stops keeping `peer` connected: it is no longer redialed (a redial
-    /// in flight still ends, connected or not), and it may be forgotten
-    /// again. Its connection, if any, stays.
-    ///
-    /// **Progress:** a short hold of the list of kept peers and of the
-    /// peer's record lock.
-    pub fn stop_keeping(&self, peer: &PeerId) {
-        self.inner.stop_keeping(peer);
-    }
-
-    /// Blocks `peer`, as libp2p's block list does: its live connection
-    /// and its idle ones are closed now (a Connected peer goes
-    /// Disconnected, [`Reason::Blocked`]); from now on `connect` refuses
-    /// it and `adopt` closes what it is given, both with
-    /// [`Error::Blocked`]; a dial to it in flight that lands after the
-    /// block ends with `Err(Blocked)`, its connection closed and the peer
-    /// Disconnected, never Connected (one that fails ends with its dial
-    /// error, the peer Failed, as ever); a leased connection is closed
-    /// when its lease is dropped.
-    /// The block belongs to the peer, connected or not (block a peer
-    /// before it ever connects), and keeps it from being forgotten, until
-    /// [`unblock`](Self::unblock). Bookkeeping (`update_status`) is not
-    /// refused, and a peer marked Connected by it alone makes `connect`
-    /// answer `Ok` as ever (it holds no connection).
-    ///
-    /// **Progress:** a short hold of the peer's record lock; the closes
-    /// run after it.
-    ///
-    /// # Panics
-    ///
-    /// A connection destructor's panic is caught, the block goes on to
-    /// the end, then the panic is re-raised (see
-    /// [Panicking destructors](Self#panicking-destructors)).
-    pub fn block(&self, peer: PeerId) {
-        close::reraising(|| self.inner.block(peer));
-    }
-
-    /// Lifts `peer`'s block: it may be dialed and adopted again (and a
-    /// kept peer is redialed at once). An unknown or unblocked peer
-    /// changes nothing.
-    ///
-    /// **Progress:** a short hold of the peer's record lock.
-    pub fn unblock(&self, peer: &PeerId) {
-        self.inner.with_existing(peer, |r| r.blocked = false);
-        // A kept peer is redialed now.
-        if self.inner.kept.contains(peer) {
-            self.inner.reapers.wake_all();
-        }
-    }
-
-    /// Whether `peer` is blocked.
-    ///
-    /// **Progress:** a short hold of the peer's record lock.
-    pub fn is_blocked(&self, peer: &PeerId) -> bool {
-        self.inner
-            .with_existing(peer, |r| r.blocked)
-            .unwrap_or(false)
     }
 
     /// Protects `peer` under `tag`: while any tag protects it, trimming
@@ -711,74 +624,6 @@ impl<D: Dialer> ConnectionManager<D> {
             + event_ring_bytes(i.config.event_capacity)
     }
 
-    /// The limits in force: those of the build until
-    /// [`set_limits`](Self::set_limits) changes them.
-    ///
-    /// **Progress:** wait-free (an `ArcSwap` load).
-    pub fn limits(&self) -> Limits {
-        self.inner.admission.limits()
-    }
-
-    /// Puts new limits in force, at runtime.
-    ///
-    /// The limit in force for an admission (a `connect`'s slot, its dial's
-    /// pending unit and socket, an `adopt`) is the one it loads as it
-    /// takes its units: every
-    /// admission that starts after this call returns checks the new
-    /// limits, and none ever takes a unit beyond the limit it checked. A
-    /// lowered limit refuses new work at once and closes nothing: the
-    /// connections open above it stay until they close by themselves (or
-    /// trimming closes them, if the new watermarks say so: a trim is due
-    /// at once). A raised limit admits at once, and wakes the first
-    /// [`wait_for_slot`](crate::Builder::wait_for_slot) waiter to look.
-    ///
-    /// [`config`](Self::config) keeps the limits of the build.
-    ///
-    /// **Progress:** lock-free (an `ArcSwap` store); waking the reapers
-    /// takes a short lock.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] naming the first setting out of range, as
-    /// [`Builder::build`](crate::Builder::build) checks it: the limits in
-    /// force are then left as they were.
-    pub fn set_limits(&self, limits: Limits) -> Result<()> {
-        limits.validate()?;
-        self.inner.admission.set_limits(limits);
-        if self.inner.over_high() {
-            self.inner.reapers.wake_all();
-        }
-        Ok(())
-    }
-
-    /// Every gauge and limit, in one snapshot (see [`State`] for how
-    /// exact it is under concurrent changes).
-    ///
-    /// **Progress:** O(shards + stripes) atomic loads for the counts; the
-    /// memory figure takes each shard lock of the peer records in turn
-    /// (O(records), see [`memory_usage`](Self::memory_usage)).
-    pub fn state(&self) -> State {
-        let (t, a) = (&self.inner.table, &self.inner.admission);
-        State {
-            connected: t.count(ConnectionStatus::Connected),
-            connecting: t.count(ConnectionStatus::Connecting),
-            disconnected: t.count(ConnectionStatus::Disconnected),
-            failed: t.count(ConnectionStatus::Failed),
-            tracked_peers: t.len(),
-            active: a.in_use(Limit::Connections),
-            inbound: a.in_use(Limit::Inbound),
-            outbound: a.in_use(Limit::Outbound),
-            pending_dials: a.in_use(Limit::PendingDials),
-            sockets: a.in_use(Limit::Sockets),
-            idle: self.inner.pool.len(),
-            waiting_for_slot: a.waiting(),
-            kept: self.inner.kept.len(),
-            memory_usage: self.memory_usage(),
-            limits: a.limits(),
-            shut_down: self.is_shut_down(),
-        }
-    }
-
     /// Connections connecting or connected (slots in use).
     pub fn active(&self) -> usize {
         self.inner.admission.in_use(Limit::Connections)
@@ -942,59 +787,6 @@ impl<D: Dialer> ConnectionManager<D> {
             return;
         }
         close::reraising(|| inner.close_all());
-    }
-
-    /// Shuts down with a drain: no new work is accepted from the first
-    /// poll on (as [`shutdown`](Self::shutdown): `connect`, `adopt` and
-    /// `lease` fail with [`Error::ShutDown`], waiters for a slot give up,
-    /// kept peers are no longer redialed), idle connections and live ones
-    /// not leased are closed at once, and their Connected peers go
-    /// Disconnected ([`Reason::ShutDown`]). Then it waits, up to
-    /// `deadline`, for the leases still out to be dropped: each
-    /// connection returned meanwhile is closed as it comes back (cleanly:
-    /// its user finished with it). Returns the number of leases still
-    /// out at the deadline (0 if all came back), the forced closes: the
-    /// manager cannot take a connection out of its user's hands, so from
-    /// the deadline on every read and write through such a lease fails
-    /// with `ConnectionAborted`, and its connection is closed when the
-    /// lease is dropped. Dials in flight are not waited for: each is
-    /// closed when it lands.
-    ///
-    /// Called again, or after `shutdown`, it waits for the leases out in
-    /// the same way.
-    ///
-    /// **Progress:** what `shutdown` does, then waits (an async wait, no
-    /// thread blocked) for the leases or the deadline.
-    ///
-    /// # Panics
-    ///
-    /// As [`shutdown`](Self::shutdown), for the closes it makes itself.
-    ///
-    /// # Cancellation safety
-    ///
-    /// Dropped while it waits, the manager stays shut down and the
-    /// leases still out are not cut off (their I/O goes on until they are
-    /// dropped).
-    pub async fn shutdown_gracefully(&self, deadline: Duration) -> usize {
-        let inner = &*self.inner;
-        // SeqCst: store-buffering with `Lease::take` (count, then flag).
-        if !inner.shut_down.swap(true, Ordering::SeqCst) {
-            close::reraising(|| inner.close_all());
-        }
-        let until = tokio::time::Instant::now() + deadline;
-        loop {
-            let returned = inner.lease_returned.notified();
-            tokio::pin!(returned);
-            returned.as_mut().enable();
-            if inner.leases_out.load(Ordering::SeqCst) == 0 {
-                return 0;
-            }
-            if tokio::time::timeout_at(until, returned).await.is_err() {
-                break;
-            }
-        }
-        inner.cut_off.store(true, Ordering::Release);
-        inner.leases_out.load(Ordering::SeqCst)
     }
 
     /// True once [`shutdown`](Self::shutdown) was called.

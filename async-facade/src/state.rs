@@ -1,6 +1,10 @@
 //! [`State`]: one snapshot of every gauge and limit of a manager.
 
+use connmgr_core::ConnectionStatus;
+
+use crate::dialer::Dialer;
 use crate::limits::Limits;
+use crate::{ConnectionManager, Limit};
 
 /// Every gauge and limit of a manager, read together by
 /// [`state`](crate::ConnectionManager::state).
@@ -49,4 +53,34 @@ pub struct State {
     pub limits: Limits,
     /// Whether the manager was shut down.
     pub shut_down: bool,
+}
+
+impl<D: Dialer> ConnectionManager<D> {
+    /// Every gauge and limit, in one snapshot (see [`State`] for how
+    /// exact it is under concurrent changes).
+    ///
+    /// **Progress:** O(shards + stripes) atomic loads for the counts; the
+    /// memory figure takes each shard lock of the peer records in turn
+    /// (O(records), see [`memory_usage`](Self::memory_usage)).
+    pub fn state(&self) -> State {
+        let (t, a) = (&self.inner.table, &self.inner.admission);
+        State {
+            connected: t.count(ConnectionStatus::Connected),
+            connecting: t.count(ConnectionStatus::Connecting),
+            disconnected: t.count(ConnectionStatus::Disconnected),
+            failed: t.count(ConnectionStatus::Failed),
+            tracked_peers: t.len(),
+            active: a.in_use(Limit::Connections),
+            inbound: a.in_use(Limit::Inbound),
+            outbound: a.in_use(Limit::Outbound),
+            pending_dials: a.in_use(Limit::PendingDials),
+            sockets: a.in_use(Limit::Sockets),
+            idle: self.inner.pool.len(),
+            waiting_for_slot: a.waiting(),
+            kept: self.inner.kept.len(),
+            memory_usage: self.memory_usage(),
+            limits: a.limits(),
+            shut_down: self.is_shut_down(),
+        }
+    }
 }
