@@ -25,8 +25,9 @@ impl<D: Dialer> ConnectionManager<D> {
     /// lease is dropped. Dials in flight are not waited for: each is
     /// closed when it lands.
     ///
-    /// Called again, or after `shutdown`, it waits for the leases out in
-    /// the same way.
+    /// Called again, or after `shutdown`, it first waits for the closes of
+    /// the call that shut the manager down to be done (they run whole, on
+    /// that call's thread), then for the leases out in the same way.
     ///
     /// **Progress:** what `shutdown` does, then waits (an async wait, no
     /// thread blocked) for the leases or the deadline.
@@ -45,6 +46,17 @@ impl<D: Dialer> ConnectionManager<D> {
         // SeqCst: store-buffering with `Lease::take` (count, then flag).
         if !inner.shut_down.swap(true, Ordering::SeqCst) {
             close::reraising(|| inner.close_all());
+        }
+        // Another call (this one, or `shutdown`, on another thread) may
+        // still be closing: its closes run whole; wait for them.
+        loop {
+            let closed = inner.lease_returned.notified();
+            tokio::pin!(closed);
+            closed.as_mut().enable();
+            if inner.closed.load(Ordering::SeqCst) {
+                break;
+            }
+            closed.await;
         }
         let until = tokio::time::Instant::now() + deadline;
         loop {

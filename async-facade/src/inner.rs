@@ -147,6 +147,8 @@ pub(crate) struct Inner<D: Dialer> {
     /// Woken when a lease is dropped after a shutdown (a graceful drain
     /// waits on it).
     pub(crate) lease_returned: tokio::sync::Notify,
+    /// Set once `shutdown`'s closes are all done (`close_all` ran whole).
+    pub(crate) closed: AtomicBool,
     /// Set when a graceful shutdown's deadline passed with leases out:
     /// their I/O fails from then on.
     pub(crate) cut_off: AtomicBool,

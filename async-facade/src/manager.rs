@@ -154,6 +154,7 @@ impl<D: Dialer> ConnectionManager<D> {
                 leases_out: AtomicUsize::new(0),
                 lease_returned: tokio::sync::Notify::new(),
                 cut_off: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 config,
                 dialer,
             }),

@@ -58,6 +58,9 @@ impl<D: Dialer> Inner<D> {
         self.reapers.wake_all();
         // `connect`s waiting for a slot give up with `ShutDown`.
         self.admission.wake_waiter();
+        // Done: a drain waiting for this close (a second call) goes on.
+        self.closed.store(true, Ordering::SeqCst);
+        self.lease_returned.notify_waiters();
     }
 
     /// Closes expired idle connections; forgets Disconnected or Failed

@@ -138,3 +138,52 @@ async fn a_drain_with_every_lease_back_returns_at_once() {
     // Idle: nothing to wait for.
     assert_eq!(m.shutdown_gracefully(Duration::from_secs(60)).await, 0);
 }
+
+/// A connection whose close takes a while (its destructor sleeps).
+struct Slow(Arc<AtomicUsize>);
+
+impl Drop for Slow {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(50));
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone, Default)]
+struct SlowDialer(Arc<AtomicUsize>);
+
+impl Dialer for SlowDialer {
+    type Conn = Slow;
+    async fn dial(&self, _: &PeerId) -> io::Result<Slow> {
+        Ok(Slow(self.0.clone()))
+    }
+}
+
+/// A second drain, started while the first is still closing on another
+/// thread, returns only once those closes are done (not with 0 at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_drain_waits_for_the_first_ones_closes() {
+    let m = ConnectionManager::builder()
+        .dialer(SlowDialer::default())
+        .build()
+        .unwrap();
+    for n in 0..6u8 {
+        m.connect(PeerId::from_bytes([n; 32])).await.unwrap();
+    }
+    let first = std::thread::spawn({
+        let m = m.clone();
+        move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(m.shutdown_gracefully(Duration::from_secs(5)))
+        }
+    });
+    while !m.is_shut_down() {
+        std::hint::spin_loop();
+    }
+    assert_eq!(m.shutdown_gracefully(Duration::from_secs(5)).await, 0);
+    assert_eq!(m.dialer().0.load(Ordering::SeqCst), 6, "all closed first");
+    assert_eq!(first.join().unwrap(), 0);
+}
