@@ -138,20 +138,28 @@ async fn a_peer_no_longer_kept_stays_disconnected() {
     let p = PeerId::random();
     m.keep_connected(p);
     until_status(&m, &p, ConnectionStatus::Connected).await;
-    // Disconnected while kept: reconnected (from the pool, no dial).
+    // Disconnected while kept: reconnected (from the pool; or by a dial,
+    // if the redial ran between the status change and the pool put, as
+    // any connect racing a disconnect may).
     m.disconnect(&p).await;
     until_status(&m, &p, ConnectionStatus::Connected).await;
-    assert_eq!(dials.lock().unwrap().len(), 1);
+    let before = dials.lock().unwrap().len();
     m.update_status(p, ConnectionStatus::Failed).await;
     until_status(&m, &p, ConnectionStatus::Connected).await;
-    assert_eq!(dials.lock().unwrap().len(), 2, "a Failed peer is dialed");
+    assert!(
+        dials.lock().unwrap().len() > before,
+        "a Failed peer is dialed"
+    );
 
     m.stop_keeping(&p);
     assert_eq!(m.state().kept, 0);
+    // A redial that was in flight at stop_keeping has ended by now.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     m.disconnect(&p).await;
+    let stopped = dials.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(m.get_status(&p).await, Some(ConnectionStatus::Disconnected));
-    assert_eq!(dials.lock().unwrap().len(), 2);
+    assert_eq!(dials.lock().unwrap().len(), stopped, "no redial");
 }
 
 #[tokio::test]
