@@ -7,7 +7,9 @@
 //! accepts as well as dials: inbound connections adopted (and refused past
 //! `max_inbound`), protected peers, and a trim down to the low watermark
 //! that closes the lowest-scored connections and spares the protected
-//! ones. It ends by printing the metrics and the Prometheus exposition. Run `cargo run --release --example loopback --
+//! ones. It prints the metrics and the Prometheus exposition, and ends
+//! with a graceful drain: a lease handed back before the deadline, one
+//! held past it. The refusing peer also shows its dial backoff. Run `cargo run --release --example loopback --
 //! --help` for the flags.
 
 use std::collections::HashMap;
@@ -263,6 +265,27 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         ),
         Ok(()) => return Err("the refusing peer accepted a connection".into()),
     }
+    // Its dial backoff: the next connect is refused without a dial, for
+    // the first delay (1 s by default, jittered over its upper half).
+    let dials = manager.snapshot().dials.failed;
+    match manager.connect(refusing).await {
+        Err(Error::BackingOff { until, .. }) => {
+            let wait = until.saturating_duration_since(tokio::time::Instant::now().into_std());
+            // At most the first delay (1 s); how much of it is left
+            // depends on how long the steps since took.
+            if wait.is_zero() || wait > Duration::from_secs(1) {
+                return Err(format!("backoff of {wait:?}, expected up to 1 s").into());
+            }
+            if manager.snapshot().dials.failed != dials {
+                return Err("a backing-off peer was dialed".into());
+            }
+            step(
+                start,
+                format_args!("refusing peer again: backing off, no dial, for {wait:.2?}"),
+            );
+        }
+        other => return Err(format!("expected BackingOff, got {other:?}").into()),
+    }
 
     // 6. Expiry with no API call: the reaper closes idle connections.
     step(
@@ -301,7 +324,47 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     println!();
     print!("{}", manager.prometheus());
-    manager.shutdown().await;
+    println!();
+
+    // 8. A graceful drain: two peers leased, one handed back while the
+    // drain waits (closed as it comes back), one held past the deadline
+    // (counted as forced, its I/O cut off); nothing new accepted
+    // meanwhile.
+    let drained = &peers[..3];
+    for p in drained {
+        manager.connect(*p).await?;
+    }
+    let back_in_time = manager.lease(&drained[0])?;
+    let mut held = manager.lease(&drained[1])?;
+    let deadline = Duration::from_secs(1);
+    let t = Instant::now();
+    let drain = tokio::spawn({
+        let manager = manager.clone();
+        async move { manager.shutdown_gracefully(deadline).await }
+    });
+    // The drain has begun once the manager says it is shut down.
+    while !manager.is_shut_down() {
+        tokio::task::yield_now().await;
+    }
+    if !matches!(manager.connect(drained[2]).await, Err(Error::ShutDown)) {
+        return Err("a connect was accepted during the drain".into());
+    }
+    drop(back_in_time); // handed back while the drain waits
+    let forced = drain.await?;
+    let took = t.elapsed();
+    let cut = held.write_all(b"late").await.is_err();
+    drop(held);
+    step(
+        start,
+        format_args!(
+            "graceful drain: 1 lease back in time, {forced} forced at the {deadline:?} deadline \
+             (after {took:.2?}), late write refused: {cut}; sockets open {}",
+            manager.in_use(Limit::Sockets)
+        ),
+    );
+    if forced != 1 || !cut || took < deadline || manager.in_use(Limit::Sockets) != 0 {
+        return Err("the drain did not end as expected".into());
+    }
     step(start, format_args!("done"));
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! [`Backoff`]: the retry schedule of
-//! [`connect_with_backoff`](crate::ConnectionManager::connect_with_backoff).
+//! [`connect_with_backoff`](crate::ConnectionManager::connect_with_backoff),
+//! and the delays of the per-peer dial backoff
+//! ([`Builder::dial_backoff`](crate::Builder::dial_backoff)).
 
 use std::time::Duration;
 
@@ -95,9 +97,60 @@ impl Iterator for Sleeps {
     }
 }
 
+/// The delay after a peer's `failures`-th failed dial in a row (1 for the
+/// first): `d = min(initial * 2^(failures - 1), max)`, jittered by `draw`
+/// (any 64 random bits) uniformly over `[d / 2, d]`, so the dials of many
+/// peers that failed together spread out, and none comes sooner than half
+/// its delay.
+pub(crate) fn dial_delay(initial: Duration, max: Duration, failures: u32, draw: u64) -> Duration {
+    let doublings = failures.saturating_sub(1).min(63);
+    let d = initial
+        .saturating_mul(1u32.checked_shl(doublings.min(31)).unwrap_or(u32::MAX))
+        .min(max);
+    let half = d / 2;
+    half + (d - half).mul_f64((draw >> 11) as f64 / (1u64 << 53) as f64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Over many draws, every delay lies in `[d / 2, d]` for its `d`, the
+    /// draws cover both ends of that range, and the delays double up to
+    /// `max`.
+    #[test]
+    fn dial_delays_double_up_to_max_and_stay_within_their_jitter_bounds() {
+        use std::hash::BuildHasher;
+        let (initial, max) = (Duration::from_secs(1), Duration::from_secs(300));
+        let hasher = std::collections::hash_map::RandomState::new();
+        for failures in 1..=40u32 {
+            let d = (initial * 2u32.pow(failures.min(20) - 1)).min(max);
+            let (mut lowest, mut highest) = (d, Duration::ZERO);
+            for i in 0..5_000u64 {
+                let delay = dial_delay(initial, max, failures, hasher.hash_one((failures, i)));
+                assert!(
+                    d / 2 <= delay && delay <= d,
+                    "failure {failures}: {delay:?} outside [{:?}, {d:?}]",
+                    d / 2
+                );
+                lowest = lowest.min(delay);
+                highest = highest.max(delay);
+            }
+            // 5,000 uniform draws: the ends of the range are reached
+            // within 1% of its width.
+            assert!(
+                lowest < d / 2 + d / 100,
+                "failure {failures}: low {lowest:?}"
+            );
+            assert!(
+                highest > d - d / 100,
+                "failure {failures}: high {highest:?}"
+            );
+        }
+        assert_eq!(dial_delay(initial, max, 1, 0), initial / 2);
+        assert!(dial_delay(initial, max, 3, u64::MAX) >= Duration::from_millis(3999));
+        assert!(dial_delay(initial, max, u32::MAX, u64::MAX) <= max);
+    }
 
     #[test]
     fn without_jitter_the_delays_double_up_to_the_max() {

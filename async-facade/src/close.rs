@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
 
 use crate::admission::Permit;
 
@@ -30,14 +31,30 @@ thread_local! {
 
 /// A connection whose destructor never unwinds into the manager, with its
 /// unit of the socket budget (`max_sockets`), given back once the
-/// connection is closed.
-pub(crate) struct Closing<C>(Option<C>, Option<Permit>);
+/// connection is closed, and, under a `max_lifetime`, the time it was
+/// made.
+pub(crate) struct Closing<C>(Option<C>, Option<Permit>, Option<Instant>);
 
 impl<C> Closing<C> {
     /// Holds `conn`, counted in the socket budget by `socket` (`None`: a
     /// connection refused before it was counted, held only to be closed).
     pub(crate) fn new(conn: C, socket: Option<Permit>) -> Self {
-        Self(Some(conn), socket)
+        Self(Some(conn), socket, None)
+    }
+
+    /// As [`new`](Self::new), for a connection made now that a
+    /// `max_lifetime` applies to (`None`: no lifetime, and no clock read).
+    pub(crate) fn made(conn: C, socket: Permit, max_lifetime: Option<Duration>) -> Self {
+        let born = max_lifetime.map(|_| tokio::time::Instant::now().into_std());
+        Self(Some(conn), Some(socket), born)
+    }
+
+    /// Whether the connection is older than `max_lifetime` at `now`.
+    pub(crate) fn outlived(&self, max_lifetime: Option<Duration>, now: Instant) -> bool {
+        match (max_lifetime, self.2) {
+            (Some(max), Some(born)) => now.saturating_duration_since(born) >= max,
+            _ => false,
+        }
     }
 }
 

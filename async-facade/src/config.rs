@@ -6,9 +6,13 @@ use std::time::Duration;
 use connmgr_pool::PoolConfig;
 
 use crate::dialer::{Dialer, NoTransport};
+use crate::limits::Limits;
 use crate::{ConnectionManager, Error};
 
-/// Settings of a manager, as validated by [`Builder::build`].
+/// Settings of a manager, as validated by [`Builder::build`]. The limits
+/// here are those of the build; [`set_limits`](ConnectionManager::set_limits)
+/// changes the limits in force, which
+/// [`limits`](ConnectionManager::limits) reads.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Config {
@@ -36,6 +40,20 @@ pub struct Config {
     pub pool_timeout: Duration,
     /// How long a dial may take.
     pub dial_timeout: Duration,
+    /// How long `connect` waits, in a FIFO queue, for a free slot when
+    /// `max_connections` or `max_outbound` is full. Zero (the default):
+    /// it fails at once.
+    pub wait_for_slot: Duration,
+    /// The longest a connection is kept from when it was made (dialed or
+    /// adopted): an older one is closed instead of pooled, or of being
+    /// reused from the pool. `None` (the default): no limit.
+    pub max_lifetime: Option<Duration>,
+    /// `(initial, max)` of the per-peer dial backoff: after a peer's dials
+    /// failed `n` times in a row, `connect` refuses to dial it again
+    /// ([`Error::BackingOff`]) for a delay drawn from `[d / 2, d]`, where
+    /// `d = min(initial * 2^(n - 1), max)`. `None`: off. Default 1 s ..
+    /// 5 min.
+    pub dial_backoff: Option<(Duration, Duration)>,
     /// Most idle connections kept per peer (1 to 2^30).
     pub max_idle_per_peer: usize,
     /// Most idle connections kept in all (`max_idle_per_peer` to 2^30).
@@ -77,6 +95,9 @@ impl Default for Config {
             grace_period: Duration::from_secs(30),
             pool_timeout: Duration::from_secs(300),
             dial_timeout: Duration::from_secs(10),
+            wait_for_slot: Duration::ZERO,
+            max_lifetime: None,
+            dial_backoff: Some((Duration::from_secs(1), Duration::from_secs(300))),
             max_idle_per_peer: 1,
             max_idle_total: 65_536,
             metrics_window: Duration::from_secs(10),
@@ -99,31 +120,23 @@ impl Config {
     pub const MIN_FORGET_AFTER: Duration = Duration::from_secs(1);
 
     fn validate(&self) -> Result<(), Error> {
+        Limits::of(self).validate()?;
         let max_idle = PoolConfig::MAX_CAP;
-        let (low, high) = self.watermarks.unwrap_or((0, 1));
-        let checks: [(bool, &'static str, &'static str); 16] = [
-            (self.max_connections > 0, "max_connections", "at least 1"),
-            (self.max_inbound > 0, "max_inbound", "at least 1"),
-            (self.max_outbound > 0, "max_outbound", "at least 1"),
+        let (backoff_initial, backoff_max) = self.dial_backoff.unwrap_or_default();
+        let checks: [(bool, &'static str, &'static str); 11] = [
             (
-                self.max_pending_dials > 0,
-                "max_pending_dials",
-                "at least 1",
-            ),
-            (
-                self.max_sockets >= self.max_connections,
-                "max_sockets",
-                "at least max_connections",
-            ),
-            (low < high, "watermarks", "low below high"),
-            (
-                high <= self.max_connections,
-                "watermarks",
-                "high at most max_connections",
+                backoff_initial <= backoff_max,
+                "dial_backoff",
+                "initial at most max",
             ),
             (
                 !self.pool_timeout.is_zero(),
                 "pool_timeout",
+                "longer than zero",
+            ),
+            (
+                self.max_lifetime.is_none_or(|d| !d.is_zero()),
+                "max_lifetime",
                 "longer than zero",
             ),
             (
@@ -282,6 +295,51 @@ impl<D: Dialer> Builder<D> {
     /// [`Error::Timeout`] (default 10 s).
     pub fn dial_timeout(mut self, timeout: Duration) -> Self {
         self.config.dial_timeout = timeout;
+        self
+    }
+
+    /// How long [`connect`](ConnectionManager::connect) waits for a free
+    /// slot when `max_connections` or `max_outbound` is full, as
+    /// deadpool's `wait_timeout` and bb8's `connection_timeout`: waiters
+    /// are served first come, first served (a `connect` that finds others
+    /// waiting queues behind them, even if a slot is free that moment),
+    /// and one still waiting at the deadline fails with the
+    /// [`Error::LimitReached`](crate::Error::LimitReached) it met. A slot
+    /// is freed by a disconnect, a failed or cancelled dial, a trim, a
+    /// raised limit ([`set_limits`](ConnectionManager::set_limits)).
+    /// Only the slot is waited for: a full `max_pending_dials` or
+    /// `max_sockets` still refuses at once, and `adopt` never waits (nor
+    /// queues: an inbound connection is admitted or closed at once). The
+    /// time waited counts apart from the dial timeout. Zero (the default):
+    /// fail at once.
+    pub fn wait_for_slot(mut self, wait: Duration) -> Self {
+        self.config.wait_for_slot = wait;
+        self
+    }
+
+    /// The longest a connection is kept, from when it was dialed or
+    /// adopted (as deadpool's and bb8's `max_lifetime`): once older, it is
+    /// closed when it would go to the idle pool (a `disconnect`, a lease
+    /// returned after one), and an idle one is closed instead of reused.
+    /// A live connection is not closed for its age while it stays live:
+    /// the manager never takes a connection from under its user (trimming
+    /// sheds live connections). Off by default; longer than zero.
+    pub fn max_lifetime(mut self, max: Duration) -> Self {
+        self.config.max_lifetime = Some(max);
+        self
+    }
+
+    /// The per-peer dial backoff: after a peer's dials failed `n` times in
+    /// a row, [`connect`](ConnectionManager::connect) refuses to dial it
+    /// again with [`Error::BackingOff`](crate::Error::BackingOff) until a
+    /// delay has passed, drawn uniformly from `[d / 2, d]` with `d =
+    /// min(initial * 2^(n - 1), max)` (doubling, jittered so that peers
+    /// that failed together are not redialed together). A successful dial
+    /// resets it; nothing else does (not `update_status`, not an `adopt`).
+    /// On by default, 1 s to 5 min, as go-libp2p's dial backoff; an
+    /// `initial` of zero turns it off. `initial <= max`.
+    pub fn dial_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.dial_backoff = (!initial.is_zero()).then_some((initial, max));
         self
     }
 

@@ -5,12 +5,16 @@ use connmgr_core::ConnectionStatus;
 use connmgr_metrics::DialOutcome;
 use tokio::sync::watch;
 
+use std::hash::BuildHasher;
+
 use crate::admission::{Permit, Slot};
+use crate::backoff::dial_delay;
 use crate::close::{self, Closing};
 use crate::dial_share::{Channel, DialMap};
 use crate::dialer::Dialer;
 use crate::inner::{DialResult, Inner};
 use crate::inner::{GoLive, Made};
+use crate::limits::Limits;
 use crate::peer::Direction;
 use crate::peers::Key;
 use crate::sync::{Arc, Ordering};
@@ -28,15 +32,12 @@ impl<D: Dialer> Inner<D> {
         }
         // A live connection whose status bookkeeping moved off Connected
         // (`update_status(p, Connecting)`, say) is still this peer's.
-        if self.revive(key) {
+        // Otherwise, blocked or backing off: refused before any slot is
+        // taken.
+        if self.revive(key)? {
             return Ok(());
         }
-        // Its units of the limits, taken one after the other: a refusal
-        // drops those taken before it, and names the limit that refused.
-        let slot = Slot {
-            _connection: self.admission.try_acquire(Limit::Connections)?,
-            _direction: self.admission.try_acquire(Limit::Outbound)?,
-        };
+        let slot = self.outbound_slot().await?;
         let dialer = &self.dialer;
         // A Failed peer is dialed afresh: its pooled connections were
         // closed when it failed, and any put since carries an older
@@ -47,8 +48,20 @@ impl<D: Dialer> Inner<D> {
         } else {
             // A panicking `is_alive` counts as dead: the connection is
             // closed, and the panic dropped (the hook reported it).
+            // One past `max_lifetime` is closed instead of reused.
+            let max_lifetime = self.config.max_lifetime;
+            let now = max_lifetime.map(|_| tokio::time::Instant::now().into_std());
             close::swallowing(|| {
                 self.pool.take_if(&peer, |p| {
+                    if now.is_some_and(|now| p.conn.outlived(max_lifetime, now)) {
+                        tracing::debug!(
+                            target: "connmgr",
+                            peer = %peer,
+                            reason = "max_lifetime",
+                            "connection expired: closed instead of reused"
+                        );
+                        return false;
+                    }
                     close::catching(|| dialer.is_alive(&mut p.conn)).unwrap_or(false)
                 })
             })
@@ -67,6 +80,10 @@ impl<D: Dialer> Inner<D> {
                         self.pool_put(key, conn, generation);
                         return Ok(());
                     }
+                    GoLive::Blocked(conn, _slot) => {
+                        close::swallowing(|| drop(conn));
+                        return Err(Error::Blocked { peer });
+                    }
                     // The peer failed since the connection was pooled, or
                     // the manager shut down: it is closed here.
                     GoLive::Refused(conn, slot) => {
@@ -82,16 +99,32 @@ impl<D: Dialer> Inner<D> {
         };
         // A dial takes a unit of the dials in flight until it ends, and a
         // socket, which its connection keeps.
-        let _pending = self.admission.try_acquire(Limit::PendingDials)?;
-        let socket = self.socket()?;
+        let limits = self.admission.load();
+        let _pending = self
+            .admission
+            .try_acquire_in(&limits, Limit::PendingDials)?;
+        let socket = self.socket(&limits)?;
+        drop(limits);
         self.metrics.record_dial(DialOutcome::PoolMiss);
+        tracing::debug!(target: "connmgr", peer = %peer, "dialing");
         // The units go into the peer's record for the dial's length (see
         // `Record::dial_units`).
+        // Blocked or backing off since the first look (while this call
+        // waited for a slot, say): refused here, before any dial.
         let (before, watch) = self.peers.at(&key, |map| {
+            let record = self.record(map, peer);
+            if record.blocked {
+                return Err(Error::Blocked { peer });
+            }
+            if record.backoff.is_some() {
+                if let Some(until) = record.backing_off(tokio::time::Instant::now().into_std()) {
+                    return Err(Error::BackingOff { peer, until });
+                }
+            }
             let before = self.table.insert(peer, ConnectionStatus::Connecting);
-            self.record(map, peer).dial_units = Some(slot);
-            (before, Self::watch_of(map, &peer))
-        });
+            record.dial_units = Some(slot);
+            Ok((before, Self::watch_of(map, &peer)))
+        })?;
         self.emit(
             peer,
             before,
@@ -122,14 +155,12 @@ impl<D: Dialer> Inner<D> {
         match dialed {
             Ok(Ok(conn)) => {
                 self.metrics.record_dial(DialOutcome::Ok);
-                let conn = Closing::new(conn, Some(socket));
+                let conn = Closing::made(conn, socket, self.config.max_lifetime);
                 // An `adopt` took the units over meanwhile: its connection
                 // is (or is about to be) the live one; this one idles, and
                 // every waiter gets `Ok`.
                 let Some(slot) = units else {
-                    let generation = self.peers.at(&key, |map| self.record(map, peer).generation);
-                    self.pool_put(key, conn, generation);
-                    return Ok(());
+                    return self.landed_after_adopt(key, conn);
                 };
                 // A fresh dial has the last word over any status set
                 // meanwhile: `go_live` refuses it only after a shutdown.
@@ -147,10 +178,25 @@ impl<D: Dialer> Inner<D> {
                         self.set_status(peer, ConnectionStatus::Disconnected, Reason::ShutDown);
                         Err(Error::ShutDown)
                     }
+                    // Blocked while the dial was in flight: the connection
+                    // is closed and the peer, Connecting, goes
+                    // Disconnected.
+                    GoLive::Blocked(conn, _slot) => {
+                        close::swallowing(|| drop(conn));
+                        self.set_status(peer, ConnectionStatus::Disconnected, Reason::Blocked);
+                        Err(Error::Blocked { peer })
+                    }
                 }
             }
             Ok(Err(e)) => {
                 self.metrics.record_dial(DialOutcome::Failed);
+                tracing::info!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %Reason::DialFailed,
+                    error = %e,
+                    "dial failed"
+                );
                 if !self.fail_unless_adopted(peer, Reason::DialFailed) {
                     return Ok(());
                 }
@@ -161,6 +207,13 @@ impl<D: Dialer> Inner<D> {
             }
             Err(_elapsed) => {
                 self.metrics.record_dial(DialOutcome::TimedOut);
+                tracing::info!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %Reason::TimedOut,
+                    after = ?timeout,
+                    "dial failed"
+                );
                 if !self.fail_unless_adopted(peer, Reason::TimedOut) {
                     return Ok(());
                 }
@@ -192,14 +245,128 @@ fn out_of_descriptors(e: &std::io::Error) -> bool {
 pub(crate) const SHED_ON_EMFILE: usize = 16;
 
 impl<D: Dialer> Inner<D> {
+    /// A dial landed after an `adopt` took its units over: its connection
+    /// idles and the dial's waiters get `Ok`, and the peer's backoff is
+    /// reset (the dial succeeded). Unless the peer was blocked meanwhile:
+    /// then the connection is closed, the waiters get `Err(Blocked)`, and
+    /// a peer still Connecting with nothing live (the adopt was refused by
+    /// the block after it took the units) goes Disconnected.
+    fn landed_after_adopt(&self, key: Key, conn: crate::inner::Held<D>) -> Result<()> {
+        use ConnectionStatus::{Connecting, Disconnected};
+        let peer = key.peer;
+        let (blocked, generation, settled) = self.peers.at(&key, |map| {
+            let record = self.record(map, peer);
+            record.backoff = None;
+            if !record.blocked {
+                return (false, record.generation, None);
+            }
+            let settled = (record.live.is_none()
+                && self
+                    .table
+                    .compare_and_set(&peer, Connecting, Disconnected)
+                    .is_ok())
+            .then(|| Self::watch_in(record));
+            (true, record.generation, settled)
+        });
+        if !blocked {
+            self.pool_put(key, conn, generation);
+            return Ok(());
+        }
+        close::swallowing(|| drop(conn));
+        if let Some(watch) = settled {
+            self.emit(
+                peer,
+                Some(Connecting),
+                Some(Disconnected),
+                Reason::Blocked,
+                watch,
+            );
+        }
+        Err(Error::Blocked { peer })
+    }
+
+    /// A slot for an outbound connection: its units of `max_connections`
+    /// and `max_outbound`, taken one after the other (a refusal drops
+    /// those taken before it, and names the limit that refused). With
+    /// `wait_for_slot`, a full limit queues the caller (FIFO) until a unit
+    /// comes back or the deadline passes.
+    ///
+    /// Cancellation safe: a waiter dropped at any `.await` leaves the
+    /// queue (tokio's mutex forgets a dropped `lock` future, and a turn
+    /// held goes to the next waiter) and its count.
+    async fn outbound_slot(&self) -> Result<Slot> {
+        let a = &self.admission;
+        // A unit taken and given back because a later limit refused is
+        // given back quietly (see `Permit::quietly`).
+        let take = || -> Result<Slot> {
+            let limits = a.load();
+            let connection = a.try_acquire_in(&limits, Limit::Connections)?;
+            match a.try_acquire_in(&limits, Limit::Outbound) {
+                Ok(direction) => Ok(Slot {
+                    _connection: connection,
+                    _direction: direction,
+                }),
+                Err(refused) => {
+                    connection.quietly();
+                    Err(refused)
+                }
+            }
+        };
+        let wait = self.config.wait_for_slot;
+        if wait.is_zero() {
+            return take();
+        }
+        // Nobody queued: a free slot is this caller's.
+        if a.waiting() == 0 {
+            if let Ok(slot) = take() {
+                return Ok(slot);
+            }
+        }
+        let _waiting = a.wait();
+        let deadline = tokio::time::Instant::now() + wait;
+        let queued = async {
+            let _turn = a.turn().await;
+            loop {
+                let released = a.released();
+                tokio::pin!(released);
+                released.as_mut().enable();
+                if self.shut_down.load(Ordering::Acquire) {
+                    return Err(Error::ShutDown);
+                }
+                if let Ok(slot) = take() {
+                    return Ok(slot);
+                }
+                released.await;
+            }
+        };
+        match tokio::time::timeout_at(deadline, queued).await {
+            Ok(outcome) => outcome,
+            // The deadline: the refusal of a last look, taken only with
+            // the turn (a waiter ahead keeps its place).
+            Err(_) => match a.try_turn() {
+                Some(_turn) => take(),
+                None => Err(Error::LimitReached {
+                    limit: Limit::Connections,
+                    max: a.load().max_connections,
+                }),
+            },
+        }
+    }
+
     /// A dial of `peer` failed: the peer fails, unless an `adopt` made it
     /// Connected meanwhile (its adopted connection stays, and the dial's
     /// waiters get `Ok`). Returns whether it failed.
+    /// Either way the peer's dial backoff grows by one failure.
     fn fail_unless_adopted(&self, peer: PeerId, reason: Reason) -> bool {
         let fresh = || self.next_generation.fetch_add(1, Ordering::Relaxed);
+        let now = tokio::time::Instant::now().into_std();
         self.fail_as(
             peer,
             |record| {
+                if let Some((initial, max)) = self.config.dial_backoff {
+                    let draw = self.draws.hash_one((peer, record.generation));
+                    record.dial_failed(now, |n| dial_delay(initial, max, n, draw));
+                }
                 let adopted = record.live.is_some()
                     && self.table.get(&peer) == Some(ConnectionStatus::Connected);
                 if adopted {
@@ -213,7 +380,8 @@ impl<D: Dialer> Inner<D> {
         )
     }
 
-    /// A unit of the socket budget for a new connection. When the budget
+    /// A unit of the socket budget for a new connection, against `limits`
+    /// as the caller loaded them. When the budget
     /// is full, the oldest idle connection of the pool (any peer's) is
     /// closed to make room, as many times as it takes: idle connections
     /// never cause a refusal.
@@ -222,9 +390,9 @@ impl<D: Dialer> Inner<D> {
     ///
     /// [`Error::LimitReached`] naming [`Limit::Sockets`] when every counted
     /// connection is live, leased or being dialed.
-    pub(crate) fn socket(&self) -> Result<Permit> {
+    pub(crate) fn socket(&self, limits: &Limits) -> Result<Permit> {
         loop {
-            match self.admission.try_acquire(Limit::Sockets) {
+            match self.admission.try_acquire_in(limits, Limit::Sockets) {
                 Ok(permit) => return Ok(permit),
                 Err(full) => {
                     if !close::swallowing(|| self.pool.evict_oldest()) {

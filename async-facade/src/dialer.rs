@@ -5,6 +5,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use connmgr_core::PeerId;
 use tokio::net::TcpStream;
@@ -80,6 +81,7 @@ impl Dialer for NoTransport {
 pub struct TcpDialer {
     resolve: Box<Resolver>,
     nodelay: bool,
+    keepalive: Option<Duration>,
 }
 
 /// What [`TcpDialer`] asks for a peer's address.
@@ -95,6 +97,7 @@ impl TcpDialer {
         Self {
             resolve: Box::new(resolve),
             nodelay: true,
+            keepalive: None,
         }
     }
 
@@ -103,12 +106,28 @@ impl TcpDialer {
         self.nodelay = on;
         self
     }
+
+    /// Turns TCP keepalive on for every dialed socket: after `idle` without
+    /// traffic the kernel probes the peer (`SO_KEEPALIVE`, with the idle
+    /// time as `TCP_KEEPIDLE`, or `TCP_KEEPALIVE` on macOS), so a pooled or
+    /// leased connection whose peer vanished without a FIN or RST (a
+    /// powered-off host, a NAT that dropped the mapping) is found broken
+    /// by the kernel instead of hanging on the next write; and a NAT or
+    /// firewall sees traffic on a connection that would otherwise idle for
+    /// minutes. The probe interval and count stay the system's. Off by
+    /// default. An `idle` of zero is taken as one second (the kernel's
+    /// smallest).
+    pub fn keepalive(mut self, idle: Duration) -> Self {
+        self.keepalive = Some(idle.max(Duration::from_secs(1)));
+        self
+    }
 }
 
 impl fmt::Debug for TcpDialer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TcpDialer")
             .field("nodelay", &self.nodelay)
+            .field("keepalive", &self.keepalive)
             .finish_non_exhaustive()
     }
 }
@@ -125,10 +144,14 @@ impl Dialer for TcpDialer {
                 format!("no address known for peer {peer}"),
             )
         });
-        let nodelay = self.nodelay;
+        let (nodelay, keepalive) = (self.nodelay, self.keepalive);
         async move {
             let stream = TcpStream::connect(addr?).await?;
             stream.set_nodelay(nodelay)?;
+            if let Some(idle) = keepalive {
+                let params = socket2::TcpKeepalive::new().with_time(idle);
+                socket2::SockRef::from(&stream).set_tcp_keepalive(&params)?;
+            }
             Ok(stream)
         }
     }

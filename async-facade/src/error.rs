@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use connmgr_core::PeerId;
 
@@ -20,12 +20,13 @@ use crate::sync::Arc;
 #[non_exhaustive]
 pub enum Error {
     /// A limit refused the connection: `limit` names which, `max` is its
-    /// configured value. A refused [`adopt`](crate::ConnectionManager::adopt)
+    /// value in force (see
+    /// [`set_limits`](crate::ConnectionManager::set_limits)). A refused [`adopt`](crate::ConnectionManager::adopt)
     /// closes the connection it was given.
     LimitReached {
         /// The limit that refused.
         limit: Limit,
-        /// Its configured value.
+        /// Its value in force, as the refused admission loaded it.
         max: usize,
     },
     /// The dialer failed to open a connection.
@@ -41,6 +42,21 @@ pub enum Error {
         peer: PeerId,
         /// The timeout that expired.
         after: Duration,
+    },
+    /// The peer's last dials failed and its backoff has not passed yet
+    /// (see [`Builder::dial_backoff`](crate::Builder::dial_backoff)):
+    /// `connect` did not dial, and took no slot.
+    BackingOff {
+        /// The peer asked for.
+        peer: PeerId,
+        /// When the peer may be dialed again (the runtime's clock).
+        until: Instant,
+    },
+    /// The peer is blocked ([`block`](crate::ConnectionManager::block)):
+    /// it is not dialed, and a connection it opened is not adopted.
+    Blocked {
+        /// The peer asked for.
+        peer: PeerId,
     },
     /// The manager was shut down.
     ShutDown,
@@ -87,6 +103,10 @@ impl fmt::Display for Error {
             Error::Timeout { peer, after } => {
                 write!(f, "dialing peer {peer} timed out after {after:?}")
             }
+            Error::BackingOff { peer, .. } => {
+                write!(f, "peer {peer} is backing off after failed dials")
+            }
+            Error::Blocked { peer } => write!(f, "peer {peer} is blocked"),
             Error::ShutDown => f.write_str("the connection manager has been shut down"),
             Error::NotConnected { peer } => write!(f, "peer {peer} has no live connection"),
             Error::Busy { peer } => {

@@ -60,6 +60,9 @@ pub enum Reason {
     /// `shutdown` closed the live connection, or a dial that landed after
     /// it found the manager shut down.
     ShutDown,
+    /// `block` closed the live connection, or a dial that landed after it
+    /// found the peer blocked.
+    Blocked,
     /// The reaper forgot a peer Disconnected or Failed for
     /// `forget_after` (the status goes to `None`).
     Forgotten,
@@ -79,6 +82,7 @@ impl fmt::Display for Reason {
             Reason::Set => "set by update_status",
             Reason::Discarded => "lease discarded",
             Reason::ShutDown => "shut down",
+            Reason::Blocked => "blocked",
             Reason::Forgotten => "forgotten",
         })
     }

@@ -75,6 +75,8 @@ pub(crate) enum GoLive<D: Dialer> {
     /// Refused (shut down, or a pooled connection from before a Failed):
     /// handed back with its slot.
     Refused(Held<D>, Slot),
+    /// The peer is blocked: handed back with its slot.
+    Blocked(Held<D>, Slot),
 }
 
 /// A connection as the manager holds it: its destructor's panics caught,
@@ -136,6 +138,20 @@ pub(crate) struct Inner<D: Dialer> {
     pub(crate) trimming: parking_lot::Mutex<()>,
     /// This manager, weakly, for the reapers it starts.
     pub(crate) me: Weak<Inner<D>>,
+    /// Random keys for the dial backoff's jitter draws.
+    pub(crate) draws: std::collections::hash_map::RandomState,
+    /// The peers kept connected.
+    pub(crate) kept: crate::keep::Kept,
+    /// Leases not yet dropped.
+    pub(crate) leases_out: AtomicUsize,
+    /// Woken when a lease is dropped after a shutdown (a graceful drain
+    /// waits on it).
+    pub(crate) lease_returned: tokio::sync::Notify,
+    /// Set once `shutdown`'s closes are all done (`close_all` ran whole).
+    pub(crate) closed: AtomicBool,
+    /// Set when a graceful shutdown's deadline passed with leases out:
+    /// their I/O fails from then on.
+    pub(crate) cut_off: AtomicBool,
 }
 
 impl<D: Dialer> Drop for Inner<D> {
@@ -240,10 +256,18 @@ impl<D: Dialer> Inner<D> {
                 return Err(GoLive::Refused(conn, slot));
             }
             let record = self.record(map, peer);
+            if record.blocked {
+                return Err(GoLive::Blocked(conn, slot));
+            }
             if let Made::Pooled(g) = made {
                 if !record.admits(g) {
                     return Err(GoLive::Refused(conn, slot));
                 }
+            }
+            // A dial that got this far succeeded: the backoff is reset
+            // whether its connection goes live or idles.
+            if let Made::Dialed = made {
+                record.backoff = None;
             }
             if record.live.is_some() && self.table.get(&peer) == Some(ConnectionStatus::Connected) {
                 return Err(GoLive::Surplus(conn, record.generation));
@@ -289,6 +313,12 @@ impl<D: Dialer> Inner<D> {
     pub(crate) fn adopt(&self, peer: PeerId, conn: D::Conn) -> Result<()> {
         if self.shut_down.load(Ordering::Acquire) {
             drop(Closing::new(conn, None));
+            tracing::debug!(
+                target: "connmgr",
+                peer = %peer,
+                reason = %Error::ShutDown,
+                "adopt refused"
+            );
             return Err(Error::ShutDown);
         }
         let key = self.peers.key(peer);
@@ -296,13 +326,34 @@ impl<D: Dialer> Inner<D> {
         // one idles if a socket is free. A duplicate never closes another
         // peer's idle connection to make room: it is closed instead.
         let surplus = self.peers.at(&key, |map| {
-            let record = map.get(&peer)?;
+            let Some(record) = map.get(&peer) else {
+                return Ok(None);
+            };
+            if record.blocked {
+                return Err(Error::Blocked { peer });
+            }
             let connected = self.table.get(&peer) == Some(ConnectionStatus::Connected);
-            (connected && record.live.is_some()).then_some(record.generation)
+            Ok((connected && record.live.is_some()).then_some(record.generation))
         });
+        let surplus = match surplus {
+            Ok(surplus) => surplus,
+            Err(blocked) => {
+                close::swallowing(|| drop(Closing::new(conn, None)));
+                tracing::debug!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %blocked,
+                    "adopt refused"
+                );
+                return Err(blocked);
+            }
+        };
         if let Some(generation) = surplus {
             match self.admission.try_acquire(Limit::Sockets) {
-                Ok(socket) => self.pool_put(key, Closing::new(conn, Some(socket)), generation),
+                Ok(socket) => {
+                    let conn = Closing::made(conn, socket, self.config.max_lifetime);
+                    self.pool_put(key, conn, generation);
+                }
                 Err(_) => close::swallowing(|| drop(Closing::new(conn, None))),
             }
             return Ok(());
@@ -315,15 +366,16 @@ impl<D: Dialer> Inner<D> {
         let dialing = self.peers.at(&key, |map| {
             map.get(&peer).is_some_and(|r| r.dial_units.is_some())
         });
+        let limits = self.admission.load();
         let units = (|| {
             let slot = if dialing {
-                let inbound = self.admission.try_acquire(Limit::Inbound)?;
-                let socket = self.socket()?;
+                let inbound = self.admission.try_acquire_in(&limits, Limit::Inbound)?;
+                let socket = self.socket(&limits)?;
                 let connection = match self.take_dial_units(key) {
                     // The dial's outbound unit goes back here.
                     Some(dial) => dial._connection,
                     // The dial landed meanwhile.
-                    None => self.admission.try_acquire(Limit::Connections)?,
+                    None => self.admission.try_acquire_in(&limits, Limit::Connections)?,
                 };
                 return Ok((
                     Slot {
@@ -334,40 +386,78 @@ impl<D: Dialer> Inner<D> {
                 ));
             } else {
                 Slot {
-                    _connection: self.admission.try_acquire(Limit::Connections)?,
-                    _direction: self.admission.try_acquire(Limit::Inbound)?,
+                    _connection: self.admission.try_acquire_in(&limits, Limit::Connections)?,
+                    _direction: self.admission.try_acquire_in(&limits, Limit::Inbound)?,
                 }
             };
-            Ok((slot, self.socket()?))
+            Ok((slot, self.socket(&limits)?))
         })();
+        drop(limits);
         let (slot, socket) = match units {
             Ok(units) => units,
             Err(refused) => {
                 close::swallowing(|| drop(Closing::new(conn, None)));
+                tracing::debug!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %refused,
+                    "adopt refused"
+                );
                 return Err(refused);
             }
         };
-        let conn = Closing::new(conn, Some(socket));
+        let conn = Closing::made(conn, socket, self.config.max_lifetime);
         match self.go_live(key, conn, slot, Direction::Inbound, Made::Adopted) {
             GoLive::Live => Ok(()),
             GoLive::Surplus(conn, generation) => {
                 self.pool_put(key, conn, generation);
                 Ok(())
             }
-            GoLive::Refused(..) => Err(Error::ShutDown),
+            refused @ (GoLive::Refused(..) | GoLive::Blocked(..)) => {
+                let e = match refused {
+                    GoLive::Blocked(..) => Error::Blocked { peer },
+                    _ => Error::ShutDown,
+                };
+                tracing::debug!(
+                    target: "connmgr",
+                    peer = %peer,
+                    reason = %e,
+                    "adopt refused"
+                );
+                Err(e)
+            }
         }
     }
 
     /// A live connection whose status bookkeeping moved off Connected is
     /// still the peer's: marks it Connected again. `false` if the peer has
     /// no live connection.
-    pub(crate) fn revive(&self, key: Key) -> bool {
+    ///
+    /// In the same locked step, a peer with no live connection that is
+    /// blocked, or backing off, is refused with the error saying so
+    /// (`connect` checks both before it takes a slot).
+    pub(crate) fn revive(&self, key: Key) -> Result<bool> {
         let peer = key.peer;
         let revived = self.peers.at(&key, |map| {
-            let record = map.get_mut(&peer).filter(|r| r.live.is_some())?;
+            let Some(record) = map.get_mut(&peer) else {
+                return Ok(None);
+            };
+            if record.live.is_none() {
+                if record.blocked {
+                    return Err(Error::Blocked { peer });
+                }
+                // The clock is read only for a peer with a backoff.
+                if record.backoff.is_some() {
+                    let now = tokio::time::Instant::now().into_std();
+                    if let Some(until) = record.backing_off(now) {
+                        return Err(Error::BackingOff { peer, until });
+                    }
+                }
+                return Ok(None);
+            }
             let before = self.table.insert(peer, ConnectionStatus::Connected);
-            Some((before, Self::watch_in(record)))
-        });
+            Ok(Some((before, Self::watch_in(record))))
+        })?;
         match revived {
             Some((before, watch)) => {
                 self.emit(
@@ -377,9 +467,9 @@ impl<D: Dialer> Inner<D> {
                     Reason::Pooled,
                     watch,
                 );
-                true
+                Ok(true)
             }
-            None => false,
+            None => Ok(false),
         }
     }
 
@@ -605,7 +695,8 @@ impl<D: Dialer> Inner<D> {
         }
     }
 
-    /// Pools `conn`, decided under the record lock at `generation`. The
+    /// Pools `conn`, decided under the record lock at `generation`, unless
+    /// it is past `max_lifetime` (then it is closed). The
     /// put runs after that lock (the pool may close connections in it);
     /// then the record lock is taken again: if the peer failed since the
     /// decision (its `Failed` may have drained the pool before this put
@@ -616,6 +707,20 @@ impl<D: Dialer> Inner<D> {
     pub(crate) fn pool_put(&self, key: Key, conn: Held<D>, generation: u64) {
         let peer = key.peer;
         if self.shut_down.load(Ordering::Acquire) {
+            return; // closed as it goes out of scope
+        }
+        if self.config.max_lifetime.is_some()
+            && conn.outlived(
+                self.config.max_lifetime,
+                tokio::time::Instant::now().into_std(),
+            )
+        {
+            tracing::debug!(
+                target: "connmgr",
+                peer = %peer,
+                reason = "max_lifetime",
+                "connection expired: closed instead of pooled"
+            );
             return; // closed as it goes out of scope
         }
         // A full pool hands the connection back: it is closed here.
@@ -634,7 +739,9 @@ impl<D: Dialer> Inner<D> {
         let stale = self.peers.at(&key, |map| {
             self.shut_down.load(Ordering::Acquire)
                 || !self.table.contains_key(&peer)
-                || map.get(&peer).is_none_or(|r| r.generation != generation)
+                || map
+                    .get(&peer)
+                    .is_none_or(|r| r.generation != generation || r.blocked)
         });
         if stale {
             self.close_idle(peer);
@@ -657,6 +764,18 @@ impl<D: Dialer> Inner<D> {
     ) {
         if from == to {
             return;
+        }
+        tracing::debug!(
+            target: "connmgr",
+            peer = %peer,
+            from = ?from,
+            to = ?to,
+            reason = %reason,
+            "status changed"
+        );
+        // A kept peer off Connected: a reaper redials it.
+        if to != Some(ConnectionStatus::Connected) && self.is_kept_connected(&peer) {
+            self.reapers.wake_all();
         }
         let subscribers = self.subscribers.load(Ordering::Acquire);
         if subscribers != self.silent_at.load(Ordering::Relaxed) {

@@ -33,6 +33,10 @@ use crate::{Error, Result};
 /// closed and, if it is still the peer's live connection, the peer marked
 /// Failed: a connection whose user panicked is never handed out again.
 ///
+/// After [`shutdown_gracefully`](crate::ConnectionManager::shutdown_gracefully)'s
+/// deadline passed with this lease out, its reads and writes fail with
+/// `ConnectionAborted`.
+///
 /// # A lease dropped in the middle of an operation must be discarded
 ///
 /// A read or write cut short (its future dropped by a timeout, a
@@ -96,19 +100,34 @@ pub struct Lease<D: Dialer> {
 impl<D: Dialer> Lease<D> {
     /// Takes `peer`'s live connection (see `ConnectionManager::lease`).
     pub(crate) fn take(inner: &Arc<Inner<D>>, peer: &PeerId) -> Result<Self> {
-        if inner.shut_down.load(Ordering::Acquire) {
-            return Err(Error::ShutDown);
+        // Counted out before the shutdown flag is read (store-buffering
+        // with `shutdown_gracefully`: flag set, then count read): either
+        // the drain sees this lease, or this call sees the flag.
+        inner.leases_out.fetch_add(1, Ordering::SeqCst);
+        let taken = if inner.shut_down.load(Ordering::SeqCst) {
+            Err(Error::ShutDown)
+        } else {
+            Ok(inner.peers.key(*peer))
         }
-        let key = inner.peers.key(*peer);
-        let (slot, conn, generation) = inner.peers.at(&key, |map| {
-            let record = map
-                .get_mut(peer)
-                .ok_or(Error::NotConnected { peer: *peer })?;
-            record.lease().map_err(|busy| match busy {
-                true => Error::Busy { peer: *peer },
-                false => Error::NotConnected { peer: *peer },
+        .and_then(|key| {
+            inner.peers.at(&key, |map| {
+                let record = map
+                    .get_mut(peer)
+                    .ok_or(Error::NotConnected { peer: *peer })?;
+                let (slot, conn, generation) = record.lease().map_err(|busy| match busy {
+                    true => Error::Busy { peer: *peer },
+                    false => Error::NotConnected { peer: *peer },
+                })?;
+                Ok((key, slot, conn, generation))
             })
-        })?;
+        });
+        let (key, slot, conn, generation) = match taken {
+            Ok(taken) => taken,
+            Err(e) => {
+                returned(inner);
+                return Err(e);
+            }
+        };
         Ok(Self {
             inner: Arc::clone(inner),
             key,
@@ -164,6 +183,7 @@ impl<D: Dialer> Drop for Lease<D> {
         // A destructor panic is caught and dropped (the hook reported it):
         // dropping a lease never panics.
         close::swallowing(|| self.end());
+        returned(&self.inner);
     }
 }
 
@@ -189,6 +209,7 @@ impl<D: Dialer> Lease<D> {
         // Decided under the record lock; acted on after it.
         let peer = self.key.peer;
         let end = inner.peers.at(&self.key, |map| {
+            // (A blocked peer's record refuses the pool in `end_lease`.)
             let may_pool = !inner.shut_down.load(Ordering::Acquire)
                 && !matches!(
                     inner.table.get(&peer),
@@ -209,10 +230,35 @@ impl<D: Dialer> Lease<D> {
     }
 }
 
+/// A lease (or an attempt at one) is over: no longer counted out, and a
+/// graceful shutdown waiting for the leases hears of it.
+fn returned<D: Dialer>(inner: &Inner<D>) {
+    inner.leases_out.fetch_sub(1, Ordering::SeqCst);
+    // SeqCst: store-buffering with the drain (flag, then count), so a
+    // drain that still counted this lease is woken.
+    if inner.shut_down.load(Ordering::SeqCst) {
+        inner.lease_returned.notify_waiters();
+    }
+}
+
 /// Records whether an operation of one direction was left pending.
 fn track<T>(pending: &mut bool, poll: Poll<T>) -> Poll<T> {
     *pending = poll.is_pending();
     poll
+}
+
+impl<D: Dialer> Lease<D> {
+    /// `Err` once a graceful shutdown's deadline passed with this lease
+    /// out (see `ConnectionManager::shutdown_gracefully`).
+    fn check_cut_off(&self) -> io::Result<()> {
+        if self.inner.cut_off.load(Ordering::Acquire) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the connection manager shut down and its drain deadline passed",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Reads the connection, noting a read cut short (see [`Lease`]).
@@ -226,6 +272,7 @@ where
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_read(cx, buf);
         track(&mut this.reading, poll)
     }
@@ -243,6 +290,7 @@ where
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_write(cx, buf);
         track(&mut this.writing, poll)
     }
@@ -253,6 +301,7 @@ where
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_write_vectored(cx, bufs);
         track(&mut this.writing, poll)
     }
@@ -263,12 +312,14 @@ where
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_flush(cx);
         track(&mut this.writing, poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.check_cut_off()?;
         let poll = Pin::new(&mut **this).poll_shutdown(cx);
         track(&mut this.writing, poll)
     }

@@ -110,6 +110,59 @@
 //! # }
 //! ```
 //!
+//! ## Resilience and operability
+//!
+//! - A peer whose dials fail backs off, per peer
+//!   ([`Builder::dial_backoff`], on by default): `connect` refuses it
+//!   with [`Error::BackingOff`] until its jittered, doubling delay passes;
+//!   a successful dial resets it.
+//! - [`block`](ConnectionManager::block) closes a peer's connections and
+//!   refuses it ([`Error::Blocked`]) until
+//!   [`unblock`](ConnectionManager::unblock).
+//! - [`keep_connected`](ConnectionManager::keep_connected) redials a peer
+//!   whenever it is not Connected, with its backoff between tries.
+//! - [`Builder::wait_for_slot`] makes a full `connect` wait, first come
+//!   first served, up to a deadline.
+//! - [`shutdown_gracefully`](ConnectionManager::shutdown_gracefully)
+//!   drains: no new work, leases given time to come back, the rest cut
+//!   off at the deadline.
+//! - [`Builder::max_lifetime`] closes old connections instead of pooling
+//!   or reusing them; [`TcpDialer::keepalive`] sets TCP keepalive.
+//! - [`set_limits`](ConnectionManager::set_limits) changes the
+//!   [`Limits`] at runtime; [`state`](ConnectionManager::state) reads
+//!   every gauge and limit at once ([`State`]);
+//!   [`peers`](ConnectionManager::peers),
+//!   [`get_statuses`](ConnectionManager::get_statuses) and
+//!   [`update_statuses`](ConnectionManager::update_statuses) list and
+//!   batch.
+//! - `tracing` events (target `connmgr`) on every status change, dial,
+//!   refusal, trim and expiry, with the peer and the reason; a span per
+//!   `connect`.
+//!
+//! ```
+//! use connmgr::{ConnectionManager, Error, Limits, PeerId};
+//! use std::time::Duration;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> connmgr::Result<()> {
+//! let node = ConnectionManager::builder()
+//!     .max_connections(1)
+//!     .wait_for_slot(Duration::from_millis(20))
+//!     .build()?;
+//! let (a, b) = (PeerId::random(), PeerId::random());
+//! node.connect(a).await?;
+//! // Full: waits 20 ms, then gives up.
+//! assert!(matches!(node.connect(b).await, Err(Error::LimitReached { .. })));
+//! node.set_limits(Limits::new(2))?;
+//! node.connect(b).await?;
+//! node.block(b); // closes b's connection; b is refused from now on
+//! assert!(matches!(node.connect(b).await, Err(Error::Blocked { .. })));
+//! assert_eq!(node.state().connected, 1);
+//! assert_eq!(node.shutdown_gracefully(Duration::from_secs(1)).await, 0);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! ## Crates
 //!
 //! This facade re-exports what it needs from [`connmgr_core`] (the status
@@ -133,6 +186,8 @@ mod admission;
 #[cfg(not(loom))]
 mod backoff;
 #[cfg(not(loom))]
+mod block;
+#[cfg(not(loom))]
 mod close;
 #[cfg(not(loom))]
 mod config;
@@ -141,19 +196,27 @@ mod connect;
 #[cfg(not(loom))]
 mod dialer;
 #[cfg(not(loom))]
+mod drain;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod event;
 #[cfg(not(loom))]
 mod inner;
 #[cfg(not(loom))]
+mod keep;
+#[cfg(not(loom))]
 mod lease;
+#[cfg(not(loom))]
+mod limits;
 #[cfg(not(loom))]
 mod manager;
 #[cfg(not(loom))]
 mod peers;
 #[cfg(not(loom))]
 mod reaper;
+#[cfg(not(loom))]
+mod state;
 #[cfg(not(loom))]
 mod sync;
 #[cfg(not(loom))]
@@ -174,8 +237,12 @@ pub use event::{Reason, StatusEvent};
 #[cfg(not(loom))]
 pub use lease::Lease;
 #[cfg(not(loom))]
+pub use limits::Limits;
+#[cfg(not(loom))]
 pub use manager::ConnectionManager;
 pub use peer::Direction;
+#[cfg(not(loom))]
+pub use state::State;
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[doc = include_str!("../../README.md")]

@@ -12,6 +12,7 @@ use connmgr_core::{ConnectionStatus, PeerId, StatusTable};
 use connmgr_metrics::{Gauges, Metrics, MetricsConfig, NetworkMetrics, Snapshot};
 use connmgr_pool::{IdlePool, PoolConfig};
 use tokio::sync::{broadcast, watch};
+use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::backoff::Backoff;
@@ -68,7 +69,7 @@ use crate::{Direction, Error, Limit, Reason, Result, StatusEvent};
 /// peer's previous status, and if other callers were waiting on its dial,
 /// one of them takes the dial over.
 pub struct ConnectionManager<D: Dialer = NoTransport> {
-    inner: Arc<Inner<D>>,
+    pub(crate) inner: Arc<Inner<D>>,
 }
 
 impl<D: Dialer> Clone for ConnectionManager<D> {
@@ -148,13 +149,25 @@ impl<D: Dialer> ConnectionManager<D> {
                 reapers: Reapers::new(),
                 trimming: parking_lot::Mutex::new(()),
                 me: me.clone(),
+                draws: RandomState::new(),
+                kept: Default::default(),
+                leases_out: AtomicUsize::new(0),
+                lease_returned: tokio::sync::Notify::new(),
+                cut_off: AtomicBool::new(false),
+                closed: AtomicBool::new(false),
                 config,
                 dialer,
             }),
         }
     }
 
-    /// The settings this manager runs with.
+    /// A handle on a manager's shared state (a reaper's redial).
+    pub(crate) fn from_inner(inner: Arc<Inner<D>>) -> Self {
+        Self { inner }
+    }
+
+    /// The settings this manager was built with. Its limits are those of
+    /// the build; [`limits`](Self::limits) has the limits in force.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -174,6 +187,10 @@ impl<D: Dialer> ConnectionManager<D> {
     /// | unknown, Disconnected or Connecting by bookkeeping alone, with nothing alive pooled; or Failed | a slot is reserved, the peer is Connecting, then Connected (a Failed peer is always dialed afresh: its pooled connections are not reused) |
     /// | being dialed by another call | this call waits for that dial and shares its outcome |
     /// | adopted while this dial is in flight | the adopted connection is live at once; the dialed one idles in the pool when it lands; `Ok` |
+    ///
+    /// With [`Builder::wait_for_slot`](crate::Builder::wait_for_slot), a
+    /// `connect` that finds `max_connections` or `max_outbound` full
+    /// waits for a slot, first come first served, up to that long.
     ///
     /// What `connect` makes live is outbound ([`Direction::Outbound`]),
     /// a reused idle connection included, and counts in `max_connections`
@@ -202,6 +219,10 @@ impl<D: Dialer> ConnectionManager<D> {
     ///
     /// # Errors
     ///
+    /// Before anything else, status unchanged: [`Error::Blocked`] for a
+    /// blocked peer ([`block`](Self::block)), [`Error::BackingOff`] for a
+    /// peer whose last dials failed and whose backoff has not passed
+    /// ([`Builder::dial_backoff`](crate::Builder::dial_backoff)). Then
     /// [`Error::LimitReached`] (status unchanged) naming the limit that
     /// refused: [`Limit::Connections`] or [`Limit::Outbound`] before
     /// anything else, then, for a dial, [`Limit::PendingDials`] or
@@ -216,6 +237,35 @@ impl<D: Dialer> ConnectionManager<D> {
     /// Safe: dropping the future gives the slot back and restores the
     /// peer's previous status; waiters on this dial take it over.
     pub async fn connect(&self, peer_id: PeerId) -> Result<()> {
+        let span = tracing::debug_span!(target: "connmgr", "connect", peer = %peer_id);
+        // With no subscriber interested the span is disabled: the body runs
+        // bare, without the span's enter and exit on every poll.
+        let outcome = if span.is_disabled() {
+            self.connect_in_span(peer_id).await
+        } else {
+            self.connect_in_span(peer_id).instrument(span.clone()).await
+        };
+        if let Err(
+            e @ (Error::LimitReached { .. }
+            | Error::BackingOff { .. }
+            | Error::Blocked { .. }
+            | Error::ShutDown),
+        ) = &outcome
+        {
+            span.in_scope(|| {
+                tracing::debug!(
+                    target: "connmgr",
+                    peer = %peer_id,
+                    reason = %e,
+                    "connect refused"
+                );
+            });
+        }
+        outcome
+    }
+
+    /// `connect`'s body, in its span.
+    async fn connect_in_span(&self, peer_id: PeerId) -> Result<()> {
         let inner = &*self.inner;
         self.ensure_reaper();
         let mut key = None;
@@ -442,6 +492,60 @@ impl<D: Dialer> ConnectionManager<D> {
         close::reraising(|| self.inner.set_status(peer_id, status, Reason::Set));
     }
 
+    /// Sets each peer's status as given, in order: exactly what
+    /// [`update_status`](Self::update_status) called once per pair does,
+    /// with the same events in the same order, in one call.
+    ///
+    /// **Progress:** as `update_status`, per pair.
+    ///
+    /// # Panics
+    ///
+    /// A connection destructor's panic is caught, the batch goes on to
+    /// the end, then the first such panic is re-raised (see
+    /// [Panicking destructors](Self#panicking-destructors)).
+    ///
+    /// # Cancellation safety
+    ///
+    /// Safe: it never waits; the whole batch is applied in the first poll.
+    pub async fn update_statuses(
+        &self,
+        batch: impl IntoIterator<Item = (PeerId, ConnectionStatus)>,
+    ) {
+        self.ensure_reaper();
+        close::reraising(|| {
+            for (peer, status) in batch {
+                self.inner.set_status(peer, status, Reason::Set);
+            }
+        });
+    }
+
+    /// The status of each of `peers`, in order: what
+    /// [`get_status`](Self::get_status) answers for each, in one pass
+    /// (`StatusTable::get_many`: one epoch pin for the batch, the lookups
+    /// interleaved so their cache misses overlap).
+    ///
+    /// **Progress:** wait-free, no lock, as `get_status`.
+    pub async fn get_statuses(&self, peers: &[PeerId]) -> Vec<Option<ConnectionStatus>> {
+        let mut out = Vec::with_capacity(peers.len());
+        self.inner.table.get_many(peers, &mut out);
+        out
+    }
+
+    /// The peers whose status is `status` now, in no particular order.
+    ///
+    /// **Progress:** lock-free: one walk of the status table, O(tracked
+    /// peers). A peer whose status changes during the walk may be listed
+    /// or not.
+    pub fn peers(&self, status: ConnectionStatus) -> Vec<PeerId> {
+        let mut out = Vec::with_capacity(self.inner.table.count(status));
+        self.inner.table.for_each(|peer, info| {
+            if info.status == status {
+                out.push(*peer);
+            }
+        });
+        out
+    }
+
     /// The peer's status, if the manager knows it.
     ///
     /// **Progress:** wait-free, no lock: one hash, an epoch pin and one
@@ -614,7 +718,16 @@ impl<D: Dialer> ConnectionManager<D> {
 
     /// [`connect`](Self::connect), retried with exponential backoff and
     /// jitter on dial errors, timeouts and a full limit. Stops at once on
-    /// [`Error::ShutDown`].
+    /// [`Error::ShutDown`] and on [`Error::Blocked`].
+    ///
+    /// It combines with the manager's own per-peer dial backoff
+    /// ([`Builder::dial_backoff`](crate::Builder::dial_backoff)) this way:
+    /// a `connect` refused with [`Error::BackingOff`] is not an attempt
+    /// (nothing was dialed); the helper sleeps until the peer's backoff
+    /// ends and tries again. So every attempt is a dial (or a pool hit, or
+    /// a limit refusal), made no sooner than both schedules allow: the
+    /// helper's sleeps bound how fast this caller retries, the peer's
+    /// backoff how fast all callers together redial the peer.
     ///
     /// # Errors
     ///
@@ -629,24 +742,29 @@ impl<D: Dialer> ConnectionManager<D> {
         let mut sleeps = backoff.sleeps(RandomState::new().hash_one(peer));
         let mut attempt = 0;
         loop {
-            attempt += 1;
-            match self.connect(peer).await {
+            let sleep = match self.connect(peer).await {
                 Ok(()) => return Ok(()),
-                Err(Error::ShutDown) => return Err(Error::ShutDown),
-                Err(e) if attempt >= backoff.max_attempts => {
+                Err(e @ (Error::ShutDown | Error::Blocked { .. })) => return Err(e),
+                Err(Error::BackingOff { until, .. }) => {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(until)).await;
+                    continue;
+                }
+                Err(e) if attempt + 1 >= backoff.max_attempts => {
                     return Err(Error::GaveUp {
-                        attempts: attempt,
+                        attempts: attempt + 1,
                         last: Box::new(e),
                     })
                 }
-                Err(_) => {}
-            }
-            let sleep = sleeps.next().unwrap_or(backoff.max);
+                Err(_) => sleeps.next().unwrap_or(backoff.max),
+            };
+            attempt += 1;
             tokio::time::sleep(sleep).await;
         }
     }
 
-    /// Closes every connection and stops the reaper. Afterwards every call
+    /// Closes every connection and stops the reaper (see
+    /// [`shutdown_gracefully`](Self::shutdown_gracefully) to let the
+    /// leases out finish first). Afterwards every call
     /// that would open or lease a connection fails with
     /// [`Error::ShutDown`]; statuses and metrics stay readable. Connected
     /// peers become Disconnected; dials in flight are dropped when they
@@ -698,7 +816,7 @@ impl<D: Dialer> fmt::Debug for ConnectionManager<D> {
         f.debug_struct("ConnectionManager")
             .field(
                 "max_connections",
-                &self.inner.admission.max(Limit::Connections),
+                &self.inner.admission.limits().max_connections,
             )
             .field("active", &self.inner.admission.in_use(Limit::Connections))
             .field("idle", &self.inner.pool.len())

@@ -92,6 +92,14 @@ pub(crate) enum LeaseEnd<C> {
     Close(C),
 }
 
+/// A peer's dial backoff: its failed dials in a row, and the time before
+/// which it is not dialed again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct DialBackoff {
+    pub(crate) failures: u32,
+    pub(crate) until: Instant,
+}
+
 /// Everything the manager holds for one peer besides its status word: one
 /// owner, one lock, for every piece of per-peer state.
 pub(crate) struct Record<P: Parts> {
@@ -118,6 +126,15 @@ pub(crate) struct Record<P: Parts> {
     /// The tags the peer is protected under: while there is one, trimming
     /// never closes its connection.
     pub(crate) protections: Vec<Box<str>>,
+    /// Failed dials in a row, and when the next may be made; `None` after
+    /// a successful dial.
+    pub(crate) backoff: Option<DialBackoff>,
+    /// Blocked: no connection of the peer goes live, pooled or leased
+    /// back, and the record is never forgotten while the flag is set.
+    pub(crate) blocked: bool,
+    /// Kept connected (`keep_connected`): the reapers redial the peer
+    /// whenever it is not Connected, and the record is never forgotten.
+    pub(crate) keep: bool,
 }
 
 impl<P: Parts> Default for Record<P> {
@@ -132,6 +149,9 @@ impl<P: Parts> Default for Record<P> {
             tags: Vec::new(),
             score: 0,
             protections: Vec::new(),
+            backoff: None,
+            blocked: false,
+            keep: false,
         }
     }
 }
@@ -145,14 +165,15 @@ impl<P: Parts> Record<P> {
         self.live.is_none()
             && self.leases == 0
             && !self.is_kept()
+            && self.backoff.is_none()
             && self.dial.is_none()
             && self.watch.as_ref().is_none_or(|w| !watched(w))
     }
 
-    /// Tagged or protected: the user asked the manager to remember the
-    /// peer, so it is never forgotten.
+    /// Tagged, protected, blocked or kept connected: the user asked the
+    /// manager to remember the peer, so it is never forgotten.
     pub(crate) fn is_kept(&self) -> bool {
-        !self.tags.is_empty() || !self.protections.is_empty()
+        !self.tags.is_empty() || !self.protections.is_empty() || self.blocked || self.keep
     }
 
     /// Sets `tag` to `value`.
@@ -218,6 +239,33 @@ impl<P: Parts> Record<P> {
         Some(self.live.take())
     }
 
+    /// When the peer may be dialed again, if that is after `now`.
+    pub(crate) fn backing_off(&self, now: Instant) -> Option<Instant> {
+        self.backoff.map(|b| b.until).filter(|&until| until > now)
+    }
+
+    /// A dial failed at `now`: one more failure in a row, and no dial
+    /// before `now + delay(failures)`.
+    pub(crate) fn dial_failed(
+        &mut self,
+        now: Instant,
+        delay: impl FnOnce(u32) -> std::time::Duration,
+    ) {
+        let failures = self.backoff.map_or(0, |b| b.failures).saturating_add(1);
+        self.backoff = Some(DialBackoff {
+            failures,
+            until: now + delay(failures),
+        });
+    }
+
+    /// Forgets an expired backoff (the failures in a row too), so the
+    /// record may go; one still running stays.
+    pub(crate) fn drop_expired_backoff(&mut self, now: Instant) {
+        if self.backing_off(now).is_none() {
+            self.backoff = None;
+        }
+    }
+
     /// Whether a connection pooled with `generation` may go live: only if
     /// the peer has not failed since it was pooled.
     pub(crate) fn admits(&self, generation: u64) -> bool {
@@ -244,8 +292,8 @@ impl<P: Parts> Record<P> {
     /// back. It goes back into its slot if the slot is still the peer's.
     /// Otherwise (the peer was disconnected, or connected anew, meanwhile)
     /// it is pooled if `may_pool` (the peer has a status other than
-    /// Failed, and the manager runs) and the peer has not failed since the
-    /// lease was taken; else closed.
+    /// Failed, and the manager runs), the peer is not blocked and has not
+    /// failed since the lease was taken; else closed.
     pub(crate) fn end_lease(
         &mut self,
         slot: u64,
@@ -260,7 +308,7 @@ impl<P: Parts> Record<P> {
                 return LeaseEnd::Home;
             }
         }
-        if may_pool && generation == self.generation {
+        if may_pool && !self.blocked && generation == self.generation {
             LeaseEnd::Pool(conn, generation)
         } else {
             LeaseEnd::Close(conn)
@@ -394,6 +442,85 @@ mod loom_models {
             assert!(
                 pool.lock().unwrap().iter().all(|p| p.generation == failed),
                 "a stale connection stayed pooled"
+            );
+        });
+    }
+
+    /// A `block` racing the end of a lease whose slot is gone (the put
+    /// decided under the record lock, made after it, then a second look at
+    /// the record, as `Lease::drop` and `pool_put` do) and a take from the
+    /// pool made live only if the record is not blocked (`go_live`).
+    /// Whatever the interleaving, nothing of the blocked peer stays pooled
+    /// and nothing goes live after the block.
+    ///
+    /// Checked once with each fix removed (locally, then reverted), at
+    /// `LOOM_MAX_PREEMPTIONS=2`: with the put's second look ignoring the
+    /// flag, loom failed the model with "a blocked peer's connection stayed
+    /// pooled" (the put landed after the block's drain); with the take not
+    /// checking the flag, with "a connection went live after the block".
+    #[test]
+    fn a_block_racing_a_put_and_a_take_leaves_nothing_pooled_or_live() {
+        loom::model(|| {
+            let record = Arc::new(Mutex::new(Record::<Model> {
+                leases: 1,
+                ..Record::default()
+            }));
+            let pool = Arc::new(Mutex::new(vec![Pooled {
+                generation: 0,
+                conn: OLD,
+            }]));
+            let taker = {
+                let (record, pool) = (record.clone(), pool.clone());
+                thread::spawn(move || {
+                    let Some(pooled) = pool.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let mut r = record.lock().unwrap();
+                    // `go_live`: a blocked record installs nothing.
+                    if !r.blocked && r.admits(pooled.generation) {
+                        r.install(Live {
+                            id: 8,
+                            conn: Some(pooled.conn),
+                            direction: Direction::Outbound,
+                            since: Instant::now(),
+                            _permit: (),
+                        });
+                    }
+                })
+            };
+            let putter = {
+                let (record, pool) = (record.clone(), pool.clone());
+                thread::spawn(move || {
+                    let end = record.lock().unwrap().end_lease(7, 0, PUT, true);
+                    if let LeaseEnd::Pool(conn, generation) = end {
+                        pool.lock().unwrap().push(Pooled { generation, conn });
+                        let stale = {
+                            let r = record.lock().unwrap();
+                            r.generation != generation || r.blocked
+                        };
+                        if stale {
+                            pool.lock().unwrap().clear();
+                        }
+                    }
+                })
+            };
+            // The block (`Inner::block`): the flag set and the live slot
+            // taken out under the lock, the idle ones drained after it.
+            {
+                let mut r = record.lock().unwrap();
+                r.blocked = true;
+                let _slot = r.live.take();
+            }
+            pool.lock().unwrap().clear();
+            taker.join().unwrap();
+            putter.join().unwrap();
+            assert!(
+                record.lock().unwrap().live.is_none(),
+                "a connection went live after the block"
+            );
+            assert!(
+                pool.lock().unwrap().is_empty(),
+                "a blocked peer's connection stayed pooled"
             );
         });
     }

@@ -56,6 +56,11 @@ impl<D: Dialer> Inner<D> {
         // afterwards, sees the flag and closes what it pooled.
         self.pool.clear();
         self.reapers.wake_all();
+        // `connect`s waiting for a slot give up with `ShutDown`.
+        self.admission.wake_waiter();
+        // Done: a drain waiting for this close (a second call) goes on.
+        self.closed.store(true, Ordering::SeqCst);
+        self.lease_returned.notify_waiters();
     }
 
     /// Closes expired idle connections; forgets Disconnected or Failed
@@ -77,6 +82,8 @@ impl<D: Dialer> Inner<D> {
     /// itself ([`flush_epoch`]).
     pub(crate) fn forget_stale(&self) {
         let now = Instant::now();
+        // Backoffs run on the runtime's clock (paused in tests).
+        let tnow = tokio::time::Instant::now().into_std();
         let forget_after = self.config.forget_after;
         let mut forgot = 0;
         self.table.for_each(|peer, info| {
@@ -90,8 +97,14 @@ impl<D: Dialer> Inner<D> {
             }
             let forgotten = self.peers.with(peer, |map| {
                 // A tagged or protected peer is kept: the user asked for it.
+                // So is one backing off: forgetting it would lift the
+                // backoff.
                 let busy = map.get(peer).is_some_and(|r| {
-                    r.live.is_some() || r.leases != 0 || r.dial.is_some() || r.is_kept()
+                    r.live.is_some()
+                        || r.leases != 0
+                        || r.dial.is_some()
+                        || r.is_kept()
+                        || r.backing_off(tnow).is_some()
                 });
                 // The sweep's view may be stale by now: forget the peer only
                 // if its entry is the one judged stale (no change since, by
@@ -108,6 +121,9 @@ impl<D: Dialer> Inner<D> {
                     return None;
                 }
                 let watch = Self::watch_of(map, peer);
+                if let Some(r) = map.get_mut(peer) {
+                    r.drop_expired_backoff(tnow);
+                }
                 self.tidy(map, peer);
                 Some(watch)
             });
@@ -122,6 +138,11 @@ impl<D: Dialer> Inner<D> {
         self.peers.for_each_shard(|map| {
             let idle: Vec<_> = map.keys().copied().collect();
             for peer in idle {
+                if !self.table.contains_key(&peer) {
+                    if let Some(r) = map.get_mut(&peer) {
+                        r.drop_expired_backoff(tnow);
+                    }
+                }
                 self.tidy(map, &peer);
             }
         });
@@ -389,7 +410,15 @@ async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
         }
         // A destructor panic is caught and dropped (the hook reported
         // it): the reaper goes on.
-        close::swallowing(|| inner.pool.reap());
+        let expired = close::swallowing(|| inner.pool.reap());
+        if expired > 0 {
+            tracing::debug!(
+                target: "connmgr",
+                count = expired,
+                reason = "pool_timeout",
+                "idle connections expired"
+            );
+        }
         let now = tokio::time::Instant::now();
         if now >= next_sweep {
             next_sweep = now + inner.sweep_if_due();
@@ -398,6 +427,10 @@ async fn reap_until_gone<D: Dialer>(weak: Weak<Inner<D>>, wake: Arc<Notify>) {
         // above it after (protected peers, connections in their grace
         // period), look again an interval later.
         let mut due = next_sweep;
+        // Kept peers off Connected: redialed, or looked at again when due.
+        if let Some(at) = inner.redial_kept() {
+            due = due.min(at);
+        }
         if inner.over_high() {
             let next_trim = inner.trim_if_due();
             if inner.over_high() {

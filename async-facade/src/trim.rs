@@ -51,9 +51,9 @@ impl<D: Dialer> Inner<D> {
     /// Whether more than `high` unprotected peers with a live connection
     /// are Connected, by the cheap bound first: Connected peers in all.
     pub(crate) fn over_high(&self) -> bool {
-        self.config
-            .watermarks
-            .is_some_and(|(_, high)| self.table.count(ConnectionStatus::Connected) > high)
+        self.admission
+            .high()
+            .is_some_and(|high| self.table.count(ConnectionStatus::Connected) > high)
     }
 
     /// Trims down to the low watermark: `only_over_high` (the background
@@ -67,7 +67,7 @@ impl<D: Dialer> Inner<D> {
     /// its stead); of these, those not leased right now are the
     /// candidates, lowest score first.
     pub(crate) fn trim(&self, only_over_high: bool) -> usize {
-        let Some((low, high)) = self.config.watermarks else {
+        let Some((low, high)) = self.admission.limits().watermarks else {
             return 0;
         };
         // The background trim skips a round while another trim runs (it
@@ -113,10 +113,21 @@ impl<D: Dialer> Inner<D> {
             candidates.select_nth_unstable_by_key(excess, |c| c.0);
             candidates.truncate(excess);
         }
-        candidates
+        let trimmed = candidates
             .into_iter()
             .filter(|&(_, peer, slot)| self.trim_one(self.peers.key(peer), slot, now))
-            .count()
+            .count();
+        if trimmed > 0 {
+            tracing::info!(
+                target: "connmgr",
+                trimmed,
+                low,
+                high,
+                unprotected,
+                "trimmed"
+            );
+        }
+        trimmed
     }
 
     /// Closes `key`'s live connection if it is still slot `slot`, idle in
@@ -145,6 +156,12 @@ impl<D: Dialer> Inner<D> {
         let Some((slot, watch)) = trimmed else {
             return false;
         };
+        tracing::debug!(
+            target: "connmgr",
+            peer = %peer,
+            reason = %Reason::Trimmed,
+            "trimming closes the connection"
+        );
         // Closed here, after the lock; its units of the limits go back. A
         // destructor panic is dropped once the hook has reported it.
         crate::close::swallowing(|| drop(slot));

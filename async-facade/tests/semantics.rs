@@ -493,7 +493,14 @@ async fn watch_follows_one_peer_and_leases_give_exclusive_use() {
 
 #[tokio::test(start_paused = true)]
 async fn reconnect_helper_backs_off_then_gives_up() {
-    let (m, d) = manager(4);
+    // The helper's own schedule alone: the per-peer backoff off.
+    let m = ConnectionManager::builder()
+        .max_connections(4)
+        .dial_backoff(Duration::ZERO, Duration::ZERO)
+        .dialer(TestDialer::default())
+        .build()
+        .unwrap();
+    let d = m.dialer().clone();
     let f = peer(FAIL, 1);
     let start = tokio::time::Instant::now();
     let backoff = connmgr::Backoff::new(Duration::from_millis(100), Duration::from_millis(250), 4)

@@ -170,3 +170,52 @@ async fn unknown_address_and_refused_port_are_clear_errors() {
     );
     assert_eq!(m.active(), 0);
 }
+
+/// Reads an integer socket option of a live socket.
+#[cfg(target_os = "linux")]
+fn sockopt(stream: &TcpStream, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+    use std::os::fd::AsRawFd;
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals of the sizes getsockopt
+    // writes for an int option, and the descriptor is the stream's, open
+    // for the call's length.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            level,
+            name,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "getsockopt: {}", std::io::Error::last_os_error());
+    value
+}
+
+/// `TcpDialer::keepalive` turns `SO_KEEPALIVE` on with its idle time; a
+/// dialer without it leaves keepalive off.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn keepalive_is_set_on_dialed_sockets_only_when_asked() {
+    let (addr, _, _) = server(Mode::Echo).await;
+    for keepalive in [None, Some(Duration::from_secs(42))] {
+        let p = PeerId::random();
+        let mut dialer = TcpDialer::new(move |_: &PeerId| Some(addr));
+        if let Some(idle) = keepalive {
+            dialer = dialer.keepalive(idle);
+        }
+        let m = ConnectionManager::builder().dialer(dialer).build().unwrap();
+        m.connect(p).await.unwrap();
+        let lease = m.lease(&p).unwrap();
+        let on = sockopt(&lease, libc::SOL_SOCKET, libc::SO_KEEPALIVE);
+        match keepalive {
+            None => assert_eq!(on, 0, "keepalive off by default"),
+            Some(idle) => {
+                assert_ne!(on, 0, "keepalive on");
+                let secs = sockopt(&lease, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE);
+                assert_eq!(secs as u64, idle.as_secs());
+            }
+        }
+    }
+}

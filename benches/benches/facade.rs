@@ -30,6 +30,11 @@
 //!   broadcast (the transport-less manager holds no peer record here, so
 //!   a status write takes no record lock and pools nothing). Baseline:
 //!   `DashMap::insert`.
+//! - `facade/get_statuses/{n}` (n = 100k and 1M): the statuses of
+//!   [`BATCH`] tracked peers in random order, by one `get_statuses` call
+//!   (`get_statuses`) against one `get_status` call per peer
+//!   (`get_status_each`); throughput per peer, so the ratio of the two is
+//!   what the batch saves per lookup.
 //! - `facade/get_metrics/{n}`: `get_metrics` (sums the metric stripes and
 //!   computes `memory_usage`, which locks each shard of peer records
 //!   briefly). No baseline: the reference returns numbers fed to it.
@@ -202,9 +207,44 @@ fn bench_size(c: &mut Criterion, n: usize) {
     }
     g.finish();
 
+    if n >= 100_000 {
+        bench_batch(c, fx, n);
+    }
+
     let mut g = c.benchmark_group(format!("facade/get_metrics/{n}"));
     g.bench_function("ConnectionManager", |b| {
         b.iter(|| black_box(ready(fx.ours.get_metrics())))
+    });
+    g.finish();
+}
+
+/// Peers per `get_statuses` call in `facade/get_statuses/{n}`.
+const BATCH: usize = 1024;
+
+/// `facade/get_statuses/{n}`: one batch call against a call per peer, on
+/// the same random chunks of the tracked peers.
+fn bench_batch(c: &mut Criterion, fx: &Fixture, n: usize) {
+    let keys = peer_ids(n, 1);
+    let order = shuffled_indices(n, 3);
+    let shuffled: Vec<PeerId> = order.iter().map(|&i| keys[i as usize]).collect();
+    let chunks: Vec<&[PeerId]> = shuffled.chunks_exact(BATCH).collect();
+    let mut g = c.benchmark_group(format!("facade/get_statuses/{n}"));
+    g.throughput(Throughput::Elements(BATCH as u64));
+    let mut next = 0;
+    g.bench_function("get_statuses", |b| {
+        b.iter(|| {
+            next = (next + 1) % chunks.len();
+            black_box(ready(fx.ours.get_statuses(chunks[next])))
+        })
+    });
+    let mut next = 0;
+    g.bench_function("get_status_each", |b| {
+        b.iter(|| {
+            next = (next + 1) % chunks.len();
+            for k in chunks[next] {
+                black_box(ready(fx.ours.get_status(k)));
+            }
+        })
     });
     g.finish();
 }

@@ -30,6 +30,14 @@
 // their grace period over `low`, only candidates (not leased), and never
 // one with a higher score than a candidate it kept. (The background trim
 // needs more than `max` such peers, which the limit rules out.)
+//
+// Resilience ops: `block`/`unblock` (toggled per peer: a blocked peer's
+// live and idle connections close, `connect` and `adopt` answer
+// `Blocked`, a lease it had is closed when returned) and `set_limits`
+// (the connection limit, with the watermarks turned off: a lowered limit
+// closes nothing and refuses while the live connections are at or above
+// it). After every op `get_statuses` over every peer, `peers(s)`
+// for each status, `is_blocked` and `state()` are checked too.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -98,6 +106,12 @@ pub enum Op {
     /// `trim_now`.
     #[arbitrary(skip)]
     Trim,
+    /// `block` the peer, or `unblock` it if blocked.
+    #[arbitrary(skip)]
+    Block(u8),
+    /// `set_limits` with this connection limit (1 to 4).
+    #[arbitrary(skip)]
+    SetMax(u8),
 }
 
 impl Op {
@@ -120,11 +134,22 @@ impl Op {
     fn peer_ops(self) -> Self {
         match self {
             Op::GetStatus(b) => match (b / PEERS) % 8 {
+                4 => Op::Block(b % PEERS),
                 5 => Op::Adopt(b % PEERS),
                 6 => Op::Tag(b % PEERS, (b / (PEERS * 8)) as i8 - 2),
                 7 => Op::Trim,
                 _ => Op::GetStatus(b),
             },
+            op => op,
+        }
+    }
+
+    /// `Advance(t)` for `t` at or above `0xF000` (a jump of over 100
+    /// minutes, which the TTLs of at most 600 s make no different from a
+    /// shorter one) is `SetMax(t % 4 + 1)`.
+    fn resilience_ops(self) -> Self {
+        match self {
+            Op::Advance(t) if t >= 0xF000 => Op::SetMax((t % 4) as u8 + 1),
             op => op,
         }
     }
@@ -154,6 +179,12 @@ struct Model {
     /// The value of each peer's one tag ("t").
     tags: HashMap<u8, i64>,
     protected: HashSet<u8>,
+    blocked: HashSet<u8>,
+    /// After a `SetMax` lowered the limit below the live connections, how
+    /// many are live (it only falls until the limit admits again).
+    ceiling: usize,
+    /// Whether watermarks are set (until the first `SetMax`).
+    trimming: bool,
     /// Trimming's low watermark and grace period.
     low: usize,
     grace: Duration,
@@ -269,7 +300,7 @@ impl Model {
             return;
         }
         let failed_now = matches!(self.status.get(&k), None | Some(ConnectionStatus::Failed));
-        if h.generation == self.generation(k) && !failed_now {
+        if h.generation == self.generation(k) && !failed_now && !self.blocked.contains(&k) {
             self.put_idle(k);
         }
     }
@@ -305,6 +336,9 @@ impl Model {
         if self.live.contains_key(&k) {
             self.set(k, ConnectionStatus::Connected, Reason::Pooled);
             return Ok(());
+        }
+        if self.blocked.contains(&k) {
+            return Err("Blocked");
         }
         if self.live.len() >= self.max {
             return Err("LimitReached");
@@ -349,6 +383,9 @@ impl Model {
         if self.shut {
             return Err("ShutDown");
         }
+        if self.blocked.contains(&k) {
+            return Err("Blocked");
+        }
         let connected = self.status.get(&k) == Some(&ConnectionStatus::Connected);
         if connected && self.live.contains_key(&k) {
             self.put_idle(k);
@@ -391,8 +428,11 @@ pub fn run(data: &[u8]) {
     let Ok(setup) = Setup::arbitrary(&mut u) else {
         return;
     };
-    let ops: Vec<Op> = decode_ops(&mut u).into_iter().map(Op::lease_ops)
+    let ops: Vec<Op> = decode_ops(&mut u)
+        .into_iter()
+        .map(Op::lease_ops)
         .map(Op::peer_ops)
+        .map(Op::resilience_ops)
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -426,6 +466,7 @@ async fn drive(setup: Setup, ops: Vec<Op>) {
         max,
         ttl,
         low: max - 1,
+        trimming: true,
         grace,
         ..Model::default()
     };
@@ -497,6 +538,7 @@ async fn apply(
                     assert_eq!(*max, m.max, "LimitReached names its value")
                 }
                 (Err(Error::ShutDown), Err("ShutDown")) => {}
+                (Err(Error::Blocked { peer: p }), Err("Blocked")) => assert_eq!(*p, peer(k)),
                 (got, want) => panic!("connect({k}): manager {got:?}, model {want:?}"),
             }
         }
@@ -611,6 +653,7 @@ async fn apply(
                     assert_eq!(max, m.max);
                 }
                 (Err(Error::ShutDown), Err("ShutDown")) => {}
+                (Err(Error::Blocked { peer: p }), Err("Blocked")) => assert_eq!(p, peer(k)),
                 (got, want) => panic!("adopt({k}): manager {got:?}, model {want:?}"),
             }
         }
@@ -627,7 +670,7 @@ async fn apply(
             }
         }
         Op::Trim => {
-            let (counted, candidates) = if m.shut {
+            let (counted, candidates) = if m.shut || !m.trimming {
                 (0, Vec::new())
             } else {
                 m.trimmable()
@@ -650,6 +693,40 @@ async fn apply(
                 m.set(k, ConnectionStatus::Disconnected, Reason::Trimmed);
                 m.live.remove(&k); // closed, not pooled
             }
+        }
+        Op::Block(k) => {
+            let k = k % PEERS;
+            if m.blocked.remove(&k) {
+                mgr.unblock(&peer(k));
+            } else {
+                // Its live slot and idle connection are closed; a Connected
+                // peer goes Disconnected. A leased connection stays with
+                // its lease, which closes it when dropped.
+                m.blocked.insert(k);
+                m.live.remove(&k);
+                m.pool.remove(&k);
+                if m.status.get(&k) == Some(&ConnectionStatus::Connected) {
+                    m.set(k, ConnectionStatus::Disconnected, Reason::Blocked);
+                }
+                mgr.block(peer(k));
+            }
+        }
+        Op::SetMax(n) => {
+            let n = usize::from(n);
+            let mut limits = mgr.limits();
+            limits.max_connections = n;
+            limits.max_inbound = n;
+            limits.max_outbound = n;
+            limits.max_pending_dials = n;
+            // Trimming off: with live connections above a lowered limit,
+            // the background trim (which the model leaves out) could run.
+            limits.watermarks = None;
+            mgr.set_limits(limits).expect("valid limits");
+            assert_eq!(mgr.limits(), limits);
+            // Nothing closes; the limit moves, trimming stops.
+            m.ceiling = m.live.len();
+            m.max = n;
+            m.trimming = false;
         }
         Op::Advance(tenths) => {
             tokio::time::advance(Duration::from_millis(u64::from(tenths) * 100)).await;
@@ -706,13 +783,16 @@ async fn check(
     op: Op,
 ) {
     let ctx = format!("after step {step} {op:?}");
-    // The limit: slots in use never exceed max, and are the live ones.
+    // The limit: slots in use are the live ones, and never exceed the
+    // limit, or what was live when a lower one was set (a lowered limit
+    // closes nothing: `ceiling` is the most live since).
     assert!(
-        mgr.active() <= m.max,
+        mgr.active() <= m.max.max(m.ceiling),
         "active {} > max {} {ctx}",
         mgr.active(),
         m.max
     );
+    m.ceiling = m.live.len().min(m.ceiling);
     assert_eq!(mgr.active(), m.live.len(), "active {ctx}");
     assert_eq!(mgr.pending_dials(), 0, "pending dials {ctx}");
     for s in ConnectionStatus::ALL {
@@ -737,6 +817,38 @@ async fn check(
             "protection of {k} {ctx}"
         );
     }
+    // The batch and listing calls agree with the model, as do the block
+    // list and the one-snapshot state.
+    let all: Vec<PeerId> = (0..PEERS).map(peer).collect();
+    let want: Vec<_> = (0..PEERS).map(|k| m.status.get(&k).copied()).collect();
+    assert_eq!(mgr.get_statuses(&all).await, want, "get_statuses {ctx}");
+    for s in ConnectionStatus::ALL {
+        let mut listed: Vec<PeerId> = mgr.peers(s);
+        listed.sort_unstable();
+        let mut want: Vec<PeerId> = m
+            .status
+            .iter()
+            .filter(|&(_, &v)| v == s)
+            .map(|(&k, _)| peer(k))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(listed, want, "peers({s:?}) {ctx}");
+    }
+    for k in 0..PEERS {
+        assert_eq!(
+            mgr.is_blocked(&peer(k)),
+            m.blocked.contains(&k),
+            "blocked {k} {ctx}"
+        );
+    }
+    let state = mgr.state();
+    assert_eq!(
+        (state.connected, state.active, state.pending_dials),
+        (m.count(ConnectionStatus::Connected), m.live.len(), 0),
+        "state {ctx}"
+    );
+    assert_eq!(state.limits.max_connections, m.max, "state limits {ctx}");
+    assert_eq!(state.shut_down, m.shut, "state {ctx}");
     // Idle: expired connections may or may not be closed yet.
     let idle = mgr.idle();
     let (lo, hi) = (m.unexpired_idle(), m.pool.len());
