@@ -229,7 +229,7 @@ pub use config::{Builder, Config};
 pub use connmgr_core::{ConnectionStatus, PeerId};
 pub use connmgr_metrics::{DialCounts, Gauges, Histogram, NetworkMetrics, Snapshot};
 #[cfg(not(loom))]
-pub use dialer::{Dialer, NoTransport, TcpDialer};
+pub use dialer::{AbortHandle, Dialer, NoTransport, TcpDialer};
 #[cfg(not(loom))]
 pub use error::{Error, Limit, Result};
 #[cfg(not(loom))]

@@ -42,6 +42,8 @@ pub(crate) trait Parts {
     type Dial;
     /// The sending half of the peer's status watch.
     type Watch;
+    /// What the graceful drain runs to shut a leased connection down.
+    type Abort;
 }
 
 /// Who opened a peer's live connection.
@@ -110,6 +112,10 @@ pub(crate) struct Record<P: Parts> {
     /// Leases of this peer's connections not yet ended, whether their
     /// connection still has its live slot or lost it.
     pub(crate) leases: u32,
+    /// The abort handles of the leases out that have one (see
+    /// `Dialer::abort_handle`), each shared with its lease, which removes
+    /// it when it ends.
+    pub(crate) aborts: Vec<P::Abort>,
     /// The dial in flight, shared by every `connect` of the peer.
     pub(crate) dial: Option<P::Dial>,
     /// The units of the limits a dial in flight holds for the connection
@@ -143,6 +149,7 @@ impl<P: Parts> Default for Record<P> {
             live: None,
             generation: 0,
             leases: 0,
+            aborts: Vec::new(),
             dial: None,
             dial_units: None,
             watch: None,
@@ -353,6 +360,7 @@ mod loom_models {
         type Permit = ();
         type Dial = ();
         type Watch = ();
+        type Abort = ();
     }
 
     /// The connection pooled before the race.
@@ -536,6 +544,7 @@ mod tests {
         type Permit = ();
         type Dial = ();
         type Watch = bool;
+        type Abort = ();
     }
 
     fn live(id: u64, conn: &'static str) -> Live<Plain> {
