@@ -58,8 +58,11 @@ pub trait Dialer: Send + Sync + 'static {
     /// connection out through `&mut *lease`.
     ///
     /// Called under a lock of the manager while the lease is taken: it
-    /// must be quick and must not call the manager. A panic in it counts
-    /// as `None`. `None` (the default): at the deadline the lease is only
+    /// must be quick and must not call the manager. The handle runs under
+    /// the lease's own lock, which the lease's drop waits for: it must be
+    /// quick too, and must not drop the lease it belongs to. A panic in
+    /// the hook counts as `None`; one in the handle is caught and dropped
+    /// once the panic hook reported it, and the other handles still run. `None` (the default): at the deadline the lease is only
     /// cut off (its reads and writes through the lease fail), and the
     /// connection closes when the lease is dropped.
     fn abort_handle(&self, conn: &Self::Conn) -> Option<AbortHandle> {

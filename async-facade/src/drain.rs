@@ -99,16 +99,20 @@ impl<D: Dialer> ConnectionManager<D> {
                 cells.extend(record.aborts.iter().cloned());
             }
         });
-        for cell in cells {
-            // Run under the cell's lock: a lease ending now takes its
-            // handle out under this lock before it drops its connection,
-            // so the handle acts on a connection still held, or not at
-            // all. The handle is taken out: it runs once.
-            let mut slot = cell.lock();
-            if let Some(handle) = slot.take() {
-                close::catching(|| handle.run());
+        // A panicking handle is caught and dropped (the panic hook
+        // reported it): the other handles still run.
+        close::swallowing(|| {
+            for cell in cells {
+                // Run under the cell's lock: a lease ending now takes its
+                // handle out under this lock before it drops its
+                // connection, so the handle acts on a connection still
+                // held, or not at all. Taken out: it runs once.
+                let mut slot = cell.lock();
+                if let Some(handle) = slot.take() {
+                    close::catching(|| handle.run());
+                }
             }
-        }
+        });
         inner.leases_out.load(Ordering::SeqCst)
     }
 }

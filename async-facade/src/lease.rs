@@ -129,13 +129,14 @@ impl<D: Dialer> Lease<D> {
                 // Registered in the same locked step that takes the
                 // connection: a drain that finds the lease counted finds
                 // its handle too. (A panicking hook counts as no handle.)
-                let abort = close::catching(|| inner.dialer.abort_handle(&conn))
-                    .flatten()
-                    .map(|handle| {
-                        let cell = Arc::new(AbortCell::new(Some(handle)));
-                        record.aborts.push(Arc::clone(&cell));
-                        cell
-                    });
+                let abort = close::swallowing(|| {
+                    close::catching(|| inner.dialer.abort_handle(&conn)).flatten()
+                })
+                .map(|handle| {
+                    let cell = Arc::new(AbortCell::new(Some(handle)));
+                    record.aborts.push(Arc::clone(&cell));
+                    cell
+                });
                 Ok((key, slot, conn, generation, abort))
             })
         });
@@ -173,8 +174,8 @@ impl<D: Dialer> Lease<D> {
     /// If the connection's destructor panics: the peer is marked Failed
     /// first, then the panic is re-raised.
     pub fn discard(mut self) {
-        self.disarm();
         close::reraising(|| {
+            self.disarm();
             drop(self.conn.take());
             self.inner.discard_lease(self.key.peer, self.slot);
         });

@@ -125,7 +125,8 @@
 //!   first served, up to a deadline.
 //! - [`shutdown_gracefully`](ConnectionManager::shutdown_gracefully)
 //!   drains: no new work, leases given time to come back, the rest cut
-//!   off at the deadline.
+//!   off at the deadline (and shut down, with [`TcpDialer`] or any
+//!   dialer that gives an [`AbortHandle`]).
 //! - [`Builder::max_lifetime`] closes old connections instead of pooling
 //!   or reusing them; [`TcpDialer::keepalive`] sets TCP keepalive.
 //! - [`set_limits`](ConnectionManager::set_limits) changes the

@@ -6,7 +6,10 @@
 //! never across an `.await`. The methods only move values around; what
 //! they take out (a live slot, a connection) is returned, so that the
 //! caller drops it (closing a connection) after unlocking. No connection
-//! destructor and no user code runs under a record lock.
+//! destructor runs under a record lock, and the only user code that does
+//! is `Dialer::abort_handle`, asked for in the step that takes a lease
+//! (documented to be quick and not to call the manager), so the handle is
+//! registered with the lease atomically.
 //!
 //! The status itself is written through to the lock-free status table by
 //! the same locked step that changes the record, so that readers

@@ -220,3 +220,46 @@ async fn a_lease_ending_during_the_drain_never_has_its_handle_run() {
     assert_eq!(&buf, b"ping");
     drop(lease_b);
 }
+
+/// Gives every lease a handle; the first panics, the others count runs.
+#[derive(Clone, Default)]
+struct Panicky {
+    given: Arc<AtomicUsize>,
+    ran: Arc<AtomicUsize>,
+}
+
+impl Dialer for Panicky {
+    type Conn = ();
+
+    async fn dial(&self, _: &PeerId) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    fn abort_handle(&self, _: &()) -> Option<AbortHandle> {
+        if self.given.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Some(AbortHandle::new(|| panic!("a handle that panics")));
+        }
+        let ran = self.ran.clone();
+        Some(AbortHandle::new(move || {
+            ran.fetch_add(1, Ordering::SeqCst);
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handle_neither_escapes_the_drain_nor_stops_the_others() {
+    let dialer = Panicky::default();
+    let m = ConnectionManager::builder()
+        .dialer(dialer.clone())
+        .build()
+        .unwrap();
+    let [a, b, c] = [1u8, 2, 3].map(|n| PeerId::from_bytes([n; 32]));
+    let mut leases = Vec::new();
+    for p in [a, b, c] {
+        m.connect(p).await.unwrap();
+        leases.push(m.lease(&p).unwrap());
+    }
+    assert_eq!(m.shutdown_gracefully(Duration::from_millis(20)).await, 3);
+    assert_eq!(dialer.ran.load(Ordering::SeqCst), 2);
+    drop(leases);
+}
