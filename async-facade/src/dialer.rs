@@ -41,6 +41,57 @@ pub trait Dialer: Send + Sync + 'static {
         let _ = conn;
         true
     }
+
+    /// A handle that shuts `conn` down from outside, for transports that
+    /// can be closed through a shared handle (a socket's `shutdown`, a
+    /// session's cancel token). Asked for when `conn` is leased; run (at
+    /// most once) if the lease is still out at
+    /// [`shutdown_gracefully`](crate::ConnectionManager::shutdown_gracefully)'s
+    /// deadline, so the remote end sees the connection close while the
+    /// lease's user still holds it. The manager never runs it once the
+    /// lease has begun to give the connection back: a lease's drop takes
+    /// the handle out, under the lock the drain runs it under, before the
+    /// connection is dropped, so a handle never acts on a closed
+    /// connection (or on a descriptor reused since). A handle that holds
+    /// its own reference to the transport (as [`TcpDialer`]'s, a
+    /// duplicated descriptor) is safe even if the user swaps the
+    /// connection out through `&mut *lease`.
+    ///
+    /// Called under a lock of the manager while the lease is taken: it
+    /// must be quick and must not call the manager. The handle runs under
+    /// the lease's own lock, which the lease's drop waits for: it must be
+    /// quick too, and must not drop the lease it belongs to. A panic in
+    /// the hook counts as `None`; one in the handle is caught and dropped
+    /// once the panic hook reported it, and the other handles still run. `None` (the default): at the deadline the lease is only
+    /// cut off (its reads and writes through the lease fail), and the
+    /// connection closes when the lease is dropped.
+    fn abort_handle(&self, conn: &Self::Conn) -> Option<AbortHandle> {
+        let _ = conn;
+        None
+    }
+}
+
+/// Shuts a leased connection down from outside; see
+/// [`Dialer::abort_handle`]. Runs at most once; dropping it unrun does
+/// nothing but drop the closure.
+pub struct AbortHandle(Box<dyn FnOnce() + Send>);
+
+impl AbortHandle {
+    /// A handle that runs `abort` to shut the connection down.
+    pub fn new(abort: impl FnOnce() + Send + 'static) -> Self {
+        Self(Box::new(abort))
+    }
+
+    /// Runs the handle.
+    pub(crate) fn run(self) {
+        (self.0)();
+    }
+}
+
+impl fmt::Debug for AbortHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AbortHandle").finish_non_exhaustive()
+    }
 }
 
 /// The transport-less default: `connect` registers and tracks the peer, as
@@ -162,6 +213,20 @@ impl Dialer for TcpDialer {
     /// also counts as dead: the protocol state is unknown.
     fn is_alive(&self, conn: &mut TcpStream) -> bool {
         socket_is_idle_and_open(conn)
+    }
+
+    /// `shutdown(Both)` through a duplicate of the socket's descriptor
+    /// (one `dup` per lease, closed when the lease ends): the remote end
+    /// reads end of file, and reads and writes through the lease fail.
+    /// The duplicate names the socket itself, never a descriptor number,
+    /// so it cannot reach another socket. `None` if the descriptor cannot
+    /// be duplicated (at the process's descriptor limit).
+    fn abort_handle(&self, conn: &TcpStream) -> Option<AbortHandle> {
+        let socket = socket2::SockRef::from(conn).try_clone().ok()?;
+        Some(AbortHandle::new(move || {
+            // Already shut down or reset by the peer: nothing to do.
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }))
     }
 }
 

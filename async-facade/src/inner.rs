@@ -52,7 +52,13 @@ impl<D: Dialer> Parts for Tokio<D> {
     type Permit = Slot;
     type Dial = watch::Sender<DialResult>;
     type Watch = WatchTx;
+    type Abort = Arc<AbortCell>;
 }
+
+/// A lease's abort handle, shared by the lease and its record: the lease
+/// takes it out before giving its connection back, the drain runs it
+/// under the same lock (see `Dialer::abort_handle`).
+pub(crate) type AbortCell = parking_lot::Mutex<Option<crate::dialer::AbortHandle>>;
 
 /// Where a connection [`Inner::go_live`] installs comes from.
 #[derive(Clone, Copy, Debug)]
@@ -868,6 +874,8 @@ impl<D: Dialer> Inner<D> {
                 + r.tags.iter().map(|(t, _)| t.len()).sum::<usize>()
                 + r.protections.capacity() * size_of::<Box<str>>()
                 + r.protections.iter().map(|t| t.len()).sum::<usize>()
+                + r.aborts.capacity() * size_of::<Arc<AbortCell>>()
+                + r.aborts.len() * size_of::<AbortCell>()
         })
     }
 

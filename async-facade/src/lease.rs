@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::close;
 use crate::dialer::Dialer;
-use crate::inner::{Held, Inner};
+use crate::inner::{AbortCell, Held, Inner};
 use crate::peer::LeaseEnd;
 use crate::peers::Key;
 use crate::sync::{Arc, Ordering};
@@ -35,7 +35,12 @@ use crate::{Error, Result};
 ///
 /// After [`shutdown_gracefully`](crate::ConnectionManager::shutdown_gracefully)'s
 /// deadline passed with this lease out, its reads and writes fail with
-/// `ConnectionAborted`.
+/// `ConnectionAborted`, and if the dialer gave the connection an abort
+/// handle ([`Dialer::abort_handle`]; [`TcpDialer`](crate::TcpDialer)
+/// does) the connection is shut down at the deadline: a TCP socket gets
+/// `shutdown(Both)`, so the remote end reads end of file while the lease
+/// still holds the socket. Without a handle, the connection stays open
+/// (reachable through `&*lease`) until the lease is dropped.
 ///
 /// # A lease dropped in the middle of an operation must be discarded
 ///
@@ -90,6 +95,9 @@ pub struct Lease<D: Dialer> {
     /// The peer's failure generation when the lease was taken.
     generation: u64,
     conn: Option<Held<D>>,
+    /// The connection's abort handle, shared with the peer's record, if
+    /// the dialer gave one.
+    abort: Option<Arc<AbortCell>>,
     /// A read through the lease returned `Pending` last: cut short if the
     /// lease is dropped now.
     reading: bool,
@@ -118,10 +126,21 @@ impl<D: Dialer> Lease<D> {
                     true => Error::Busy { peer: *peer },
                     false => Error::NotConnected { peer: *peer },
                 })?;
-                Ok((key, slot, conn, generation))
+                // Registered in the same locked step that takes the
+                // connection: a drain that finds the lease counted finds
+                // its handle too. (A panicking hook counts as no handle.)
+                let abort = close::swallowing(|| {
+                    close::catching(|| inner.dialer.abort_handle(&conn)).flatten()
+                })
+                .map(|handle| {
+                    let cell = Arc::new(AbortCell::new(Some(handle)));
+                    record.aborts.push(Arc::clone(&cell));
+                    cell
+                });
+                Ok((key, slot, conn, generation, abort))
             })
         });
-        let (key, slot, conn, generation) = match taken {
+        let (key, slot, conn, generation, abort) = match taken {
             Ok(taken) => taken,
             Err(e) => {
                 returned(inner);
@@ -134,6 +153,7 @@ impl<D: Dialer> Lease<D> {
             slot,
             generation,
             conn: Some(conn),
+            abort,
             reading: false,
             writing: false,
         })
@@ -155,6 +175,7 @@ impl<D: Dialer> Lease<D> {
     /// first, then the panic is re-raised.
     pub fn discard(mut self) {
         close::reraising(|| {
+            self.disarm();
             drop(self.conn.take());
             self.inner.discard_lease(self.key.peer, self.slot);
         });
@@ -190,6 +211,7 @@ impl<D: Dialer> Drop for Lease<D> {
 impl<D: Dialer> Lease<D> {
     /// Gives the connection back (see the type's docs).
     fn end(&mut self) {
+        self.disarm();
         let Some(conn) = self.conn.take() else { return };
         let inner = &*self.inner;
         // Panicking: the connection's state is unknown and its user
@@ -227,6 +249,28 @@ impl<D: Dialer> Lease<D> {
             LeaseEnd::Home | LeaseEnd::Close(_) => {}
             LeaseEnd::Pool(conn, generation) => inner.pool_put(self.key, conn, generation),
         }
+    }
+}
+
+impl<D: Dialer> Lease<D> {
+    /// Takes the abort handle out of its cell, unrun, before the
+    /// connection is given back or dropped: the drain runs handles under
+    /// the cell's lock, so once this returns no handle of this lease runs
+    /// (and one running now finishes first, while the connection is still
+    /// held here). Then unregisters the cell from the peer's record.
+    fn disarm(&mut self) {
+        let Some(cell) = self.abort.take() else {
+            return;
+        };
+        // Dropped after the lock: the closure is user code.
+        let handle = cell.lock().take();
+        drop(handle);
+        let peer = self.key.peer;
+        self.inner.peers.at(&self.key, |map| {
+            if let Some(record) = map.get_mut(&peer) {
+                record.aborts.retain(|c| !Arc::ptr_eq(c, &cell));
+            }
+        });
     }
 }
 

@@ -125,7 +125,8 @@
 //!   first served, up to a deadline.
 //! - [`shutdown_gracefully`](ConnectionManager::shutdown_gracefully)
 //!   drains: no new work, leases given time to come back, the rest cut
-//!   off at the deadline.
+//!   off at the deadline (and shut down, with [`TcpDialer`] or any
+//!   dialer that gives an [`AbortHandle`]).
 //! - [`Builder::max_lifetime`] closes old connections instead of pooling
 //!   or reusing them; [`TcpDialer::keepalive`] sets TCP keepalive.
 //! - [`set_limits`](ConnectionManager::set_limits) changes the
@@ -229,7 +230,7 @@ pub use config::{Builder, Config};
 pub use connmgr_core::{ConnectionStatus, PeerId};
 pub use connmgr_metrics::{DialCounts, Gauges, Histogram, NetworkMetrics, Snapshot};
 #[cfg(not(loom))]
-pub use dialer::{Dialer, NoTransport, TcpDialer};
+pub use dialer::{AbortHandle, Dialer, NoTransport, TcpDialer};
 #[cfg(not(loom))]
 pub use error::{Error, Limit, Result};
 #[cfg(not(loom))]

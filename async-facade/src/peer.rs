@@ -6,7 +6,10 @@
 //! never across an `.await`. The methods only move values around; what
 //! they take out (a live slot, a connection) is returned, so that the
 //! caller drops it (closing a connection) after unlocking. No connection
-//! destructor and no user code runs under a record lock.
+//! destructor runs under a record lock, and the only user code that does
+//! is `Dialer::abort_handle`, asked for in the step that takes a lease
+//! (documented to be quick and not to call the manager), so the handle is
+//! registered with the lease atomically.
 //!
 //! The status itself is written through to the lock-free status table by
 //! the same locked step that changes the record, so that readers
@@ -42,6 +45,8 @@ pub(crate) trait Parts {
     type Dial;
     /// The sending half of the peer's status watch.
     type Watch;
+    /// What the graceful drain runs to shut a leased connection down.
+    type Abort;
 }
 
 /// Who opened a peer's live connection.
@@ -110,6 +115,10 @@ pub(crate) struct Record<P: Parts> {
     /// Leases of this peer's connections not yet ended, whether their
     /// connection still has its live slot or lost it.
     pub(crate) leases: u32,
+    /// The abort handles of the leases out that have one (see
+    /// `Dialer::abort_handle`), each shared with its lease, which removes
+    /// it when it ends.
+    pub(crate) aborts: Vec<P::Abort>,
     /// The dial in flight, shared by every `connect` of the peer.
     pub(crate) dial: Option<P::Dial>,
     /// The units of the limits a dial in flight holds for the connection
@@ -143,6 +152,7 @@ impl<P: Parts> Default for Record<P> {
             live: None,
             generation: 0,
             leases: 0,
+            aborts: Vec::new(),
             dial: None,
             dial_units: None,
             watch: None,
@@ -353,6 +363,7 @@ mod loom_models {
         type Permit = ();
         type Dial = ();
         type Watch = ();
+        type Abort = ();
     }
 
     /// The connection pooled before the race.
@@ -536,6 +547,7 @@ mod tests {
         type Permit = ();
         type Dial = ();
         type Watch = bool;
+        type Abort = ();
     }
 
     fn live(id: u64, conn: &'static str) -> Live<Plain> {
