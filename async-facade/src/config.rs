@@ -259,8 +259,12 @@ impl<D: Dialer> Builder<D> {
     }
 
     /// Most connections held open at once, live, leased, idle or being
-    /// dialed: a bound on the manager's file descriptors (default twice
-    /// `max_connections`; at least `max_connections`). A new connection
+    /// dialed: a bound on the manager's sockets (default twice
+    /// `max_connections`; at least `max_connections`). With a dialer that
+    /// gives abort handles ([`Dialer::abort_handle`](crate::Dialer::abort_handle);
+    /// [`TcpDialer`](crate::TcpDialer) does) each lease out holds one more
+    /// descriptor, so the manager's descriptors are at most this plus the
+    /// leases out. A new connection
     /// that finds it full closes the oldest idle connection to make room;
     /// only when none is idle is it refused ([`Limit::Sockets`](crate::Limit::Sockets)).
     pub fn max_sockets(mut self, n: usize) -> Self {

@@ -247,10 +247,11 @@ pub(crate) const SHED_ON_EMFILE: usize = 16;
 impl<D: Dialer> Inner<D> {
     /// A dial landed after an `adopt` took its units over: its connection
     /// idles and the dial's waiters get `Ok`, and the peer's backoff is
-    /// reset (the dial succeeded). Unless the peer was blocked meanwhile:
-    /// then the connection is closed, the waiters get `Err(Blocked)`, and
-    /// a peer still Connecting with nothing live (the adopt was refused by
-    /// the block after it took the units) goes Disconnected.
+    /// reset (the dial succeeded). Unless a block ended the adopt: the
+    /// peer is blocked now, or it is still Connecting with nothing live
+    /// (a block refused the adopt after it took the units, and may have
+    /// been lifted since). Then the connection is closed, the waiters get
+    /// `Err(Blocked)`, and a peer still Connecting goes Disconnected.
     fn landed_after_adopt(&self, key: Key, conn: crate::inner::Held<D>) -> Result<()> {
         use ConnectionStatus::{Connecting, Disconnected};
         let peer = key.peer;
@@ -258,7 +259,19 @@ impl<D: Dialer> Inner<D> {
             let record = self.record(map, peer);
             record.backoff = None;
             if !record.blocked {
-                return (false, record.generation, None);
+                // Connecting with nothing live: the adopt that took this
+                // dial's units was refused; nobody else moves the peer
+                // out of Connecting.
+                let stuck = record.live.is_none()
+                    && self
+                        .table
+                        .compare_and_set(&peer, Connecting, Disconnected)
+                        .is_ok();
+                return if stuck {
+                    (true, record.generation, Some(Self::watch_in(record)))
+                } else {
+                    (false, record.generation, None)
+                };
             }
             let settled = (record.live.is_none()
                 && self

@@ -51,20 +51,24 @@ pub trait Dialer: Send + Sync + 'static {
     /// lease's user still holds it. The manager never runs it once the
     /// lease has begun to give the connection back: a lease's drop takes
     /// the handle out, under the lock the drain runs it under, before the
-    /// connection is dropped, so a handle never acts on a closed
-    /// connection (or on a descriptor reused since). A handle that holds
-    /// its own reference to the transport (as [`TcpDialer`]'s, a
-    /// duplicated descriptor) is safe even if the user swaps the
-    /// connection out through `&mut *lease`.
+    /// connection is dropped, so a handle never acts on a connection its
+    /// lease no longer holds. That holds for the connection the lease was
+    /// given: a user who swaps another in through `&mut *lease` and drops
+    /// the original leaves a handle that names the original by a raw
+    /// descriptor number acting on whatever socket reuses it. So a handle
+    /// should hold its own reference to the transport, as
+    /// [`TcpDialer`]'s does (a duplicated descriptor, which also keeps a
+    /// swapped-out socket open until the lease ends).
     ///
     /// Called under a lock of the manager while the lease is taken: it
     /// must be quick and must not call the manager. The handle runs under
     /// the lease's own lock, which the lease's drop waits for: it must be
     /// quick too, and must not drop the lease it belongs to. A panic in
     /// the hook counts as `None`; one in the handle is caught and dropped
-    /// once the panic hook reported it, and the other handles still run. `None` (the default): at the deadline the lease is only
-    /// cut off (its reads and writes through the lease fail), and the
-    /// connection closes when the lease is dropped.
+    /// once the panic hook reported it, and the other handles still run.
+    /// `None` (the default): at the deadline the lease is only cut off
+    /// (its reads and writes through the lease fail), and the connection
+    /// closes when the lease is dropped.
     fn abort_handle(&self, conn: &Self::Conn) -> Option<AbortHandle> {
         let _ = conn;
         None

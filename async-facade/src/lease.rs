@@ -262,9 +262,11 @@ impl<D: Dialer> Lease<D> {
         let Some(cell) = self.abort.take() else {
             return;
         };
-        // Dropped after the lock: the closure is user code.
+        // Dropped after the lock, and caught: the closure is user code,
+        // and a panic here would skip the lease's bookkeeping below and in
+        // its callers.
         let handle = cell.lock().take();
-        drop(handle);
+        close::catching(|| drop(handle));
         let peer = self.key.peer;
         self.inner.peers.at(&self.key, |map| {
             if let Some(record) = map.get_mut(&peer) {

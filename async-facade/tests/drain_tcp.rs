@@ -17,6 +17,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+/// The tests of this file run one at a time: one of them watches a
+/// descriptor number being reused, which a socket opened by another test
+/// running at the same moment could take first.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A loopback server that hands every accepted socket to the test.
 async fn holding_server() -> (SocketAddr, mpsc::UnboundedReceiver<TcpStream>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -68,6 +73,7 @@ async fn reads_eof(server: &mut TcpStream) -> bool {
 
 #[tokio::test]
 async fn a_lease_out_at_the_deadline_has_its_socket_shut_down_while_held() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (addr, mut accepted) = holding_server().await;
     let m = tcp_manager(addr);
     let peer = PeerId::random();
@@ -92,6 +98,7 @@ async fn a_lease_out_at_the_deadline_has_its_socket_shut_down_while_held() {
 
 #[tokio::test]
 async fn a_lease_returned_before_the_deadline_is_closed_by_its_return() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let (addr, mut accepted) = holding_server().await;
     let m = tcp_manager(addr);
     let peer = PeerId::random();
@@ -102,7 +109,9 @@ async fn a_lease_returned_before_the_deadline_is_closed_by_its_return() {
         let m = m.clone();
         async move { m.shutdown_gracefully(Duration::from_secs(60)).await }
     });
-    tokio::task::yield_now().await;
+    while !m.is_shut_down() {
+        tokio::task::yield_now().await;
+    }
     assert!(!drain.is_finished(), "waits for the lease");
     drop(lease);
     assert_eq!(drain.await.unwrap(), 0, "nothing forced");
@@ -176,6 +185,7 @@ impl Dialer for Staged {
 
 #[tokio::test]
 async fn a_lease_ending_during_the_drain_never_has_its_handle_run() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let addr = echo_server().await;
     let dialer = Staged {
         addr,
@@ -248,6 +258,7 @@ impl Dialer for Panicky {
 
 #[tokio::test]
 async fn a_panicking_handle_neither_escapes_the_drain_nor_stops_the_others() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let dialer = Panicky::default();
     let m = ConnectionManager::builder()
         .dialer(dialer.clone())
